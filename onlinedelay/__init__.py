@@ -1,0 +1,15 @@
+"""onlinedelay: online three-factor learning of weights and delays in spiking networks.
+
+Importing the package compiles nothing; kernels compile on first use (or ``onlinedelay warmup``)
+and are cached on disk.
+"""
+
+from .config import LearningConfig, NetworkConfig
+from .learning import ThreeFactorLearner
+from .network import Network, dense_mask, dense_weights, synapse_delays
+from .state import Gradients
+
+__version__ = "0.1.0"
+
+__all__ = ["NetworkConfig", "LearningConfig", "Network", "ThreeFactorLearner", "Gradients",
+           "dense_weights", "dense_mask", "synapse_delays", "__version__"]

@@ -1,0 +1,68 @@
+"""Surrogates used only for learning: the spike pseudo-derivative and the Gaussian delay derivative.
+
+psi^t = (gamma / theta) max(0, 1 - |v^t - theta| / theta)            (piecewise linear)
+
+Gaussian relaxation of a delayed train (spec section 5): the train delayed by a real ``D`` is
+replaced by ``G(D)^tau = sum_m x^(tau - m) g(m - D)``, ``g(u) = exp(-u^2/2s^2) / (sqrt(2 pi) s)``,
+and its derivative is
+
+    xi^tau(D) = dG/dD = sum_m x^(tau - m) (u / s^2) g(u),    u = m - D.
+
+Our choice of window: the taps are ``m = c - K .. c + K`` around the integer delay
+``c = floor(D + 0.5)`` that the forward pass uses, so every delay has exactly ``2K + 1`` taps
+(branch-free, the same work for every synapse) and ``|u| <= K + 1/2``.  Taps that would read
+beyond the last written step (``tau - m > t_last``) count as zero: this is the end-of-sample flush.
+"""
+
+import math
+
+from ._jit import jit
+
+
+@jit
+def pseudo_derivative(v, gamma, threshold, psi):
+    """psi[b, j] = (gamma / theta) * max(0, 1 - |v[b, j] - theta| / theta).  v, psi : (B, n)."""
+    n_batch, n = v.shape
+    scale = gamma / threshold
+    for b in range(n_batch):
+        for j in range(n):
+            h = 1.0 - abs(v[b, j] - threshold) / threshold
+            psi[b, j] = scale * h if h > 0.0 else 0.0
+
+
+@jit
+def gaussian_xi(hist, tau, t_last, pre_of_delay, delay, half_width, sigma, xi):
+    """Gaussian derivative of each delayed presynaptic train at the lagged step ``tau``.
+
+    xi[b, p] = sum_{m=c-K}^{c+K} hist_x[b, tau - m, pre_of_delay[p]] * (u / sigma^2) g_sigma(u),
+    u = m - delay[p], c = floor(delay[p] + 0.5), K = half_width; steps after ``t_last`` are 0.
+
+    Parameters
+    ----------
+    hist : (B, n_slots, n_pre) float ring; needs n_slots > max delay + 2K when tau = t_last - K
+    tau, t_last : int, absolute steps
+    pre_of_delay : (n_delays,) int32, presynaptic unit of each delay parameter
+    delay : (n_delays,) float, real-valued delays in steps
+    half_width : int, K; sigma : float, in steps
+    xi : (B, n_delays) float, out
+    """
+    n_batch, n_slots, _ = hist.shape
+    inv_var = 1.0 / (sigma * sigma)
+    norm = 1.0 / (math.sqrt(2.0 * math.pi) * sigma)
+    for p in range(delay.size):
+        d_real = delay[p]
+        centre = int(math.floor(d_real + 0.5))
+        i = pre_of_delay[p]
+        for b in range(n_batch):
+            xi[b, p] = 0.0
+        for m in range(centre - half_width, centre + half_width + 1):
+            s = tau - m
+            if s > t_last:
+                continue
+            u = m - d_real
+            kernel = u * inv_var * norm * math.exp(-0.5 * u * u * inv_var)
+            slot = s % n_slots
+            for b in range(n_batch):
+                x = hist[b, slot, i]
+                if x != 0.0:
+                    xi[b, p] += x * kernel

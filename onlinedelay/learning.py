@@ -1,0 +1,293 @@
+"""The three-factor rule: eligibility traces x a top-down learning signal, and the optimizer.
+
+A :class:`ThreeFactorLearner` attaches to a :class:`~onlinedelay.network.Network` and, after
+every ``net.step``, runs (spec section 8)::
+
+    delta^t = w^t (softmax(y^t) - onehot(label))           readout error (per-step CE)
+    L^t     = B^T delta^t                                  B = Wo (symmetric) or fixed random
+    psi^t   = pseudo-derivative of v^t
+    weight traces at t:   g_W += L^t ebar_W^t              readout: g_Wo += delta^t zbar^t, g_b += delta^t bbar^t
+    delay traces at tau = t - K (lagged, the Gaussian kernel is non-causal): g_D += L^tau ebar_D^tau
+
+``flush()`` runs the last K lagged delay steps at the end of a sample (inputs after the end
+count as zero).  Updates: ``accumulate`` sums gradients over a sample/batch and applies them
+once; ``online`` applies them every ``update_every_steps`` steps.  With symmetric feedback,
+the reset and recurrent spikes treated as constants, the accumulated gradients equal BPTT of
+the Gaussian-relaxed model exactly (tests/test_gradients.py).
+
+Gradient units: E is the per-step cross-entropy averaged over the loss window and the batch.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from . import kernels as K
+from .config import LearningConfig
+from .network import Network, refresh_delay_steps
+from .state import (Gradients, LearnerState, Projection, ProjectionTraces, assign_tuple, copy_tuple,
+                    fill_tuple)
+
+
+class ThreeFactorLearner:
+    """Online three-factor learning of weights, delays and readout of a :class:`Network`.
+
+    Parameters
+    ----------
+    net : Network, the network to train (its rings are enlarged for the Gaussian window)
+    config : LearningConfig
+    seed : int, seeds the random feedback matrix
+
+    Examples
+    --------
+    >>> learner = ThreeFactorLearner(net, LearningConfig())
+    >>> grads = learner.sample_gradients(x, labels)   # accumulate-mode gradients of one batch
+    >>> learner.apply(grads)                          # one optimizer step
+    """
+
+    def __init__(self, net: Network, config: LearningConfig | None = None, seed: int = 0):
+        if not isinstance(net, Network):
+            raise TypeError(f"net must be a Network, got {type(net).__name__}")
+        config = LearningConfig() if config is None else config
+        if not isinstance(config, LearningConfig):
+            raise TypeError(f"config must be a LearningConfig, got {type(config).__name__}")
+        self.net = net
+        self.config = config
+        self.seed = int(seed)
+        self.lag_steps = config.half_width_steps
+        net.reserve_history(net.config.max_delay_steps + 2 * self.lag_steps + 1)
+        n_h, n_out = net.config.n_hidden, net.config.n_outputs
+        if config.feedback == "random":
+            rng = np.random.default_rng(self.seed)
+            self.feedback = rng.normal(0.0, 1.0 / np.sqrt(n_h), size=(n_out, n_h)).astype(net.dtype)
+        else:
+            self.feedback = None          # symmetric: the current readout weights
+        p = net.params
+        self.grads = Gradients(
+            w_in=np.zeros_like(p.input.weight), d_in=np.zeros_like(p.input.delay),
+            w_rec=np.zeros_like(p.recurrent.weight), d_rec=np.zeros_like(p.recurrent.delay),
+            w_out=np.zeros_like(p.w_out), b_out=np.zeros_like(p.b_out))
+        self.optimizer = Optimizer(config, self.grads)
+        self.state = self._allocate(net.batch_size)
+        self.loss_sum = 0.0               # weighted cross-entropy accumulated since reset
+
+    # -- state --------------------------------------------------------------------------------
+    def _learns_delays(self, proj: Projection) -> bool:
+        return self.config.learn_delays and proj.delay.size > 0
+
+    def _traces(self, proj: Projection, batch: int) -> ProjectionTraces:
+        dt = self.net.dtype
+        n_syn = proj.weight.size
+        n_d = n_syn if self._learns_delays(proj) else 0
+        return ProjectionTraces(
+            eps_w=np.zeros((batch, n_syn), dt), ebar_w=np.zeros((batch, n_syn), dt),
+            eps_d=np.zeros((batch, n_d), dt), ebar_d=np.zeros((batch, n_d), dt),
+            xi=np.zeros((batch, proj.delay.size if n_d else 0), dt))
+
+    def _allocate(self, batch: int) -> LearnerState:
+        dt, c = self.net.dtype, self.net.config
+        n_lag = self.lag_steps + 1
+        p = self.net.params
+        return LearnerState(
+            psi_lag=np.zeros((n_lag, batch, c.n_hidden), dt),
+            signal_lag=np.zeros((n_lag, batch, c.n_hidden), dt),
+            decay_lag=np.zeros((n_lag, batch, c.n_hidden), dt),
+            probs=np.zeros((batch, c.n_outputs), dt), delta=np.zeros((batch, c.n_outputs), dt),
+            zbar=np.zeros((batch, c.n_hidden), dt), bbar=np.zeros(batch, dt),
+            input=self._traces(p.input, batch), recurrent=self._traces(p.recurrent, batch),
+            t=np.zeros(1, np.int64), flushed=np.zeros(1, np.int64))
+
+    def reset(self) -> None:
+        """Zero the per-sample learning state (call with ``net.reset()``); gradients are kept."""
+        if self.state.zbar.shape[0] != self.net.batch_size:
+            self.state = self._allocate(self.net.batch_size)
+        else:
+            fill_tuple(self.state, 0)
+        self.loss_sum = 0.0
+
+    def zero_grad(self) -> None:
+        fill_tuple(self.grads, 0)
+
+    # -- per-step rule --------------------------------------------------------------------------
+    def step(self, labels, loss_weight: float | None = None) -> None:
+        """Learn from the step the network has just taken.
+
+        labels : int or (B,) ints in [0, n_outputs), or -1 for "no target at this step"
+        loss_weight : weight w^t of this step's cross-entropy (default 1 / B)
+        """
+        net, s = self.net, self.state
+        if int(s.t[0]) != net.t - 1:
+            raise RuntimeError(f"learner is at step {int(s.t[0])} but the network has taken {net.t} steps; "
+                               "call learner.step() exactly once after every net.step() and reset both together")
+        lab = self._check_labels(labels)
+        w = 1.0 / net.batch_size if loss_weight is None else float(loss_weight)
+        self._step(lab, w)
+
+    def _step(self, labels: np.ndarray, loss_weight: float) -> None:
+        net, c, lc, s = self.net, self.net.config, self.config, self.state
+        p, ns = net.params, net.state
+        t = int(s.t[0])
+        slot = t % (self.lag_steps + 1)
+        psi, signal, decay = s.psi_lag[slot], s.signal_lag[slot], s.decay_lag[slot]
+
+        self.loss_sum += K.readout_error(ns.y, labels, loss_weight, s.probs, s.delta)
+        K.learning_signal(s.delta, p.w_out if self.feedback is None else self.feedback, signal)
+        K.pseudo_derivative(ns.v, c.surrogate_gamma, c.threshold, psi)
+        decay[...] = ns.decay_eff
+        K.readout_traces(ns.z, s.delta, c.decay_out, c.readout_gain, s.zbar, s.bbar,
+                         self.grads.w_out, self.grads.b_out)
+        for proj, tr, hist, g_w in self._projections():
+            K.weight_traces(hist, t, proj.indptr, proj.pre, proj.delay_steps, psi, signal, decay,
+                            c.input_gain, c.decay_out, c.readout_gain, tr.eps_w, tr.ebar_w, g_w)
+        s.t[0] = t + 1
+        if t >= self.lag_steps:
+            self._delay_step(t - self.lag_steps, t)
+
+    def _projections(self):
+        """(projection, traces, ring, weight gradient, delay gradient) of each active projection."""
+        p, ns, s, g = self.net.params, self.net.state, self.state, self.grads
+        out = [(p.input, s.input, ns.hist_in, g.w_in)]
+        if self.net.config.recurrent:
+            out.append((p.recurrent, s.recurrent, ns.hist_rec, g.w_rec))
+        return out
+
+    def _delay_step(self, tau: int, t_last: int) -> None:
+        """Delay traces at the lagged step ``tau``; ring entries after ``t_last`` count as zero."""
+        c, s = self.net.config, self.state
+        slot = tau % (self.lag_steps + 1)
+        grads = (self.grads.d_in, self.grads.d_rec)
+        for (proj, tr, hist, _), g_d in zip(self._projections(), grads):
+            if not self._learns_delays(proj):
+                continue
+            K.gaussian_xi(hist, tau, t_last, proj.pre_of_delay, proj.delay, self.lag_steps,
+                          self.config.sigma_steps, tr.xi)
+            K.delay_traces(tr.xi, proj.indptr, proj.delay_of_syn, proj.weight, s.psi_lag[slot],
+                           s.signal_lag[slot], s.decay_lag[slot], c.input_gain, c.decay_out,
+                           c.readout_gain, tr.eps_d, tr.ebar_d, g_d)
+
+    def flush(self) -> None:
+        """End of sample: run the delay pipeline over its last ``K`` lagged steps (idempotent)."""
+        s = self.state
+        if s.flushed[0]:
+            return
+        t_end = int(s.t[0])
+        for tau in range(max(0, t_end - self.lag_steps), t_end):
+            self._delay_step(tau, t_end - 1)
+        s.flushed[0] = 1
+
+    # -- whole samples --------------------------------------------------------------------------
+    def _loss_weights(self, n_steps: int, batch: int) -> np.ndarray:
+        start = self.config.loss_start_step
+        if start >= n_steps:
+            raise ValueError(f"loss_start_step={start} leaves no step of a {n_steps}-step sample in the loss window")
+        w = np.zeros(n_steps)
+        w[start:] = 1.0 / ((n_steps - start) * batch)
+        return w
+
+    def run_sample(self, inputs, labels, update: bool = False) -> dict:
+        """Reset, run a whole sample (or batch) with learning, flush; optionally update.
+
+        inputs : (T, n_inputs) or (T, B, n_inputs) spike counts; labels : int or (B,) ints.
+        With ``update=True``, parameters change as the config says: every n steps
+        (``online``) or once at the end (``accumulate``).  Without it, gradients are only
+        accumulated in ``self.grads``.
+
+        Returns {"loss": mean CE, "correct": (B,) bool by argmax of summed softmax, "spikes": hidden spike count}.
+        """
+        net = self.net
+        x = net.check_sequence(inputs)
+        n_steps, batch = x.shape[0], x.shape[1]
+        net.reset(batch)
+        self.reset()
+        lab = self._check_labels(labels)
+        weights = self._loss_weights(n_steps, batch)
+        online = update and self.config.update == "online"
+        every = self.config.update_every_steps
+        votes = np.zeros((batch, net.config.n_outputs))
+        spikes = 0.0
+        for t in range(n_steps):
+            net._step(x[t])
+            self._step(lab, weights[t])
+            votes += self.state.probs
+            spikes += float(net.state.z.sum())
+            if online and (t + 1) % every == 0:
+                self.apply()
+        self.flush()
+        if update:
+            self.apply()
+        return {"loss": self.loss_sum, "correct": votes.argmax(axis=1) == lab, "spikes": spikes}
+
+    def sample_gradients(self, inputs, labels) -> Gradients:
+        """Accumulate-mode gradients of one sample/batch (parameters unchanged); returns a copy."""
+        self.zero_grad()
+        self.run_sample(inputs, labels, update=False)
+        return copy_tuple(self.grads)
+
+    # -- updates ----------------------------------------------------------------------------------
+    def apply(self, grads: Gradients | None = None) -> None:
+        """One optimizer step with ``grads`` (default: the accumulated ones), then zero them.
+
+        Delays are clipped to [0, max_delay_steps] and re-rounded after the step.
+        """
+        if grads is not None and grads is not self.grads:
+            assign_tuple(self.grads, grads)
+        p, lc = self.net.params, self.config
+        self.optimizer.step(p, self.grads)
+        clipped = 0
+        if lc.learn_delays and lc.lr_delays > 0:
+            for proj in (p.input, p.recurrent):
+                clipped += refresh_delay_steps(proj, self.net.config.max_delay_steps)
+        if clipped and not self.optimizer.warned_clip:
+            self.optimizer.warned_clip = True
+            warnings.warn(f"{clipped} delays were clipped to [0, {self.net.config.max_delay_steps}] steps "
+                          "(warned once)", RuntimeWarning, stacklevel=2)
+        self.zero_grad()
+
+    # -- validation -------------------------------------------------------------------------------
+    def _check_labels(self, labels) -> np.ndarray:
+        n_out, batch = self.net.config.n_outputs, self.net.batch_size
+        arr = np.asarray(labels)
+        if arr.ndim == 0:
+            arr = np.full(batch, arr)
+        if arr.shape != (batch,) or arr.dtype.kind not in "iu":
+            raise ValueError(f"labels {labels!r} must be an int or {batch} ints in [0, {n_out}) (or -1)")
+        if ((arr < -1) | (arr >= n_out)).any():
+            bad = arr[(arr < -1) | (arr >= n_out)][0]
+            raise ValueError(f"label {int(bad)} is outside [0, {n_out}) (use -1 for no target)")
+        return arr.astype(np.int64)
+
+
+class Optimizer:
+    """SGD or Adam with separate learning rates for weights, delays and readout."""
+
+    def __init__(self, config: LearningConfig, like: Gradients):
+        self.config = config
+        self.steps = 0
+        self.warned_clip = False
+        if config.optimizer == "adam":
+            self.m = tuple(np.zeros(g.size, g.dtype) for g in like)
+            self.v = tuple(np.zeros(g.size, g.dtype) for g in like)
+
+    def _groups(self, params, grads):
+        lc = self.config
+        rate_w = lc.lr_weights if lc.learn_weights else 0.0
+        rate_d = lc.lr_delays if lc.learn_delays else 0.0
+        rate_o = lc.lr_readout if lc.learn_readout else 0.0
+        return [(params.input.weight, grads.w_in, rate_w), (params.input.delay, grads.d_in, rate_d),
+                (params.recurrent.weight, grads.w_rec, rate_w), (params.recurrent.delay, grads.d_rec, rate_d),
+                (params.w_out, grads.w_out, rate_o), (params.b_out, grads.b_out, rate_o)]
+
+    def step(self, params, grads) -> None:
+        self.steps += 1
+        lc = self.config
+        for i, (param, grad, rate) in enumerate(self._groups(params, grads)):
+            if rate == 0.0 or param.size == 0:
+                continue
+            flat, g = param.reshape(-1), grad.reshape(-1)
+            if lc.optimizer == "adam":
+                K.adam_step(flat, g, self.m[i], self.v[i], rate, lc.adam_beta1, lc.adam_beta2,
+                            lc.adam_eps, self.steps)
+            else:
+                K.sgd_step(flat, g, rate)

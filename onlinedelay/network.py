@@ -1,0 +1,318 @@
+"""The forward network: parameters built from a config and a seed, and one-step simulation.
+
+A :class:`Network` owns :class:`~onlinedelay.state.Parameters` (shared by the batch) and a
+:class:`~onlinedelay.state.NetworkState` (one independent copy per batch element).  ``step``
+consumes one step of input spike counts and returns the readout; memory does not depend on the
+number of steps.  It is the only caller of the forward kernels.
+
+Per step t (spec sections 2-4)::
+
+    hist_in[t % n_slots] = x^t;   hist_rec[t % n_slots] = z^(t-1)
+    I^t = sum_i W_ji x_i^(t - d_ji) + sum_l R_jl z_l^(t - 1 - d_jl)
+    LIF (soft or hard reset) -> v^t, z^t;   readout y^t = kappa y^(t-1) + zeta_o Wo z^t + b
+
+Delays are real numbers in ``[0, max_delay_steps]``; the forward pass uses
+``floor(D + 0.5)``.  The ring holds ``n_slots >= max_delay_steps + 1`` past steps (a learner
+reserves more for its Gaussian window).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels as K
+from .config import NetworkConfig
+from .state import NetworkState, Parameters, Projection, assign_tuple, copy_tuple, fill_tuple
+
+_INT = np.int32
+
+
+def _build_projection(rng, n_pre, n_post, density, delay_mode, exclude_self, config, dtype):
+    """Random fixed-fan-in CSR projection: each row gets round(density * n_available) inputs."""
+    available = n_pre - 1 if exclude_self else n_pre
+    fan_in = 0 if available <= 0 else max(1, int(round(density * available)))
+    rows = []
+    for j in range(n_post):
+        if fan_in == available:
+            chosen = np.arange(available)
+        else:
+            chosen = np.sort(rng.choice(available, size=fan_in, replace=False))
+        if exclude_self:
+            chosen = chosen + (chosen >= j)       # skip the autapse j -> j
+        rows.append(chosen)
+    pre = np.concatenate(rows).astype(_INT) if rows and fan_in else np.zeros(0, _INT)
+    indptr = (np.arange(n_post + 1) * fan_in).astype(_INT)
+    std = config.weight_init_scale * config.threshold / np.sqrt(max(fan_in, 1))
+    weight = rng.normal(0.0, std, size=pre.size).astype(dtype)
+    if delay_mode == "synaptic":
+        pre_of_delay = pre.copy()
+        delay_of_syn = np.arange(pre.size, dtype=_INT)
+    elif delay_mode == "axonal":
+        pre_of_delay = np.arange(n_pre, dtype=_INT)
+        delay_of_syn = pre.copy()
+    else:
+        pre_of_delay = np.zeros(0, _INT)
+        delay_of_syn = np.zeros(pre.size, _INT)
+    if config.delay_init == "uniform":
+        delay = rng.uniform(0.0, config.max_delay_steps, size=pre_of_delay.size).astype(dtype)
+    else:
+        delay = np.zeros(pre_of_delay.size, dtype)
+    proj = Projection(indptr, pre, weight, delay, np.zeros(pre.size, _INT), delay_of_syn, pre_of_delay)
+    refresh_delay_steps(proj, config.max_delay_steps)
+    return proj
+
+
+def refresh_delay_steps(proj: Projection, max_delay_steps: int) -> int:
+    """Clip ``proj.delay`` to [0, max] and recompute the integer delay of every synapse.
+
+    Returns the number of clipped delays.  A projection without delays keeps all-zero delays.
+    """
+    if proj.delay.size == 0:
+        proj.delay_steps[:] = 0
+        return 0
+    return int(K.round_delays(proj.delay, float(max_delay_steps), proj.delay_of_syn, proj.delay_steps))
+
+
+def init_parameters(config: NetworkConfig, seed: int, dtype="float32") -> Parameters:
+    """Draw all parameters from ``np.random.default_rng(seed)`` in a fixed order."""
+    dtype = np.dtype(dtype)
+    rng = np.random.default_rng(seed)
+    n_h = config.n_hidden
+    inp = _build_projection(rng, config.n_inputs, n_h, config.density, config.input_delays,
+                            False, config, dtype)
+    if config.recurrent:
+        rec = _build_projection(rng, n_h, n_h, config.recurrent_density, config.recurrent_delays,
+                                True, config, dtype)
+    else:
+        rec = _build_projection(rng, 0, n_h, 1.0, "none", False, config, dtype)
+    w_out = rng.normal(0.0, 1.0 / np.sqrt(n_h), size=(config.n_outputs, n_h)).astype(dtype)
+    b_out = np.zeros(config.n_outputs, dtype)
+    return Parameters(inp, rec, w_out, b_out)
+
+
+def dense_weights(proj: Projection, n_pre: int) -> np.ndarray:
+    """(n_post, n_pre) weight matrix of a projection, 0 where no synapse exists."""
+    n_post = proj.indptr.size - 1
+    out = np.zeros((n_post, n_pre), proj.weight.dtype)
+    rows = np.repeat(np.arange(n_post), np.diff(proj.indptr))
+    out[rows, proj.pre] = proj.weight
+    return out
+
+
+def dense_mask(proj: Projection, n_pre: int) -> np.ndarray:
+    """(n_post, n_pre) bool: True where a synapse exists."""
+    n_post = proj.indptr.size - 1
+    out = np.zeros((n_post, n_pre), bool)
+    rows = np.repeat(np.arange(n_post), np.diff(proj.indptr))
+    out[rows, proj.pre] = True
+    return out
+
+
+def synapse_delays(proj: Projection) -> np.ndarray:
+    """(n_syn,) real delay seen by each synapse (0 without delays)."""
+    if proj.delay.size == 0:
+        return np.zeros(proj.pre.size, proj.weight.dtype)
+    return proj.delay[proj.delay_of_syn]
+
+
+class Network:
+    """A single-hidden-layer LIF network with delays, stepped one timestep at a time.
+
+    Parameters
+    ----------
+    config : NetworkConfig
+    seed : int, seeds every random draw of the parameters
+    batch_size : int, number of independent state copies (samples run side by side)
+    dtype : "float32" (default) or "float64"
+
+    Examples
+    --------
+    >>> net = Network(NetworkConfig(n_inputs=4, n_hidden=8, n_outputs=2), seed=0)
+    >>> y = net.step(np.array([0, 1, 0, 2]))      # one step, readout of shape (1, 2)
+    """
+
+    def __init__(self, config: NetworkConfig, seed: int = 0, batch_size: int = 1, dtype="float32"):
+        if not isinstance(config, NetworkConfig):
+            raise TypeError(f"config must be a NetworkConfig, got {type(config).__name__}")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype={dtype!r} is not allowed; choose 'float32' or 'float64'")
+        self.config = config
+        self.seed = int(seed)
+        self.params = init_parameters(config, self.seed, self.dtype)
+        self.n_slots = config.max_delay_steps + 1
+        self.state = self._allocate(_check_batch(batch_size))
+
+    # -- allocation and reset -------------------------------------------------------------
+    def _allocate(self, batch_size: int) -> NetworkState:
+        c, dt = self.config, self.dtype
+        n_h = c.n_hidden
+        rec_slots = self.n_slots if c.recurrent else 0
+        return NetworkState(
+            v=np.zeros((batch_size, n_h), dt),
+            z=np.zeros((batch_size, n_h), dt),
+            decay_eff=np.zeros((batch_size, n_h), dt),
+            current=np.zeros((batch_size, n_h), dt),
+            y=np.zeros((batch_size, c.n_outputs), dt),
+            hist_in=np.zeros((batch_size, self.n_slots, c.n_inputs), dt),
+            hist_rec=np.zeros((batch_size, rec_slots, n_h), dt),
+            t=np.zeros(1, np.int64),
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return self.state.v.shape[0]
+
+    @property
+    def t(self) -> int:
+        """Steps taken since the last reset."""
+        return int(self.state.t[0])
+
+    def reserve_history(self, n_slots: int) -> None:
+        """Make the presynaptic rings hold at least ``n_slots`` steps (clears the state)."""
+        if n_slots > self.n_slots:
+            self.n_slots = int(n_slots)
+            self.state = self._allocate(self.batch_size)
+
+    def reset(self, batch_size: int | None = None) -> None:
+        """Zero the state (start of a sample); optionally change the batch size."""
+        if batch_size is not None and _check_batch(batch_size) != self.batch_size:
+            self.state = self._allocate(batch_size)
+        else:
+            fill_tuple(self.state, 0)
+
+    # -- stepping -------------------------------------------------------------------------
+    def step(self, x) -> np.ndarray:
+        """Advance one step with input spike counts ``x``.
+
+        Parameters
+        ----------
+        x : array of ints >= 0, shape (n_inputs,) (batch size 1) or (B, n_inputs)
+
+        Returns
+        -------
+        y : (B, n_outputs) readout after this step (a copy)
+        """
+        self._step(self._check_input(x))
+        return self.state.y.copy()
+
+    def _step(self, x: np.ndarray) -> None:
+        """One step on validated input ``x`` of shape (B, n_inputs) and the network dtype."""
+        c, p, s = self.config, self.params, self.state
+        t = int(s.t[0])
+        slot = t % self.n_slots
+        s.hist_in[:, slot, :] = x
+        s.current[...] = 0.0
+        K.delayed_current(s.hist_in, t, p.input.indptr, p.input.pre, p.input.delay_steps,
+                          p.input.weight, s.current)
+        if c.recurrent:
+            s.hist_rec[:, slot, :] = s.z
+            K.delayed_current(s.hist_rec, t, p.recurrent.indptr, p.recurrent.pre,
+                              p.recurrent.delay_steps, p.recurrent.weight, s.current)
+        K.lif_step(s.current, c.decay_mem, c.input_gain, c.threshold, c.reset == "hard",
+                   s.v, s.z, s.decay_eff)
+        K.readout_step(s.z, p.w_out, p.b_out, c.decay_out, c.readout_gain, s.y)
+        s.t[0] = t + 1
+
+    def run(self, inputs) -> np.ndarray:
+        """Reset, then run a whole sample; returns the readout of every step.
+
+        inputs : (T, n_inputs) or (T, B, n_inputs) spike counts.  Returns (T, B, n_outputs).
+        """
+        x = self.check_sequence(inputs)
+        self.reset(x.shape[1])
+        out = np.empty((x.shape[0], x.shape[1], self.config.n_outputs), self.dtype)
+        for t in range(x.shape[0]):
+            self._step(x[t])
+            out[t] = self.state.y
+        return out
+
+    # -- input validation -----------------------------------------------------------------
+    def _check_input(self, x) -> np.ndarray:
+        arr = np.asarray(x)
+        n_in = self.config.n_inputs
+        if arr.ndim == 1 and self.batch_size == 1:
+            arr = arr[None, :]
+        if arr.shape != (self.batch_size, n_in):
+            raise ValueError(f"input x has shape {np.shape(x)}; expected ({self.batch_size}, {n_in})"
+                             + (f" or ({n_in},)" if self.batch_size == 1 else ""))
+        return _check_counts(arr, "input x").astype(self.dtype, copy=False)
+
+    def check_sequence(self, inputs) -> np.ndarray:
+        """Validate a (T, n_in) or (T, B, n_in) count array; returns (T, B, n_in) in the dtype."""
+        arr = np.asarray(inputs)
+        if arr.ndim == 2:
+            arr = arr[:, None, :]
+        if arr.ndim != 3 or arr.shape[2] != self.config.n_inputs or arr.shape[0] < 1 or arr.shape[1] < 1:
+            raise ValueError(f"inputs have shape {np.shape(inputs)}; expected (T, {self.config.n_inputs}) "
+                             f"or (T, B, {self.config.n_inputs}) with T, B >= 1")
+        return _check_counts(arr, "inputs").astype(self.dtype, copy=False)
+
+    # -- parameters -------------------------------------------------------------------------
+    def set_delays(self, which: str, delays) -> None:
+        """Set the real delays of the ``"input"`` or ``"recurrent"`` projection (steps).
+
+        ``delays`` has shape (n_delays,): one per synapse (synaptic) or per presynaptic unit
+        (axonal).  Values must lie in [0, max_delay_steps].
+        """
+        proj = self._projection(which)
+        arr = np.asarray(delays, dtype=np.float64)
+        if arr.shape != proj.delay.shape:
+            raise ValueError(f"{which} delays have shape {arr.shape}; expected {proj.delay.shape}")
+        bad = ~np.isfinite(arr) | (arr < 0) | (arr > self.config.max_delay_steps)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"{which} delay [{i}] = {arr[i]!r} is outside [0, {self.config.max_delay_steps}]")
+        proj.delay[:] = arr
+        refresh_delay_steps(proj, self.config.max_delay_steps)
+
+    def _projection(self, which: str) -> Projection:
+        if which == "input":
+            return self.params.input
+        if which == "recurrent":
+            return self.params.recurrent
+        raise ValueError(f"projection {which!r} is unknown; choose 'input' or 'recurrent'")
+
+    def parameter_counts(self) -> dict:
+        """Number of learnable weights and delays per projection."""
+        p = self.params
+        return {"input_weights": int(p.input.weight.size), "input_delays": int(p.input.delay.size),
+                "recurrent_weights": int(p.recurrent.weight.size),
+                "recurrent_delays": int(p.recurrent.delay.size),
+                "readout_weights": int(p.w_out.size), "readout_bias": int(p.b_out.size)}
+
+    # -- snapshots ----------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """Deep copy of parameters and state (rings and step counter included)."""
+        return {"params": copy_tuple(self.params), "state": copy_tuple(self.state)}
+
+    def restore(self, snap: dict) -> None:
+        """Restore a :meth:`snapshot` in place (shapes must match)."""
+        if snap["state"].hist_in.shape != self.state.hist_in.shape:
+            self.state = copy_tuple(snap["state"])
+            self.n_slots = self.state.hist_in.shape[1]
+        else:
+            assign_tuple(self.state, snap["state"])
+        assign_tuple(self.params, snap["params"])
+
+
+def _check_batch(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} is not allowed; expected an integer >= 1")
+    return int(batch_size)
+
+
+def _check_counts(arr: np.ndarray, what: str) -> np.ndarray:
+    """Spike counts must be finite, non-negative whole numbers."""
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{what} has dtype {arr.dtype}; expected integer spike counts")
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr < 0) | (arr != np.floor(arr))
+    elif arr.dtype.kind == "i":
+        bad = arr < 0
+    else:
+        return arr
+    if bad.any():
+        idx = np.unravel_index(int(np.argmax(bad)), arr.shape)
+        raise ValueError(f"{what}{list(idx)} = {arr[idx]!r}; spike counts must be whole numbers >= 0")
+    return arr

@@ -1,0 +1,252 @@
+"""Slow, obviously-correct float64 NumPy references, written independently of the kernels.
+
+* Kernel references: one function per kernel, plain loops over dense or explicit data.
+* Model reference: a full-history forward pass of the network (dense matrices, no rings) and a
+  hand-derived backpropagation through time of the same relaxed model:
+  - spikes z = H(v - theta) with pseudo-derivative psi;
+  - delays act on the forward pass as integer shifts round(D); for the gradient the delayed train
+    is the Gaussian relaxation G(D)^t = sum_m x^(t-m) g(m - D) over the taps m = c-K..c+K,
+    c = floor(D + 1/2) (straight-through: dI/dD = W dG/dD);
+  - the reset (and the recurrent spikes) can be detached (treated as constants) or not.
+Nothing here imports onlinedelay.kernels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+# ------------------------------------------------------------------------------------------------
+# kernel references
+# ------------------------------------------------------------------------------------------------
+def gauss_deriv(u, sigma):
+    """(u / sigma^2) g_sigma(u), g the unit-area Gaussian."""
+    return u / sigma**2 * np.exp(-u**2 / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma)
+
+
+def gauss(u, sigma):
+    return np.exp(-u**2 / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma)
+
+
+def centre(delay):
+    return int(math.floor(delay + 0.5))
+
+
+def smoothed_train(x_seq, tau, delay, half_width, sigma):
+    """G(D)^tau for one presynaptic train x_seq (T,), zero outside [0, T)."""
+    c = centre(delay)
+    total = 0.0
+    for m in range(c - half_width, c + half_width + 1):
+        s = tau - m
+        if 0 <= s < len(x_seq):
+            total += x_seq[s] * gauss(m - delay, sigma)
+    return total
+
+
+def xi_train(x_seq, tau, delay, half_width, sigma):
+    """dG/dD at tau for one presynaptic train (the Gaussian delay derivative)."""
+    c = centre(delay)
+    total = 0.0
+    for m in range(c - half_width, c + half_width + 1):
+        s = tau - m
+        if 0 <= s < len(x_seq):
+            total += x_seq[s] * gauss_deriv(m - delay, sigma)
+    return total
+
+
+def ref_delayed_current(x_hist, t, synapses, n_post):
+    """x_hist: (B, t+1, n_pre) full history; synapses: list of (j, i, w, d)."""
+    n_batch = x_hist.shape[0]
+    out = np.zeros((n_batch, n_post))
+    for b in range(n_batch):
+        for j, i, w, d in synapses:
+            if t - d >= 0:
+                out[b, j] += w * x_hist[b, t - d, i]
+    return out
+
+
+def ref_lif(current, v, z_prev, alpha, zeta, theta, hard):
+    if hard:
+        a = alpha * (1.0 - z_prev)
+        v_new = a * v + zeta * current
+    else:
+        a = np.full_like(v, alpha)
+        v_new = alpha * v + zeta * current - theta * z_prev
+    return v_new, (v_new >= theta).astype(float), a
+
+
+def ref_psi(v, gamma, theta):
+    return gamma / theta * np.maximum(0.0, 1.0 - np.abs(v - theta) / theta)
+
+
+def ref_softmax(y):
+    e = np.exp(y - y.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def ref_adam(param, grad, m, v, lr, b1, b2, eps, step):
+    m = b1 * m + (1 - b1) * grad
+    v = b2 * v + (1 - b2) * grad**2
+    return param - lr * (m / (1 - b1**step)) / (np.sqrt(v / (1 - b2**step)) + eps), m, v
+
+
+# ------------------------------------------------------------------------------------------------
+# model reference
+# ------------------------------------------------------------------------------------------------
+class DenseModel:
+    """Dense float64 copy of a network's parameters (0 where a synapse is absent).
+
+    Attributes: W (N, n_in), D (N, n_in) real delays per synapse, M (N, n_in) mask; R, DR, MR the
+    same for the recurrent projection; Wo (n_out, N), b (n_out,); delay modes; dynamics scalars.
+    """
+
+    def __init__(self, net):
+        c = net.config
+        self.cfg = c
+        self.alpha, self.kappa = c.decay_mem, c.decay_out
+        self.zeta, self.zeta_o = c.input_gain, c.readout_gain
+        self.theta, self.gamma, self.hard = c.threshold, c.surrogate_gamma, c.reset == "hard"
+        self.W, self.D, self.M, self.mode_in = self._dense(net.params.input, c.n_hidden, c.n_inputs, c.input_delays)
+        if c.recurrent:
+            self.R, self.DR, self.MR, self.mode_rec = self._dense(net.params.recurrent, c.n_hidden, c.n_hidden,
+                                                                  c.recurrent_delays)
+        else:
+            self.R = None
+        self.Wo = net.params.w_out.astype(float).copy()
+        self.b = net.params.b_out.astype(float).copy()
+
+    @staticmethod
+    def _dense(proj, n_post, n_pre, mode):
+        W = np.zeros((n_post, n_pre))
+        D = np.zeros((n_post, n_pre))
+        M = np.zeros((n_post, n_pre), bool)
+        for j in range(n_post):
+            for s in range(proj.indptr[j], proj.indptr[j + 1]):
+                i = proj.pre[s]
+                W[j, i] = proj.weight[s]
+                M[j, i] = True
+                if mode == "synaptic":
+                    D[j, i] = proj.delay[s]
+                elif mode == "axonal":
+                    D[j, i] = proj.delay[i]
+        return W, D, M, mode
+
+
+def ref_forward(model: DenseModel, x):
+    """Full-history forward pass.  x: (T, B, n_in).  Returns dict of (T, B, .) arrays."""
+    T, B, _ = x.shape
+    N = model.W.shape[0]
+    dint = np.floor(model.D + 0.5).astype(int)
+    v = np.zeros((T, B, N)); z = np.zeros((T, B, N)); a = np.zeros((T, B, N))
+    y = np.zeros((T, B, model.Wo.shape[0]))
+    v_prev = np.zeros((B, N)); z_prev = np.zeros((B, N)); y_prev = np.zeros((B, model.Wo.shape[0]))
+    if model.R is not None:
+        drint = np.floor(model.DR + 0.5).astype(int)
+    for t in range(T):
+        cur = np.zeros((B, N))
+        for j in range(N):
+            for i in np.nonzero(model.M[j])[0]:
+                s = t - dint[j, i]
+                if s >= 0:
+                    cur[:, j] += model.W[j, i] * x[s, :, i]
+            if model.R is not None:
+                for l in np.nonzero(model.MR[j])[0]:
+                    s = t - 1 - drint[j, l]
+                    if s >= 0:
+                        cur[:, j] += model.R[j, l] * z[s, :, l]
+        v[t], z[t], a[t] = ref_lif(cur, v_prev, z_prev, model.alpha, model.zeta, model.theta, model.hard)
+        y[t] = model.kappa * y_prev + model.zeta_o * z[t] @ model.Wo.T + model.b
+        v_prev, z_prev, y_prev = v[t], z[t], y[t]
+    return {"v": v, "z": z, "a": a, "y": y}
+
+
+def ref_loss_and_delta(y, labels, weights):
+    """Per-step CE weighted by weights (T,); delta = dE/dy^t (T, B, n_out)."""
+    p = ref_softmax(y)
+    onehot = np.zeros_like(p)
+    onehot[:, np.arange(len(labels)), labels] = 1.0
+    delta = weights[:, None, None] * (p - onehot)
+    loss = -(weights[:, None] * np.log(p[:, np.arange(len(labels)), labels])).sum()
+    return loss, delta
+
+
+def ref_bptt(model: DenseModel, x, labels, weights, half_width, sigma, detach_reset=True):
+    """Gradients of E = sum_t w^t CE(softmax(y^t), label) by backpropagation through time.
+
+    Recurrent spikes are always treated as constants (e-prop's approximation); the reset is a
+    constant when ``detach_reset``.  Returns dict with w_in, d_in, w_rec, d_rec (dense, per
+    synapse or per presynaptic unit for axonal), w_out, b_out, and the forward record.
+    """
+    T, B, n_in = x.shape
+    fw = ref_forward(model, x)
+    v, z, a, y = fw["v"], fw["z"], fw["a"], fw["y"]
+    N = model.W.shape[0]
+    _, delta = ref_loss_and_delta(y, labels, weights)
+
+    # adjoint of the readout: dE/dy^t including its effect through later steps
+    dy = np.zeros_like(y)
+    acc = np.zeros_like(y[0])
+    for t in range(T - 1, -1, -1):
+        acc = delta[t] + model.kappa * acc
+        dy[t] = acc
+    psi = ref_psi(v, model.gamma, model.theta)
+
+    # adjoint of v
+    dv = np.zeros_like(v)
+    dv_next = np.zeros((B, N))
+    for t in range(T - 1, -1, -1):
+        dz = model.zeta_o * dy[t] @ model.Wo
+        if t + 1 < T:
+            if not detach_reset:
+                if model.hard:
+                    dz = dz + dv_next * (-model.alpha * v[t])
+                else:
+                    dz = dz + dv_next * (-model.theta)
+            carry = dv_next * a[t + 1]
+        else:
+            carry = 0.0
+        dv[t] = psi[t] * dz + carry
+        dv_next = dv[t]
+
+    out = {"forward": fw, "delta": delta,
+           "w_out": model.zeta_o * np.einsum("tbk,tbj->kj", dy, z), "b_out": dy.sum(axis=(0, 1))}
+    out["w_in"], out["d_in"] = _projection_grads(model.W, model.D, model.M, model.mode_in, x, dv, model.zeta,
+                                                 half_width, sigma, shift=0)
+    if model.R is not None:
+        z_in = np.concatenate([np.zeros((1, B, N)), z[:-1]], axis=0)   # recurrent input at t: z^(t-1)
+        out["w_rec"], out["d_rec"] = _projection_grads(model.R, model.DR, model.MR, model.mode_rec, z_in, dv,
+                                                       model.zeta, half_width, sigma, shift=0)
+    return out
+
+
+def _projection_grads(W, D, M, mode, x, dv, zeta, half_width, sigma, shift):
+    """g_W[j,i] = sum_t dv_j^t zeta x_i^(t-d);  g_D[j,i] = sum_t dv_j^t zeta W_ji xi_ji^t."""
+    T, B, n_pre = x.shape
+    N = W.shape[0]
+    dint = np.floor(D + 0.5).astype(int)
+    g_w = np.zeros((N, n_pre))
+    g_d = np.zeros((N, n_pre))
+    for j in range(N):
+        for i in np.nonzero(M[j])[0]:
+            for b in range(B):
+                xs = x[:, b, i]
+                for t in range(T):
+                    s = t - dint[j, i]
+                    if s >= 0:
+                        g_w[j, i] += dv[t, b, j] * zeta * xs[s]
+                    if mode != "none":
+                        g_d[j, i] += dv[t, b, j] * zeta * W[j, i] * xi_train(xs, t, D[j, i], half_width, sigma)
+    if mode == "axonal":
+        return g_w, g_d.sum(axis=0)
+    return g_w, g_d
+
+
+def sparse_to_dense_grad(proj, grad, n_post, n_pre):
+    """Scatter a per-synapse gradient (CSR order) into an (n_post, n_pre) matrix."""
+    out = np.zeros((n_post, n_pre))
+    for j in range(n_post):
+        for s in range(proj.indptr[j], proj.indptr[j + 1]):
+            out[j, proj.pre[s]] = grad[s]
+    return out
