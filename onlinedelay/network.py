@@ -27,8 +27,12 @@ from .state import NetworkState, Parameters, Projection, assign_tuple, copy_tupl
 _INT = np.int32
 
 
-def _build_projection(rng, n_pre, n_post, density, delay_mode, exclude_self, config, dtype):
-    """Random fixed-fan-in CSR projection: each row gets round(density * n_available) inputs."""
+def _build_projection(rng, rng_delay, n_pre, n_post, density, delay_mode, exclude_self, config, dtype):
+    """Random fixed-fan-in CSR projection: each row gets round(density * n_available) inputs.
+
+    Connectivity and weights come from ``rng``, delays from ``rng_delay``: the same seed gives the
+    same weights whatever the delay mode (fair ablations).
+    """
     available = n_pre - 1 if exclude_self else n_pre
     fan_in = 0 if available <= 0 else max(1, int(round(density * available)))
     rows = []
@@ -54,7 +58,7 @@ def _build_projection(rng, n_pre, n_post, density, delay_mode, exclude_self, con
         pre_of_delay = np.zeros(0, _INT)
         delay_of_syn = np.zeros(pre.size, _INT)
     if config.delay_init == "uniform":
-        delay = rng.uniform(0.0, config.max_delay_steps, size=pre_of_delay.size).astype(dtype)
+        delay = rng_delay.uniform(0.0, config.max_delay_steps, size=pre_of_delay.size).astype(dtype)
     else:
         delay = np.zeros(pre_of_delay.size, dtype)
     proj = Projection(indptr, pre, weight, delay, np.zeros(pre.size, _INT), delay_of_syn, pre_of_delay)
@@ -74,18 +78,20 @@ def refresh_delay_steps(proj: Projection, max_delay_steps: int) -> int:
 
 
 def init_parameters(config: NetworkConfig, seed: int, dtype="float32") -> Parameters:
-    """Draw all parameters from ``np.random.default_rng(seed)`` in a fixed order."""
+    """Draw all parameters from ``seed``: one independent stream per projection part and the readout,
+    so switching delays or recurrence on or off leaves every other parameter unchanged."""
     dtype = np.dtype(dtype)
-    rng = np.random.default_rng(seed)
+    rng_in, rng_in_d, rng_rec, rng_rec_d, rng_out = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5))
     n_h = config.n_hidden
-    inp = _build_projection(rng, config.n_inputs, n_h, config.density, config.input_delays,
+    inp = _build_projection(rng_in, rng_in_d, config.n_inputs, n_h, config.density, config.input_delays,
                             False, config, dtype)
     if config.recurrent:
-        rec = _build_projection(rng, n_h, n_h, config.recurrent_density, config.recurrent_delays,
-                                True, config, dtype)
+        rec = _build_projection(rng_rec, rng_rec_d, n_h, n_h, config.recurrent_density,
+                                config.recurrent_delays, True, config, dtype)
     else:
-        rec = _build_projection(rng, 0, n_h, 1.0, "none", False, config, dtype)
-    w_out = rng.normal(0.0, 1.0 / np.sqrt(n_h), size=(config.n_outputs, n_h)).astype(dtype)
+        rec = _build_projection(rng_rec, rng_rec_d, 0, n_h, 1.0, "none", False, config, dtype)
+    w_out = rng_out.normal(0.0, 1.0 / np.sqrt(n_h), size=(config.n_outputs, n_h)).astype(dtype)
     b_out = np.zeros(config.n_outputs, dtype)
     return Parameters(inp, rec, w_out, b_out)
 
@@ -262,7 +268,7 @@ class Network:
         bad = ~np.isfinite(arr) | (arr < 0) | (arr > self.config.max_delay_steps)
         if bad.any():
             i = int(np.argmax(bad))
-            raise ValueError(f"{which} delay [{i}] = {arr[i]!r} is outside [0, {self.config.max_delay_steps}]")
+            raise ValueError(f"{which} delay [{i}] = {float(arr[i])!r} is outside [0, {self.config.max_delay_steps}]")
         proj.delay[:] = arr
         refresh_delay_steps(proj, self.config.max_delay_steps)
 
@@ -314,5 +320,5 @@ def _check_counts(arr: np.ndarray, what: str) -> np.ndarray:
         return arr
     if bad.any():
         idx = np.unravel_index(int(np.argmax(bad)), arr.shape)
-        raise ValueError(f"{what}{list(idx)} = {arr[idx]!r}; spike counts must be whole numbers >= 0")
+        raise ValueError(f"{what}{[int(i) for i in idx]} = {arr[idx].item()!r}; spike counts must be whole numbers >= 0")
     return arr

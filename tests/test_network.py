@@ -1,0 +1,273 @@
+"""Forward-pass plumbing, invariants of learning, memory, snapshots, and a task that needs delays."""
+
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+
+from onlinedelay import LearningConfig, Network, NetworkConfig, ThreeFactorLearner, dense_mask, dense_weights
+
+
+def _delay_line(max_delay=5, dtype="float64"):
+    """One input, one hidden neuron per delay 0..max, weight 1, no leak, no spikes: v^t = x^(t-d_j)."""
+    cfg = NetworkConfig(n_inputs=1, n_hidden=max_delay + 1, n_outputs=2, dt_ms=1.0, tau_mem_ms=1e-3,
+                        threshold=1e9, max_delay_steps=max_delay, input_delays="synaptic")
+    net = Network(cfg, seed=0, dtype=dtype)
+    net.params.input.weight[:] = 1.0
+    net.set_delays("input", np.arange(max_delay + 1, dtype=float))
+    return net
+
+
+def test_ring_delivers_each_spike_once_exactly_d_steps_later_across_wraparound():
+    net = _delay_line()
+    ThreeFactorLearner(net)          # enlarges the ring: wrap-around happens at n_slots > max delay + 1
+    T = 5 * net.n_slots + 3
+    x = np.random.default_rng(0).integers(0, 4, size=(T, 1))   # counts > 1 included
+    v = np.empty((T, net.config.n_hidden))
+    net.reset()
+    for t in range(T):
+        net.step(x[t])
+        v[t] = net.state.v[0]
+    for d in range(net.config.n_hidden):
+        expected = np.concatenate([np.zeros(d), x[: T - d, 0]])
+        np.testing.assert_array_equal(v[:, d], expected)
+        assert v[:, d].sum() == x[: T - d, 0].sum()     # nothing lost, nothing duplicated
+
+
+@pytest.mark.parametrize("mode", ["synaptic", "axonal"])
+def test_zero_delays_reproduce_the_delay_free_network_bit_exactly(mode):
+    base = dict(n_inputs=6, n_hidden=5, n_outputs=3, weight_init_scale=3.0, recurrent=True, density=0.7)
+    plain = Network(NetworkConfig(input_delays="none", **base), seed=3)
+    delayed = Network(NetworkConfig(input_delays=mode, recurrent_delays=mode, **base), seed=3)
+    for which in ("input", "recurrent"):
+        delayed.set_delays(which, np.zeros_like(delayed._projection(which).delay))
+    np.testing.assert_array_equal(plain.params.input.weight, delayed.params.input.weight)
+    x = np.random.default_rng(1).poisson(0.5, size=(50, 6))
+    y_plain, y_delayed = plain.run(x), delayed.run(x)
+    assert plain.state.z.sum() >= 0 and np.abs(y_plain).max() > 0
+    np.testing.assert_array_equal(y_plain, y_delayed)
+
+
+def test_constant_delay_shifts_the_hidden_input():
+    base = dict(n_inputs=4, n_hidden=3, n_outputs=2, weight_init_scale=3.0, max_delay_steps=8)
+    plain = Network(NetworkConfig(input_delays="none", **base), seed=2, dtype="float64")
+    shifted = Network(NetworkConfig(input_delays="axonal", **base), seed=2, dtype="float64")
+    shifted.set_delays("input", np.full(4, 5.0))
+    x = np.random.default_rng(2).poisson(0.6, size=(40, 4))
+    y_plain = plain.run(x)
+    y_shift = shifted.run(np.concatenate([x, np.zeros((5, 4), int)]))
+    np.testing.assert_array_equal(y_shift[5:], y_plain)
+
+
+def _trained(learn, labels=1, steps=3, density=1.0, seed=0):
+    cfg = NetworkConfig(n_inputs=6, n_hidden=5, n_outputs=3, weight_init_scale=3.0, density=density,
+                        recurrent=True, input_delays="synaptic", recurrent_delays="axonal")
+    net = Network(cfg, seed=seed)
+    before = net.snapshot()["params"]
+    learner = ThreeFactorLearner(net, learn)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        learner.run_sample(rng.poisson(0.5, size=(30, 2, 6)), np.full(2, labels), update=True)
+    return net, before
+
+
+def _params_equal(a, b):
+    for pa, pb in zip(a, b):
+        for x, y in zip(pa if isinstance(pa, tuple) else (pa,), pb if isinstance(pb, tuple) else (pb,)):
+            if not np.array_equal(x, y):
+                return False
+    return True
+
+
+@pytest.mark.parametrize("update", ["accumulate", "online"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_zero_learning_rate_or_zero_error_leaves_parameters_bit_identical(update, optimizer):
+    zero_lr = LearningConfig(update=update, optimizer=optimizer, lr_weights=0.0, lr_delays=0.0, lr_readout=0.0)
+    net, before = _trained(zero_lr)
+    assert _params_equal(net.params, before)
+    net, before = _trained(LearningConfig(update=update, optimizer=optimizer), labels=-1)   # no target
+    assert _params_equal(net.params, before)
+    net, before = _trained(LearningConfig(update=update, optimizer=optimizer))               # the control
+    assert not _params_equal(net.params, before)
+
+
+def test_masked_synapses_never_carry_current_or_change():
+    net, before = _trained(LearningConfig(lr_weights=0.1, lr_delays=1.0), density=0.3, steps=5)
+    n_in = net.config.n_inputs
+    mask = dense_mask(net.params.input, n_in)
+    assert 0 < mask.mean() < 0.5
+    np.testing.assert_array_equal(dense_mask(before.input, n_in), mask)
+    w_after = dense_weights(net.params.input, n_in)
+    assert (w_after[~mask] == 0).all()
+    assert not np.array_equal(w_after[mask], dense_weights(before.input, n_in)[mask])
+    # a masked input channel feeds no current: drive only inputs unconnected to neuron 0
+    net.params.recurrent.weight[:] = 0.0      # (isolate the input projection)
+    def current_into_neuron0(channels):
+        net.reset(1)
+        x = np.zeros(n_in, int)
+        x[channels] = 5
+        seen = []
+        for _ in range(net.config.max_delay_steps + 2):
+            net.step(x)
+            seen.append(net.state.current[0, 0])
+        return np.array(seen)
+
+    assert (current_into_neuron0(np.nonzero(~mask[0])[0]) == 0).all()
+    assert (current_into_neuron0(np.nonzero(mask[0])[0]) != 0).any()     # the control
+    assert not np.diag(dense_mask(net.params.recurrent, net.config.n_hidden)).any()   # no autapses
+
+
+def test_delays_stay_in_bounds_and_clipping_warns_once():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        net, _ = _trained(LearningConfig(optimizer="sgd", lr_delays=1e4), steps=4)
+    clip_warnings = [w for w in caught if "clipped" in str(w.message)]
+    assert len(clip_warnings) == 1
+    for proj in (net.params.input, net.params.recurrent):
+        assert proj.delay.min() >= 0 and proj.delay.max() <= net.config.max_delay_steps
+        np.testing.assert_array_equal(proj.delay_steps, np.floor(proj.delay[proj.delay_of_syn] + 0.5))
+
+
+def _state_bytes(net, learner):
+    total = 0
+    for tup in (net.state, learner.state, learner.grads):
+        for a in tup:
+            total += sum(b.nbytes for b in a) if isinstance(a, tuple) else a.nbytes
+    return total
+
+
+def test_memory_does_not_grow_with_the_number_of_steps():
+    cfg = NetworkConfig(n_inputs=20, n_hidden=16, n_outputs=3, input_delays="synaptic", recurrent=True)
+    net = Network(cfg, seed=0)
+    learner = ThreeFactorLearner(net, LearningConfig(update="online", lr_delays=0.0))
+    x = np.random.default_rng(0).poisson(0.3, size=(20,))
+    bytes_before = _state_bytes(net, learner)
+
+    def run(n_steps):
+        net.reset()
+        learner.reset()
+        tracemalloc.start()
+        for _ in range(n_steps):
+            net.step(x)
+            learner.step(1)
+            learner.apply()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak
+
+    run(5)   # compile first
+    short, long = run(50), run(2000)
+    assert _state_bytes(net, learner) == bytes_before
+    assert long - short < 16 * 1024, (short, long)
+
+
+def test_snapshot_restore_is_bit_identical():
+    cfg = NetworkConfig(n_inputs=5, n_hidden=6, n_outputs=2, weight_init_scale=3.0, recurrent=True)
+    net = Network(cfg, seed=4)
+    x = np.random.default_rng(4).poisson(0.7, size=(40, 5))
+    for t in range(20):
+        net.step(x[t])
+    snap = net.snapshot()
+    first = np.array([net.step(x[t]) for t in range(20, 40)])
+    for t in range(20, 30):       # wander off, then come back
+        net.step(x[t] * 2)
+    net.restore(snap)
+    second = np.array([net.step(x[t]) for t in range(20, 40)])
+    np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.array([[0, -1, 0, 0, 0]]), "whole numbers >= 0"),
+    (np.array([0.5, 0, 0, 0, 0]), "whole numbers >= 0"),
+    (np.array([np.nan, 0, 0, 0, 0]), "whole numbers >= 0"),
+    (np.zeros(4), "shape"),
+    (np.array(["a"] * 5), "dtype"),
+])
+def test_bad_input_is_refused_with_a_clear_message(bad, match):
+    net = Network(NetworkConfig(n_inputs=5, n_hidden=3, n_outputs=2), seed=0)
+    with pytest.raises(ValueError, match=match):
+        net.step(bad)
+
+
+def test_bad_labels_delays_and_configs_are_refused():
+    net = Network(NetworkConfig(n_inputs=5, n_hidden=3, n_outputs=2), seed=0)
+    learner = ThreeFactorLearner(net)
+    with pytest.raises(ValueError, match="label 2 is outside"):
+        learner.run_sample(np.zeros((5, 5), int), 2)
+    with pytest.raises(ValueError, match=r"input delay \[1\] = 99.0 is outside \[0, 25\]"):
+        d = net.params.input.delay.copy()
+        d[1] = 99
+        net.set_delays("input", d)
+    with pytest.raises(ValueError, match="input_delays='dendritic' is not allowed"):
+        NetworkConfig(input_delays="dendritic")
+    with pytest.raises(ValueError, match="density=0 is not allowed"):
+        NetworkConfig(density=0)
+    with pytest.raises(ValueError, match="loss_start_step=10 leaves no step"):
+        ThreeFactorLearner(net, LearningConfig(loss_start_step=10)).run_sample(np.zeros((5, 5), int), 1)
+    with pytest.raises(ValueError, match="unknown field"):
+        NetworkConfig.from_dict({"n_hiddne": 3})
+
+
+def test_config_round_trips_through_a_dict():
+    cfg = NetworkConfig(n_hidden=7, reset="hard", input_delays="axonal")
+    assert NetworkConfig.from_dict(cfg.to_dict()) == cfg
+    lc = LearningConfig(feedback="random", update="online")
+    assert LearningConfig.from_dict(lc.to_dict()) == lc
+
+
+def test_exact_and_euler_decays():
+    exact = NetworkConfig(dt_ms=10.0, tau_mem_ms=10.05)
+    euler = NetworkConfig(dt_ms=10.0, tau_mem_ms=10.05, discretisation="euler")
+    assert abs(exact.decay_mem - 0.3697) < 1e-3 and abs(euler.decay_mem - 0.004975) < 1e-5
+    slow = NetworkConfig(dt_ms=1.0, tau_mem_ms=20.0)
+    assert abs(slow.decay_mem - 0.9512) < 1e-4
+    assert slow.replace(discretisation="euler").decay_mem == 0.95
+
+
+# -- a task that needs delays ------------------------------------------------------------------
+def _coincidence_data(rng, n, k, T=40):
+    """Class 1: channel 0 fires k steps before channel 1; class 0: the reverse order.  Random onset."""
+    x = np.zeros((T, n, 2), np.int64)
+    labels = rng.integers(0, 2, n)
+    onset = rng.integers(0, 12, n)
+    for b in range(n):
+        first, second = (0, 1) if labels[b] == 1 else (1, 0)
+        x[onset[b], b, first] = 1
+        x[onset[b] + k, b, second] = 1
+    return x, labels
+
+
+def _coincidence_net(delays, seed):
+    # no membrane memory (tau << dt): the neuron fires only when both spikes arrive in the same step
+    cfg = NetworkConfig(n_inputs=2, n_hidden=1, n_outputs=2, dt_ms=1.0, tau_mem_ms=0.01, tau_out_ms=20.0,
+                        max_delay_steps=10, input_delays=delays, delay_init="zero")
+    return Network(cfg, seed=seed, dtype="float64")
+
+
+@pytest.mark.parametrize("mode", ["synaptic", "axonal"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_delays_learn_a_coincidence_that_weights_cannot(mode, seed):
+    k = 3
+    net = _coincidence_net(mode, seed)
+    net.params.input.weight[:] = 0.6                 # each spike alone is below threshold, both together above
+    net.params.w_out[:] = [[-1.0], [1.0]]            # a hidden spike votes for class 1
+    learner = ThreeFactorLearner(net, LearningConfig(lr_delays=0.2, learn_weights=False, learn_readout=False,
+                                                     loss_start_step=20))
+    rng = np.random.default_rng(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # delay 1 is pushed against 0 and clipped
+        for _ in range(60):
+            learner.run_sample(*_coincidence_data(rng, 16, k), update=True)
+    d = net.params.input.delay
+    assert abs((d[0] - d[1]) - k) <= 1.0, d
+    x, labels = _coincidence_data(np.random.default_rng(100 + seed), 200, k)
+    assert learner.run_sample(x, labels)["correct"].mean() >= 0.95
+    np.testing.assert_array_equal(net.params.input.weight, [0.6, 0.6])   # weights really frozen
+
+    # weights-only, everything else learnable: the hidden spike train carries no class information
+    plain = _coincidence_net("none", seed)
+    plain_learner = ThreeFactorLearner(plain, LearningConfig(lr_weights=0.05, lr_readout=1e-2, loss_start_step=20))
+    for _ in range(60):
+        plain_learner.run_sample(*_coincidence_data(rng, 16, k), update=True)
+    assert plain_learner.run_sample(x, labels)["correct"].mean() <= 0.65
