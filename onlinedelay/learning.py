@@ -70,6 +70,10 @@ class ThreeFactorLearner:
             w_rec=np.zeros_like(p.recurrent.weight), d_rec=np.zeros_like(p.recurrent.delay),
             w_out=np.zeros_like(p.w_out), b_out=np.zeros_like(p.b_out))
         self.optimizer = Optimizer(config, self.grads)
+        n_taps = 2 * self.lag_steps + 1          # Gaussian taps of each delay, refreshed when delays change
+        self._taps = [(np.zeros(proj.delay.size, np.int32), np.zeros((proj.delay.size, n_taps), net.dtype))
+                      for proj in (p.input, p.recurrent)]
+        self._taps_version = -1
         self.state = self._allocate(net.batch_size)
         self.loss_sum = 0.0               # weighted cross-entropy accumulated since reset
 
@@ -157,12 +161,15 @@ class ThreeFactorLearner:
         """Delay traces at the lagged step ``tau``; ring entries after ``t_last`` count as zero."""
         c, s = self.net.config, self.state
         slot = tau % (self.lag_steps + 1)
+        if self._taps_version != self.net.delay_version:
+            for proj, (centre, taps) in zip((self.net.params.input, self.net.params.recurrent), self._taps):
+                K.gaussian_taps(proj.delay, self.lag_steps, self.config.sigma_steps, centre, taps)
+            self._taps_version = self.net.delay_version
         grads = (self.grads.d_in, self.grads.d_rec)
-        for (proj, tr, hist, _), g_d in zip(self._projections(), grads):
+        for (proj, tr, hist, _), g_d, (centre, taps) in zip(self._projections(), grads, self._taps):
             if not self._learns_delays(proj):
                 continue
-            K.gaussian_xi(hist, tau, t_last, proj.pre_of_delay, proj.delay, self.lag_steps,
-                          self.config.sigma_steps, tr.xi)
+            K.xi_from_taps(hist, tau, t_last, proj.pre_of_delay, centre, taps, tr.xi)
             K.delay_traces(tr.xi, proj.indptr, proj.delay_of_syn, proj.weight, s.psi_lag[slot],
                            s.signal_lag[slot], s.decay_lag[slot], c.input_gain, c.decay_out,
                            c.readout_gain, tr.eps_d, tr.ebar_d, g_d)
@@ -239,6 +246,7 @@ class ThreeFactorLearner:
         if lc.learn_delays and lc.lr_delays > 0:
             for proj in (p.input, p.recurrent):
                 clipped += refresh_delay_steps(proj, self.net.config.max_delay_steps)
+            self.net.delay_version += 1
         if clipped and not self.optimizer.warned_clip:
             self.optimizer.warned_clip = True
             warnings.warn(f"{clipped} delays were clipped to [0, {self.net.config.max_delay_steps}] steps "

@@ -148,6 +148,7 @@ class Network:
         self.params = init_parameters(config, self.seed, self.dtype)
         self.n_slots = config.max_delay_steps + 1
         self.state = self._allocate(_check_batch(batch_size))
+        self.delay_version = 0        # bumped whenever delays change (learners cache derived tables)
 
     # -- allocation and reset -------------------------------------------------------------
     def _allocate(self, batch_size: int) -> NetworkState:
@@ -271,6 +272,7 @@ class Network:
             raise ValueError(f"{which} delay [{i}] = {float(arr[i])!r} is outside [0, {self.config.max_delay_steps}]")
         proj.delay[:] = arr
         refresh_delay_steps(proj, self.config.max_delay_steps)
+        self.delay_version += 1
 
     def _projection(self, which: str) -> Projection:
         if which == "input":
@@ -300,6 +302,7 @@ class Network:
         else:
             assign_tuple(self.state, snap["state"])
         assign_tuple(self.params, snap["params"])
+        self.delay_version += 1
 
 
 def _check_batch(batch_size) -> int:

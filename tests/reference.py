@@ -250,3 +250,108 @@ def sparse_to_dense_grad(proj, grad, n_post, n_pre):
         for s in range(proj.indptr[j], proj.indptr[j + 1]):
             out[j, proj.pre[s]] = grad[s]
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# further kernel references (used by test_kernels.py); plain loops / dense formulas, float64
+# ------------------------------------------------------------------------------------------------
+def csr_rows(indptr):
+    """Postsynaptic row j of every synapse of a CSR projection, (n_syn,)."""
+    indptr = np.asarray(indptr)
+    return np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+
+
+def ring_from_history(x, t, n_slots):
+    """Ring (B, n_slots, n_pre) holding steps max(0, t-n_slots+1)..t of x (T, B, n_pre), else 0."""
+    x = np.asarray(x, float)
+    hist = np.zeros((x.shape[1], n_slots, x.shape[2]))
+    for s in range(max(0, t - n_slots + 1), t + 1):
+        hist[:, s % n_slots, :] = x[s]
+    return hist
+
+
+def ref_readout_step(z, w_out, bias, decay, gain, y):
+    """y^t = kappa y^(t-1) + zeta_o Wo z^t + b (dense)."""
+    return decay * np.asarray(y, float) + gain * np.asarray(z, float) @ np.asarray(w_out, float).T + bias
+
+
+def ref_readout_error(y, labels, loss_weight):
+    """(loss, probs, delta): loss = -sum_{b: label >= 0} w log softmax(y_b)[label]."""
+    y = np.asarray(y, float)
+    probs = ref_softmax(y)
+    delta = np.zeros_like(y)
+    loss = 0.0
+    for b, label in enumerate(labels):
+        if label < 0:
+            continue
+        onehot = np.zeros(y.shape[1])
+        onehot[label] = 1.0
+        delta[b] = loss_weight * (probs[b] - onehot)
+        top = y[b].max()
+        log_norm = top + math.log(np.exp(y[b] - top).sum())
+        loss -= loss_weight * (y[b, label] - log_norm)
+    return loss, probs, delta
+
+
+def ref_readout_traces(z, delta, decay, gain, zbar, bbar, grad_w_out, grad_bias):
+    """One step of the readout traces; returns new (zbar, bbar, grad_w_out, grad_bias)."""
+    zbar = decay * np.asarray(zbar, float) + gain * np.asarray(z, float)
+    bbar = decay * np.asarray(bbar, float) + 1.0
+    grad_w_out = grad_w_out + np.einsum("bk,bj->kj", delta, zbar)
+    grad_bias = grad_bias + np.einsum("bk,b->k", delta, bbar)
+    return zbar, bbar, grad_w_out, grad_bias
+
+
+def ref_learning_signal(delta, feedback):
+    """L[b, j] = sum_k B_kj delta[b, k]."""
+    return np.asarray(delta, float) @ np.asarray(feedback, float)
+
+
+def ref_weight_traces(x, t, post, pre, delay_steps, psi, signal, decay_eff, gain, decay_out, gain_out,
+                      eps_w, ebar_w, grad_w):
+    """One step of the weight traces from the full history x (T, B, n_pre), x before step 0 is 0.
+
+    post, pre, delay_steps: per synapse.  Returns new (eps_w, ebar_w, grad_w).
+    """
+    eps_w = np.array(eps_w, float)
+    ebar_w = np.array(ebar_w, float)
+    grad_w = np.array(grad_w, float)
+    n_batch = eps_w.shape[0]
+    for s in range(len(pre)):
+        j, i, d = post[s], pre[s], delay_steps[s]
+        for b in range(n_batch):
+            x_del = x[t - d, b, i] if t - d >= 0 else 0.0
+            eps_w[b, s] = decay_eff[b, j] * eps_w[b, s] + gain * x_del
+            ebar_w[b, s] = decay_out * ebar_w[b, s] + gain_out * psi[b, j] * eps_w[b, s]
+            grad_w[s] += signal[b, j] * ebar_w[b, s]
+    return eps_w, ebar_w, grad_w
+
+
+def ref_delay_traces(xi, post, delay_of_syn, weight, psi, signal, decay_eff, gain, decay_out, gain_out,
+                     eps_d, ebar_d, grad_d):
+    """One step of the delay traces; per-synapse contributions scattered into grad_d[delay_of_syn]."""
+    eps_d = np.array(eps_d, float)
+    ebar_d = np.array(ebar_d, float)
+    contrib = np.zeros(len(delay_of_syn))
+    for s in range(len(delay_of_syn)):
+        j, p = post[s], delay_of_syn[s]
+        for b in range(eps_d.shape[0]):
+            eps_d[b, s] = decay_eff[b, j] * eps_d[b, s] + gain * weight[s] * xi[b, p]
+            ebar_d[b, s] = decay_out * ebar_d[b, s] + gain_out * psi[b, j] * eps_d[b, s]
+            contrib[s] += signal[b, j] * ebar_d[b, s]
+    grad_d = np.array(grad_d, float)
+    np.add.at(grad_d, np.asarray(delay_of_syn), contrib)
+    return eps_d, ebar_d, grad_d
+
+
+def ref_round_delays(delay, max_delay, delay_of_syn):
+    """(clipped delays, integer delay of each synapse = floor(D + 1/2), number clipped)."""
+    delay = np.asarray(delay, float)
+    n_clipped = int(np.count_nonzero((delay < 0.0) | (delay > max_delay)))
+    clipped = np.clip(delay, 0.0, max_delay)
+    steps = np.array([math.floor(clipped[p] + 0.5) for p in delay_of_syn], dtype=np.int64)
+    return clipped, steps, n_clipped
+
+
+def ref_sgd(param, grad, lr):
+    return np.asarray(param, float) - lr * np.asarray(grad, float)

@@ -11,6 +11,13 @@ from ._jit import jit
 
 
 @jit
+def ring_slot(now, delay, n_slots):
+    """Slot of the step ``delay`` steps before the slot ``now`` (0 <= delay < n_slots); no division."""
+    slot = now - delay
+    return slot + n_slots if slot < 0 else slot
+
+
+@jit
 def delayed_current(hist, t, indptr, pre, delay_steps, weight, current):
     """Add the delayed weighted input of one projection to ``current``.
 
@@ -27,9 +34,10 @@ def delayed_current(hist, t, indptr, pre, delay_steps, weight, current):
     """
     n_batch, n_slots, _ = hist.shape
     n_post = indptr.size - 1
+    now = t % n_slots
     for b in range(n_batch):
         for j in range(n_post):
             acc = 0.0
             for s in range(indptr[j], indptr[j + 1]):
-                acc += weight[s] * hist[b, (t - delay_steps[s]) % n_slots, pre[s]]
+                acc += weight[s] * hist[b, ring_slot(now, delay_steps[s], n_slots), pre[s]]
             current[b, j] += acc

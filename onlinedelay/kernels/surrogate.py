@@ -66,3 +66,44 @@ def gaussian_xi(hist, tau, t_last, pre_of_delay, delay, half_width, sigma, xi):
                 x = hist[b, slot, i]
                 if x != 0.0:
                     xi[b, p] += x * kernel
+
+
+@jit
+def gaussian_taps(delay, half_width, sigma, centre, taps):
+    """Tabulate the Gaussian-derivative taps of every delay (recomputed only when delays change).
+
+    centre[p] = floor(delay[p] + 0.5);  taps[p, q] = (u / sigma^2) g_sigma(u), u = centre[p] - K + q - delay[p]
+    for q = 0 .. 2K.  delay : (n_delays,) float; centre : (n_delays,) int32 out; taps : (n_delays, 2K+1) out.
+    """
+    inv_var = 1.0 / (sigma * sigma)
+    norm = 1.0 / (math.sqrt(2.0 * math.pi) * sigma)
+    for p in range(delay.size):
+        c = int(math.floor(delay[p] + 0.5))
+        centre[p] = c
+        for q in range(2 * half_width + 1):
+            u = c - half_width + q - delay[p]
+            taps[p, q] = u * inv_var * norm * math.exp(-0.5 * u * u * inv_var)
+
+
+@jit
+def xi_from_taps(hist, tau, t_last, pre_of_delay, centre, taps, xi):
+    """xi[b, p] = sum_q hist_x[b, tau - m_q, pre_of_delay[p]] * taps[p, q], m_q = centre[p] - K + q.
+
+    Same result as :func:`gaussian_xi` with the taps of :func:`gaussian_taps`; steps after
+    ``t_last`` count as zero.  hist : (B, n_slots, n_pre); xi : (B, n_delays) out.
+    """
+    n_batch, n_slots, _ = hist.shape
+    n_taps = taps.shape[1]
+    half_width = (n_taps - 1) // 2
+    tau_slot = tau % n_slots
+    for b in range(n_batch):
+        for p in range(centre.size):
+            i = pre_of_delay[p]
+            offset = half_width - centre[p]             # tap q = 0 reads step tau + offset
+            q_first = max(0, tau + offset - t_last)     # taps reading beyond t_last count as zero
+            slot = (tau_slot + offset - q_first) % n_slots
+            acc = 0.0
+            for q in range(q_first, n_taps):
+                acc += hist[b, slot, i] * taps[p, q]
+                slot = slot - 1 if slot > 0 else n_slots - 1
+            xi[b, p] = acc

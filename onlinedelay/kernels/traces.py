@@ -16,6 +16,7 @@ presynaptic unit i share ``D_i`` and their contributions add up in ``g_D[i]``.
 """
 
 from ._jit import jit
+from .ring import ring_slot
 
 
 @jit
@@ -45,13 +46,14 @@ def weight_traces(hist, t, indptr, pre, delay_steps, psi, signal, decay_eff,
     """
     n_batch, n_slots, _ = hist.shape
     n_post = indptr.size - 1
+    now = t % n_slots
     for b in range(n_batch):
         for j in range(n_post):
             a = decay_eff[b, j]
             post = gain_out * psi[b, j]
             learn = signal[b, j]
             for s in range(indptr[j], indptr[j + 1]):
-                e = a * eps_w[b, s] + gain * hist[b, (t - delay_steps[s]) % n_slots, pre[s]]
+                e = a * eps_w[b, s] + gain * hist[b, ring_slot(now, delay_steps[s], n_slots), pre[s]]
                 eps_w[b, s] = e
                 eb = decay_out * ebar_w[b, s] + post * e
                 ebar_w[b, s] = eb

@@ -1,0 +1,829 @@
+"""Every numba kernel == an independent float64 NumPy reference (tests/reference.py).
+
+Each kernel runs twice on the same data: in float64 (tolerance F64_*) and with every float array
+cast to float32 (tolerance F32_*), both compared with the float64 reference.  All random float
+inputs are drawn as float32-representable numbers, so the two runs see exactly the same values
+and the float32 tolerance measures only the kernel's float32 arithmetic and storage.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from onlinedelay import kernels as K
+from reference import (csr_rows, gauss_deriv, ref_adam, ref_delay_traces, ref_delayed_current,
+                       ref_learning_signal, ref_lif, ref_psi, ref_readout_error, ref_readout_step,
+                       ref_readout_traces, ref_round_delays, ref_sgd, ref_weight_traces,
+                       ring_from_history, smoothed_train, xi_train)
+
+F64_RTOL = 1e-12
+F64_ATOL = 1e-12
+# float32: ~170 ulps relative; the absolute tolerance is multiplied by the magnitude of the
+# quantity (the same reference evaluated on |inputs|, i.e. the sum of |terms|), so sums with
+# cancellation are judged against the size of what was summed.
+F32_RTOL = 1e-5
+F32_ATOL = 1e-6
+# lif_step in float32: reference membranes must stay this far from the threshold.
+LIF_MARGIN = 1e-4
+
+DTYPES = [pytest.param(np.float64, id="f64"), pytest.param(np.float32, id="f32")]
+SEEDS = [0, 1, 2]
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------------
+def f32(a):
+    """Round to the nearest float32 but keep float64: exactly representable in both dtypes."""
+    return np.asarray(a, np.float64).astype(np.float32).astype(np.float64)
+
+
+def sf(value):
+    """A float32-representable Python float scalar."""
+    return float(np.float32(value))
+
+
+def cast(a, dtype):
+    """A fresh C-contiguous copy (never an alias of the reference's arrays)."""
+    return np.array(a, dtype=dtype, order="C", copy=True)
+
+
+def assert_close(got, ref, dtype, scale=1.0, what=""):
+    got = np.asarray(got, np.float64)
+    ref = np.asarray(ref, np.float64)
+    assert got.shape == ref.shape, what
+    if dtype == np.float64:
+        np.testing.assert_allclose(got, ref, rtol=F64_RTOL, atol=F64_ATOL, err_msg=what)
+    else:
+        atol = F32_ATOL * max(1.0, float(np.max(np.abs(scale))))
+        np.testing.assert_allclose(got, ref, rtol=F32_RTOL, atol=atol, err_msg=what)
+
+
+def make_csr(rng, n_pre, n_post, min_fan=0, max_fan=None):
+    """Random CSR projection: random fan-in per row in [min_fan, max_fan], sorted pre per row."""
+    max_fan = n_pre if max_fan is None else max_fan
+    fans = rng.integers(min_fan, max_fan + 1, size=n_post)
+    rows = [np.sort(rng.choice(n_pre, size=f, replace=False)) for f in fans]
+    indptr = np.concatenate([[0], np.cumsum(fans)]).astype(np.int32)
+    pre = (np.concatenate(rows) if fans.sum() else np.zeros(0)).astype(np.int32)
+    assert all(np.all(np.diff(r) > 0) for r in rows)
+    return indptr, pre
+
+
+def random_delays(rng, n_syn, n_slots):
+    """Integer delays in [0, n_slots); 0 and n_slots - 1 both present when n_syn >= 2."""
+    d = rng.integers(0, n_slots, size=n_syn)
+    if n_syn >= 2:
+        d[rng.choice(n_syn, size=2, replace=False)] = [0, n_slots - 1]
+    return d.astype(np.int32)
+
+
+def spikes(rng, shape, rate):
+    """Spike counts: rate 'ones' -> all 1, 0 -> none, else Poisson(rate)."""
+    if rate == "ones":
+        return np.ones(shape)
+    return rng.poisson(rate, size=shape).astype(float)
+
+
+TESTED_KERNELS = {
+    "delayed_current", "lif_step", "readout_step", "readout_error", "readout_traces",
+    "pseudo_derivative", "learning_signal", "weight_traces", "gaussian_xi", "gaussian_taps",
+    "xi_from_taps", "delay_traces", "adam_step", "sgd_step", "round_delays",
+}
+
+
+def test_every_exported_kernel_is_tested():
+    assert set(K.__all__) == TESTED_KERNELS
+    assert all(hasattr(K, name) for name in TESTED_KERNELS)
+
+
+# ------------------------------------------------------------------------------------------------
+# delayed_current
+# ------------------------------------------------------------------------------------------------
+# (batch, n_pre, n_post, n_slots, t, rate, min_fan)
+CURRENT_CASES = {
+    "basic": (3, 7, 5, 6, 20, 0.7, 0),
+    "t0": (2, 4, 3, 5, 0, 0.9, 1),
+    "early": (2, 6, 4, 8, 3, 0.9, 1),
+    "wrap": (2, 5, 4, 7, 1003, 0.8, 1),
+    "single": (1, 1, 1, 4, 9, 1.0, 1),
+    "silent": (3, 5, 4, 6, 30, 0, 1),
+    "all_spiking": (2, 6, 5, 6, 40, "ones", 6),
+    "counts": (2, 6, 5, 9, 517, 2.5, 2),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("case", list(CURRENT_CASES))
+def test_delayed_current(case, seed, dtype):
+    B, n_pre, n_post, n_slots, t, rate, min_fan = CURRENT_CASES[case]
+    rng = np.random.default_rng(seed)
+    indptr, pre = make_csr(rng, n_pre, n_post, min_fan=min_fan)
+    n_syn = pre.size
+    delay = random_delays(rng, n_syn, n_slots)
+    weight = f32(rng.normal(0.0, 1.0, n_syn))
+    x = spikes(rng, (t + 1, B, n_pre), rate)
+    hist = ring_from_history(x, t, n_slots)
+    current0 = f32(rng.normal(0.0, 1.0, (B, n_post)))
+    post = csr_rows(indptr)
+
+    syn = [(post[s], pre[s], weight[s], delay[s]) for s in range(n_syn)]
+    ref = current0 + ref_delayed_current(x.transpose(1, 0, 2), t, syn, n_post)
+    syn_abs = [(j, i, abs(w), d) for j, i, w, d in syn]
+    scale = np.abs(current0) + ref_delayed_current(x.transpose(1, 0, 2), t, syn_abs, n_post)
+
+    if case == "silent":
+        np.testing.assert_array_equal(ref, current0)
+    else:
+        assert np.abs(ref - current0).max() > 0.1, "case reads no input"
+    if case == "counts":
+        assert x.max() > 1
+    if n_syn >= 2:
+        assert delay.min() == 0 and delay.max() == n_slots - 1
+
+    current = cast(current0, dtype)
+    K.delayed_current(cast(hist, dtype), t, indptr, pre, delay, cast(weight, dtype), current)
+    assert current.dtype == dtype
+    assert_close(current, ref, dtype, scale, "delayed_current")
+
+
+def test_delayed_current_new_delay_rereads_ring():
+    """A changed delay re-reads an earlier slot of the same ring at once (pull model)."""
+    hist = np.zeros((1, 5, 1))
+    x = np.arange(1.0, 13.0)                     # x^s = s + 1, steps 0..11
+    for s in range(12):
+        hist[0, s % 5, 0] = x[s]
+    indptr = np.array([0, 1], np.int32)
+    pre = np.array([0], np.int32)
+    for d in range(5):
+        cur = np.zeros((1, 1))
+        K.delayed_current(hist, 11, indptr, pre, np.array([d], np.int32), np.array([2.0]), cur)
+        assert cur[0, 0] == 2.0 * x[11 - d]
+
+
+# ------------------------------------------------------------------------------------------------
+# lif_step
+# ------------------------------------------------------------------------------------------------
+LIF_DECAY = sf(math.exp(-1.0 / 5.0))
+LIF_GAIN = sf(0.75)
+# (batch, n, mode)
+LIF_CASES = {
+    "random": (4, 9, "random"),
+    "single": (1, 1, "random"),
+    "all_spiking": (3, 6, "all_spike"),
+    "none_spiking": (3, 6, "no_spike"),
+}
+
+
+def _lif_data(rng, B, n, mode, theta, hard):
+    v = f32(rng.uniform(-1.0, 1.0, (B, n)))
+    z_prev = (rng.random((B, n)) < 0.5).astype(float)
+    if mode == "all_spike":
+        z_prev[:] = 1.0
+        current = f32((2 * theta + 1.5 + rng.uniform(0, 1, (B, n))) / LIF_GAIN)
+    elif mode == "no_spike":
+        current = f32((-1.5 - rng.uniform(0, 1, (B, n))) / LIF_GAIN)
+    else:
+        current = f32(rng.normal(0.8, 1.0, (B, n)) * theta / LIF_GAIN)
+        for _ in range(100):                      # redraw currents that land near the threshold
+            v_new, _, _ = ref_lif(current, v, z_prev, LIF_DECAY, LIF_GAIN, theta, hard)
+            near = np.abs(v_new - theta) < 10 * LIF_MARGIN
+            if not near.any():
+                break
+            current[near] = f32(rng.normal(0.8, 1.0, near.sum()) * theta / LIF_GAIN)
+    return v, z_prev, current
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("theta", [1.0, sf(0.6)])
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("case", list(LIF_CASES))
+def test_lif_step(case, seed, hard, theta, dtype):
+    B, n, mode = LIF_CASES[case]
+    rng = np.random.default_rng(100 + seed)
+    v0, z0, current = _lif_data(rng, B, n, mode, theta, hard)
+    v_ref, z_ref, a_ref = ref_lif(current, v0, z0, LIF_DECAY, LIF_GAIN, theta, hard)
+    # a spike flip near the threshold would not be a precision error: keep clear of it
+    assert np.abs(v_ref - theta).min() > LIF_MARGIN
+    if mode == "all_spike":
+        assert z_ref.all()
+    elif mode == "no_spike":
+        assert not z_ref.any()
+    elif n > 1:
+        assert 0 < z_ref.sum() < z_ref.size
+
+    v = cast(v0, dtype)
+    z = cast(z0, dtype)
+    a = cast(np.full((B, n), np.nan), dtype)
+    K.lif_step(cast(current, dtype), LIF_DECAY, LIF_GAIN, theta, hard, v, z, a)
+    scale = LIF_DECAY * np.abs(v0) + LIF_GAIN * np.abs(current) + theta
+    assert_close(v, v_ref, dtype, scale, "v")
+    np.testing.assert_array_equal(z, z_ref)
+    assert_close(a, a_ref, dtype, 1.0, "decay_eff")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_lif_step_exact_threshold(hard, dtype):
+    """v^t == theta exactly spikes (>=); one representable step below does not."""
+    below = 1.5 - 2.0 ** -20
+    current = cast([[1.5, below]], dtype)
+    v = cast([[0.5, 0.5]], dtype)
+    z = cast([[0.0, 0.0]], dtype)
+    a = cast([[9.0, 9.0]], dtype)
+    K.lif_step(current, 0.5, 0.5, 1.0, hard, v, z, a)
+    np.testing.assert_array_equal(v, [[1.0, 1.0 - 2.0 ** -21]])
+    np.testing.assert_array_equal(z, [[1.0, 0.0]])
+    np.testing.assert_array_equal(a, [[0.5, 0.5]])
+
+
+# ------------------------------------------------------------------------------------------------
+# readout_step / readout_error / readout_traces
+# ------------------------------------------------------------------------------------------------
+READOUT_DECAY = sf(math.exp(-1.0 / 8.0))
+READOUT_GAIN = sf(0.4)
+# (batch, n_hidden, n_out, z mode)
+READOUT_CASES = {
+    "random": (3, 8, 4, "random"),
+    "single": (1, 1, 1, "random"),
+    "silent": (2, 5, 3, "none"),
+    "all_spiking": (2, 5, 3, "all"),
+}
+
+
+def _z(rng, B, n, mode):
+    if mode == "none":
+        return np.zeros((B, n))
+    if mode == "all":
+        return np.ones((B, n))
+    z = (rng.random((B, n)) < 0.4).astype(float)
+    z[0, 0] = 1.0
+    return z
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("case", list(READOUT_CASES))
+def test_readout_step(case, seed, dtype):
+    B, n_h, n_out, mode = READOUT_CASES[case]
+    rng = np.random.default_rng(200 + seed)
+    z = _z(rng, B, n_h, mode)
+    w_out = f32(rng.normal(0, 1, (n_out, n_h)))
+    bias = f32(rng.normal(0, 0.5, n_out))
+    y0 = f32(rng.normal(0, 2, (B, n_out)))
+    ref = ref_readout_step(z, w_out, bias, READOUT_DECAY, READOUT_GAIN, y0)
+    scale = ref_readout_step(z, np.abs(w_out), np.abs(bias), READOUT_DECAY, READOUT_GAIN, np.abs(y0))
+    if mode == "none":
+        np.testing.assert_allclose(ref, READOUT_DECAY * y0 + bias, rtol=1e-15)
+
+    y = cast(y0, dtype)
+    K.readout_step(cast(z, dtype), cast(w_out, dtype), cast(bias, dtype), READOUT_DECAY, READOUT_GAIN, y)
+    assert_close(y, ref, dtype, scale, "y")
+
+
+# (batch, n_out, label mode, logit scale)
+ERROR_CASES = {
+    "mixed": (6, 4, "mixed", 2.0),
+    "all_labelled": (3, 5, "all", 2.0),
+    "no_target": (3, 4, "none", 2.0),
+    "single_out": (2, 1, "all", 2.0),
+    "single": (1, 3, "all", 1.0),
+    "large_logits": (4, 3, "mixed", 40.0),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_readout_error(case, seed, dtype):
+    B, n_out, label_mode, spread = ERROR_CASES[case]
+    rng = np.random.default_rng(300 + seed)
+    y = f32(rng.normal(0, spread, (B, n_out)))
+    labels = rng.integers(0, n_out, size=B).astype(np.int64)
+    if label_mode == "none":
+        labels[:] = -1
+    elif label_mode == "mixed":
+        labels[rng.choice(B, size=B // 2, replace=False)] = -1
+        labels[0] = -1
+        labels[-1] = n_out - 1
+    w = sf(0.37)
+    loss_ref, probs_ref, delta_ref = ref_readout_error(y, labels, w)
+    if label_mode == "none":
+        assert loss_ref == 0.0 and not delta_ref.any()
+    elif n_out > 1:
+        assert loss_ref > 0.0
+    np.testing.assert_allclose(probs_ref.sum(axis=1), 1.0, rtol=1e-14)
+
+    probs = cast(np.full((B, n_out), np.nan), dtype)
+    delta = cast(np.full((B, n_out), np.nan), dtype)
+    loss = K.readout_error(cast(y, dtype), labels, w, probs, delta)
+    loss_scale = w * B * (np.abs(y).max() + math.log(n_out) + 1.0)
+    assert_close(loss, loss_ref, dtype, loss_scale, "loss")
+    assert_close(probs, probs_ref, dtype, 1.0, "probs")
+    assert_close(delta, delta_ref, dtype, w, "delta")
+    # no target: exactly zero error
+    assert np.all(delta[labels < 0] == 0.0)
+
+
+def test_readout_error_loss_is_weighted_cross_entropy():
+    """Cross-check of the returned loss with -w sum log p on a hand case."""
+    y = np.array([[0.0, math.log(3.0)], [1.0, 1.0], [5.0, -2.0]])
+    labels = np.array([1, -1, 0], np.int64)
+    probs = np.zeros_like(y)
+    delta = np.zeros_like(y)
+    loss = K.readout_error(y, labels, 2.0, probs, delta)
+    expected = -2.0 * (math.log(0.75) + math.log(1.0 / (1.0 + math.exp(-7.0))))
+    assert abs(loss - expected) < 1e-14
+    np.testing.assert_allclose(probs[0], [0.25, 0.75], rtol=1e-15)
+    np.testing.assert_allclose(delta[0], [0.5, -0.5], rtol=1e-14)
+    np.testing.assert_array_equal(delta[1], [0.0, 0.0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("case", list(READOUT_CASES))
+def test_readout_traces(case, seed, dtype):
+    B, n_h, n_out, mode = READOUT_CASES[case]
+    rng = np.random.default_rng(400 + seed)
+    n_steps = 4
+    zbar0 = f32(rng.uniform(0, 2, (B, n_h)))
+    bbar0 = f32(rng.uniform(0, 3, B))
+    gw0 = f32(rng.normal(0, 1, (n_out, n_h)))
+    gb0 = f32(rng.normal(0, 1, n_out))
+    zbar, bbar, gw, gb = cast(zbar0, dtype), cast(bbar0, dtype), cast(gw0, dtype), cast(gb0, dtype)
+    r = (zbar0, bbar0, gw0, gb0)
+    r_abs = (zbar0, bbar0, np.abs(gw0), np.abs(gb0))
+    for step in range(n_steps):
+        z = _z(rng, B, n_h, mode)
+        delta = f32(rng.normal(0, 0.3, (B, n_out)))
+        if B > 1:
+            delta[step % B] = 0.0                 # a sample without target this step
+        r = ref_readout_traces(z, delta, READOUT_DECAY, READOUT_GAIN, *r)
+        r_abs = ref_readout_traces(z, np.abs(delta), READOUT_DECAY, READOUT_GAIN, *r_abs)
+        K.readout_traces(cast(z, dtype), cast(delta, dtype), READOUT_DECAY, READOUT_GAIN, zbar, bbar, gw, gb)
+        for got, ref, scale, name in zip((zbar, bbar, gw, gb), r, r_abs, ("zbar", "bbar", "gw", "gb")):
+            assert_close(got, ref, dtype, scale, f"{name} at step {step}")
+    assert np.abs(r[2] - gw0).max() > 1e-3 and np.abs(r[3] - gb0).max() > 1e-3
+
+
+# ------------------------------------------------------------------------------------------------
+# pseudo_derivative, learning_signal
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("theta", [1.0, sf(0.8)])
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7)])
+def test_pseudo_derivative(shape, seed, theta, dtype):
+    rng = np.random.default_rng(500 + seed)
+    v = f32(rng.uniform(-1.0, 3.0, shape) * theta)
+    specials = f32([theta, 0.0, 2 * theta, -theta, 3 * theta, theta + 1e-3, 0.5 * theta, 1.5 * theta])
+    flat = v.reshape(-1)
+    if flat.size >= specials.size:
+        flat[:specials.size] = specials
+    else:
+        flat[:] = rng.choice(specials, size=flat.size)
+    gamma = sf(0.3)
+    ref = ref_psi(v, gamma, theta)
+    if flat.size >= specials.size:
+        assert ref.reshape(-1)[0] == pytest.approx(gamma / theta)
+        assert ref.reshape(-1)[1] == 0.0 and ref.reshape(-1)[2] == 0.0
+    else:
+        assert ref.max() <= gamma / theta
+    psi = cast(np.full(shape, np.nan), dtype)
+    K.pseudo_derivative(cast(v, dtype), gamma, theta, psi)
+    assert_close(psi, ref, dtype, gamma / theta, "psi")
+    assert np.all(psi >= 0.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (4, 3, 9), (2, 1, 5)])
+def test_learning_signal(shape, seed, dtype):
+    B, n_out, n = shape
+    rng = np.random.default_rng(600 + seed)
+    delta = f32(rng.normal(0, 1, (B, n_out)))
+    if B > 1:
+        delta[1] = 0.0                            # no target: the signal must still be reset to 0
+    feedback = f32(rng.normal(0, 1, (n_out, n)))
+    ref = ref_learning_signal(delta, feedback)
+    scale = ref_learning_signal(np.abs(delta), np.abs(feedback))
+    signal = cast(np.full((B, n), np.nan), dtype)
+    K.learning_signal(cast(delta, dtype), cast(feedback, dtype), signal)
+    assert_close(signal, ref, dtype, scale, "signal")
+    if B > 1:
+        assert np.all(signal[1] == 0.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# weight_traces
+# ------------------------------------------------------------------------------------------------
+TRACE_GAIN = sf(0.6)
+TRACE_DECAY_OUT = sf(math.exp(-1.0 / 8.0))
+TRACE_GAIN_OUT = sf(0.4)
+ALPHA = sf(math.exp(-1.0 / 5.0))
+
+# (batch, n_pre, n_post, n_slots, t0, n_steps, rate, min_fan)
+WTRACE_CASES = {
+    "basic": (3, 6, 4, 5, 0, 9, 0.6, 0),
+    "wrap": (2, 5, 4, 4, 997, 7, 0.8, 1),
+    "single": (1, 1, 1, 3, 2, 6, 1.0, 1),
+    "silent": (2, 4, 3, 5, 50, 4, 0, 1),
+    "all_spiking": (2, 4, 3, 6, 30, 5, "ones", 4),
+    "counts": (2, 5, 3, 7, 211, 6, 2.5, 2),
+}
+
+
+def _post_factors(rng, B, n_post):
+    psi = f32(rng.uniform(0, 0.3, (B, n_post)))
+    psi[rng.random((B, n_post)) < 0.2] = 0.0
+    signal = f32(rng.normal(0, 1, (B, n_post)))
+    decay_eff = np.where(rng.random((B, n_post)) < 0.3, 0.0, ALPHA)     # hard reset: alpha (1 - z)
+    return psi, signal, decay_eff
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("case", list(WTRACE_CASES))
+def test_weight_traces(case, seed, dtype):
+    B, n_pre, n_post, n_slots, t0, n_steps, rate, min_fan = WTRACE_CASES[case]
+    rng = np.random.default_rng(700 + seed)
+    indptr, pre = make_csr(rng, n_pre, n_post, min_fan=min_fan)
+    n_syn = pre.size
+    delay = random_delays(rng, n_syn, n_slots)
+    post = csr_rows(indptr)
+    x = spikes(rng, (t0 + n_steps, B, n_pre), rate)
+    if rate == 2.5:
+        assert x.max() > 1
+
+    eps0 = f32(rng.uniform(0, 1, (B, n_syn)))
+    ebar0 = f32(rng.uniform(0, 1, (B, n_syn)))
+    grad0 = f32(rng.normal(0, 1, n_syn))
+    r = (eps0, ebar0, grad0)
+    r_abs = (eps0, ebar0, np.abs(grad0))
+    hist = cast(ring_from_history(x, t0 - 1, n_slots) if t0 > 0 else np.zeros((B, n_slots, n_pre)), dtype)
+    eps, ebar, grad = cast(eps0, dtype), cast(ebar0, dtype), cast(grad0, dtype)
+    r_zero = r                                    # the same recursion without any input
+    input_effect = 0.0
+    for t in range(t0, t0 + n_steps):
+        hist[:, t % n_slots, :] = x[t]
+        psi, signal, decay_eff = _post_factors(rng, B, n_post)
+        args = (TRACE_GAIN, TRACE_DECAY_OUT, TRACE_GAIN_OUT)
+        r_zero = ref_weight_traces(0 * x, t, post, pre, delay, psi, signal, decay_eff, *args, *r_zero)
+        r = ref_weight_traces(x, t, post, pre, delay, psi, signal, decay_eff, *args, *r)
+        r_abs = ref_weight_traces(x, t, post, pre, delay, psi, np.abs(signal), decay_eff, *args, *r_abs)
+        K.weight_traces(hist, t, indptr, pre, delay, cast(psi, dtype), cast(signal, dtype),
+                        cast(decay_eff, dtype), *args, eps, ebar, grad)
+        for got, ref, scale, name in zip((eps, ebar, grad), r, r_abs, ("eps_w", "ebar_w", "grad_w")):
+            assert_close(got, ref, dtype, scale, f"{name} at t={t}")
+        input_effect = max(input_effect, np.abs(r[0] - r_zero[0]).max(initial=0.0))
+    if n_syn:
+        assert np.abs(r[2] - grad0).max() > 1e-3, "gradient did not move: case tests nothing"
+        # the delayed input entered the traces (or, silent, it did not)
+        if rate == 0:
+            assert input_effect == 0.0
+        else:
+            assert input_effect > 0.1
+
+
+# ------------------------------------------------------------------------------------------------
+# gaussian_xi
+# ------------------------------------------------------------------------------------------------
+# (batch, n_pre, n_delays, max_delay, half_width K, sigma, t_last, tau offset, rate, extra slots)
+XI_CASES = {
+    "lag_K": (3, 5, 12, 6, 3, 1.0, 40, 3, 0.7, 0),
+    "flush_0": (3, 5, 12, 6, 3, 1.0, 40, 0, 0.7, 0),
+    "flush_1": (2, 4, 10, 6, 3, 0.8, 40, 1, 0.7, 2),
+    "flush_2": (2, 4, 10, 6, 3, 1.3, 40, 2, 0.7, 1),
+    "beyond_lag": (2, 4, 10, 5, 2, 1.0, 60, 5, 0.7, 0),
+    "early": (2, 4, 10, 6, 3, 1.0, 3, 1, 0.9, 0),
+    "tau0": (2, 4, 8, 4, 2, 1.0, 1, 1, 0.9, 3),
+    "wrap": (2, 5, 12, 6, 3, 1.0, 1234, 3, 0.7, 0),
+    "wrap_flush": (2, 5, 12, 6, 3, 1.0, 1234, 1, 0.7, 0),
+    "single": (1, 1, 1, 6, 3, 1.0, 20, 3, 1.0, 0),
+    "silent": (2, 3, 6, 6, 3, 1.0, 30, 2, 0, 0),
+    "all_spiking": (2, 3, 8, 6, 3, 1.0, 30, 3, "ones", 0),
+    "counts": (2, 4, 10, 8, 3, 1.5, 300, 2, 2.5, 0),
+    "K0": (2, 4, 10, 6, 0, 0.5, 30, 0, 0.9, 0),
+}
+XI_SPECIAL_DELAYS = [0.0, 6.0, 0.5, 1.5, 2.5, 0.2, 1.0, 2.7, 0.49, 5.6]
+
+
+def _xi_data(case, seed):
+    B, n_pre, n_delays, max_d, K_, sigma, t_last, offset, rate, extra = XI_CASES[case]
+    rng = np.random.default_rng(800 + seed)
+    tau = t_last - offset
+    c_max = int(math.floor(max_d + 0.5))
+    # oldest tap read: tau - c_max - K; ring keeps t_last - n_slots + 1 .. t_last
+    n_slots = offset + c_max + K_ + 1 + extra
+    pre_of_delay = rng.integers(0, n_pre, size=n_delays).astype(np.int32)
+    delay = f32(rng.uniform(0, max_d, n_delays))
+    specials = f32([d * max_d / 6.0 for d in XI_SPECIAL_DELAYS])
+    k = min(n_delays, specials.size)
+    delay[:k] = specials[:k] if n_delays > 1 else [0.3]
+    x = spikes(rng, (t_last + 1, B, n_pre), rate)
+    hist = ring_from_history(x, t_last, n_slots)
+    return B, K_, sigma, t_last, tau, pre_of_delay, delay, x, hist
+
+
+def _xi_ref(x, tau, pre_of_delay, delay, K_, sigma, absolute=False):
+    B = x.shape[1]
+    out = np.zeros((B, delay.size))
+    for b in range(B):
+        for p in range(delay.size):
+            seq = x[:, b, pre_of_delay[p]]
+            if absolute:   # sum of |terms|
+                c = int(math.floor(delay[p] + 0.5))
+                out[b, p] = sum(abs(seq[tau - m] * gauss_deriv(m - delay[p], sigma))
+                                for m in range(c - K_, c + K_ + 1) if 0 <= tau - m < len(seq))
+            else:
+                out[b, p] = xi_train(seq, tau, delay[p], K_, sigma)
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("case", list(XI_CASES))
+def test_gaussian_xi(case, seed, dtype):
+    B, K_, sigma, t_last, tau, pre_of_delay, delay, x, hist = _xi_data(case, seed)
+    ref = _xi_ref(x, tau, pre_of_delay, delay, K_, sigma)
+    scale = _xi_ref(x, tau, pre_of_delay, delay, K_, sigma, absolute=True)
+    if XI_CASES[case][8] == 0:
+        assert not ref.any()
+    else:
+        assert np.abs(ref).max() > 1e-3
+    if tau + K_ > t_last and XI_CASES[case][8] != 0 and x.shape[0] > hist.shape[1]:
+        # the cut-off after t_last matters: reading the ring slots of steps > t_last (which hold
+        # old steps) would give a different answer
+        x_wrapped = np.concatenate([x, x[t_last + 1 - hist.shape[1]:][:tau + K_ - t_last]], axis=0)
+        assert not np.allclose(_xi_ref(x_wrapped, tau, pre_of_delay, delay, K_, sigma), ref)
+    xi = cast(np.full((B, delay.size), np.nan), dtype)
+    K.gaussian_xi(cast(hist, dtype), tau, t_last, pre_of_delay, cast(delay, dtype), K_, sigma, xi)
+    assert_close(xi, ref, dtype, scale, "xi")
+
+
+def test_gaussian_xi_noncausal_taps_hand_case():
+    """delay 0.2 < K: taps m = -K..K, the future steps tau+1..tau+K are used when written."""
+    K_, sigma = 2, 1.0
+    x = np.zeros(12)
+    x[7] = 1.0                                    # one spike at step 7
+    hist = np.zeros((1, 12, 1))
+    hist[0, :, 0] = x
+    xi = np.zeros((1, 1))
+    # tau = 5: spike at s = 7 = tau - m  ->  m = -2, u = -2.2
+    K.gaussian_xi(hist, 5, 11, np.array([0], np.int32), np.array([0.2]), K_, sigma, xi)
+    assert xi[0, 0] == pytest.approx(float(gauss_deriv(-2.2, sigma)), rel=1e-13)
+    assert xi[0, 0] < 0
+    # the same spike lies after t_last = 6: it counts as zero
+    K.gaussian_xi(hist, 5, 6, np.array([0], np.int32), np.array([0.2]), K_, sigma, xi)
+    assert xi[0, 0] == 0.0
+
+
+def _away_from_half_integers(rng, n, max_d):
+    d = rng.uniform(0, max_d, n)
+    for _ in range(100):
+        bad = np.abs(d - np.floor(d) - 0.5) < 1e-3
+        if not bad.any():
+            break
+        d[bad] = rng.uniform(0, max_d, bad.sum())
+    assert np.all(np.abs(d - np.floor(d) - 0.5) >= 1e-3)
+    return d
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("case", ["lag_K", "flush_0", "flush_2", "early", "counts", "wrap"])
+def test_gaussian_xi_is_derivative_of_smoothed_train(case, seed):
+    B, K_, sigma, t_last, tau, pre_of_delay, _, x, hist = _xi_data(case, seed)
+    max_d = XI_CASES[case][3]
+    rng = np.random.default_rng(900 + seed)
+    delay = _away_from_half_integers(rng, pre_of_delay.size, max_d)
+    delay[:3] = [0.3, 1e-2, max_d - 0.2]          # below K and near the bounds
+    h = 1e-6
+    fd = np.zeros((B, delay.size))
+    for b in range(B):
+        for p in range(delay.size):
+            seq = x[:, b, pre_of_delay[p]]
+            fd[b, p] = (smoothed_train(seq, tau, delay[p] + h, K_, sigma)
+                        - smoothed_train(seq, tau, delay[p] - h, K_, sigma)) / (2 * h)
+    assert np.abs(fd).max() > 1e-3
+    xi = np.zeros((B, delay.size))
+    K.gaussian_xi(hist, tau, t_last, pre_of_delay, delay, K_, sigma, xi)
+    scale = _xi_ref(x, tau, pre_of_delay, delay, K_, sigma, absolute=True)
+    np.testing.assert_allclose(xi, fd, rtol=1e-6, atol=1e-8 * (1.0 + scale.max()))
+    centre = np.zeros(delay.size, np.int32)
+    taps = np.zeros((delay.size, 2 * K_ + 1))
+    K.gaussian_taps(delay, K_, sigma, centre, taps)
+    xi_tab = np.zeros((B, delay.size))
+    K.xi_from_taps(hist, tau, t_last, pre_of_delay, centre, taps, xi_tab)
+    np.testing.assert_allclose(xi_tab, fd, rtol=1e-6, atol=1e-8 * (1.0 + scale.max()))
+
+
+# gaussian_taps / xi_from_taps: the same xi, with the taps tabulated once per delay change
+def _ref_taps(delay, K_, sigma):
+    """centre (n_delays,) and taps (n_delays, 2K+1) = gauss_deriv(centre - K + q - D), float64."""
+    centre = np.array([int(math.floor(d + 0.5)) for d in delay])
+    taps = np.array([[float(gauss_deriv(c - K_ + q - d, sigma)) for q in range(2 * K_ + 1)]
+                     for c, d in zip(centre, delay)]).reshape(len(delay), 2 * K_ + 1)
+    return centre, taps
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("width", [(0, 0.5), (2, 1.0), (3, 1.3)], ids=["K0", "K2", "K3"])
+def test_gaussian_taps(width, seed, dtype):
+    K_, sigma = width
+    rng = np.random.default_rng(850 + seed)
+    delay = f32(np.concatenate([XI_SPECIAL_DELAYS, rng.uniform(0, 6, 7)]))
+    centre_ref, taps_ref = _ref_taps(delay, K_, sigma)
+    np.testing.assert_array_equal(centre_ref[:5], [0, 6, 1, 2, 3])     # 0, 6, and halves round up
+    assert np.abs(taps_ref).max() > 1e-2
+    centre = np.full(delay.size, -99, np.int32)
+    taps = cast(np.full((delay.size, 2 * K_ + 1), np.nan), dtype)
+    K.gaussian_taps(cast(delay, dtype), K_, sigma, centre, taps)
+    np.testing.assert_array_equal(centre, centre_ref)
+    assert_close(taps, taps_ref, dtype, np.abs(taps_ref), "taps")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("case", list(XI_CASES))
+def test_xi_from_taps(case, seed, dtype):
+    B, K_, sigma, t_last, tau, pre_of_delay, delay, x, hist = _xi_data(case, seed)
+    ref = _xi_ref(x, tau, pre_of_delay, delay, K_, sigma)
+    scale = _xi_ref(x, tau, pre_of_delay, delay, K_, sigma, absolute=True)
+    if XI_CASES[case][8] != 0:
+        assert np.abs(ref).max() > 1e-3
+    centre, taps = _ref_taps(delay, K_, sigma)
+    # the taps as the kernel gets them (rounded to the dtype); the reference keeps float64 taps
+    xi = cast(np.full((B, delay.size), np.nan), dtype)
+    K.xi_from_taps(cast(hist, dtype), tau, t_last, pre_of_delay, centre.astype(np.int32),
+                   cast(taps, dtype), xi)
+    assert_close(xi, ref, dtype, scale, "xi")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("case", ["lag_K", "flush_0", "early", "wrap_flush", "K0"])
+def test_xi_paths_agree(case, seed):
+    """gaussian_xi == xi_from_taps(gaussian_taps(...)) in float64 (the learner uses the latter)."""
+    B, K_, sigma, t_last, tau, pre_of_delay, delay, x, hist = _xi_data(case, seed)
+    direct = np.zeros((B, delay.size))
+    K.gaussian_xi(hist, tau, t_last, pre_of_delay, delay, K_, sigma, direct)
+    centre = np.zeros(delay.size, np.int32)
+    taps = np.zeros((delay.size, 2 * K_ + 1))
+    K.gaussian_taps(delay, K_, sigma, centre, taps)
+    tabulated = np.full((B, delay.size), np.nan)
+    K.xi_from_taps(hist, tau, t_last, pre_of_delay, centre, taps, tabulated)
+    assert np.abs(direct).max() > 1e-3
+    np.testing.assert_allclose(tabulated, direct, rtol=F64_RTOL, atol=F64_ATOL)
+
+
+# ------------------------------------------------------------------------------------------------
+# delay_traces
+# ------------------------------------------------------------------------------------------------
+# (batch, n_pre, n_post, n_steps, min_fan)
+DTRACE_CASES = {
+    "basic": (3, 6, 5, 6, 0),
+    "single": (1, 1, 1, 5, 1),
+    "dense": (2, 4, 6, 4, 4),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", ["synaptic", "axonal"])
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("case", list(DTRACE_CASES))
+def test_delay_traces(case, seed, mode, dtype):
+    B, n_pre, n_post, n_steps, min_fan = DTRACE_CASES[case]
+    rng = np.random.default_rng(1000 + seed)
+    indptr, pre = make_csr(rng, n_pre, n_post, min_fan=min_fan)
+    n_syn = pre.size
+    post = csr_rows(indptr)
+    if mode == "synaptic":
+        delay_of_syn = np.arange(n_syn, dtype=np.int32)
+        n_delays = n_syn
+    else:
+        delay_of_syn = pre.copy()
+        n_delays = n_pre
+    if case == "dense" and mode == "axonal":
+        assert np.bincount(delay_of_syn).max() > 1      # several synapses share one delay
+    weight = f32(rng.normal(0, 1, n_syn))
+    eps0 = f32(rng.normal(0, 0.5, (B, n_syn)))
+    ebar0 = f32(rng.normal(0, 0.5, (B, n_syn)))
+    grad0 = f32(rng.normal(0, 1, n_delays))
+    r = (eps0, ebar0, grad0)
+    r_abs = (np.abs(eps0), np.abs(ebar0), np.abs(grad0))
+    eps, ebar, grad = cast(eps0, dtype), cast(ebar0, dtype), cast(grad0, dtype)
+    args = (TRACE_GAIN, TRACE_DECAY_OUT, TRACE_GAIN_OUT)
+    for step in range(n_steps):
+        xi = f32(rng.normal(0, 0.4, (B, n_delays)))
+        if n_delays > 1:
+            xi[:, step % n_delays] = 0.0
+        psi, signal, decay_eff = _post_factors(rng, B, n_post)
+        r = ref_delay_traces(xi, post, delay_of_syn, weight, psi, signal, decay_eff, *args, *r)
+        r_abs = ref_delay_traces(np.abs(xi), post, delay_of_syn, np.abs(weight), psi, np.abs(signal),
+                                 decay_eff, *args, *r_abs)
+        K.delay_traces(cast(xi, dtype), indptr, delay_of_syn, cast(weight, dtype), cast(psi, dtype),
+                       cast(signal, dtype), cast(decay_eff, dtype), *args, eps, ebar, grad)
+        for got, ref, scale, name in zip((eps, ebar, grad), r, r_abs, ("eps_d", "ebar_d", "grad_d")):
+            assert_close(got, ref, dtype, scale, f"{name} at step {step}")
+    if n_syn:
+        assert np.abs(r[2] - grad0).max() > 1e-3
+
+
+# ------------------------------------------------------------------------------------------------
+# optimizers
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("start_step", [1, 7])
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("n", [1, 23])
+def test_adam_step(n, seed, start_step, dtype):
+    rng = np.random.default_rng(1100 + seed)
+    lr, b1, b2, eps = 1e-2, 0.9, 0.999, 1e-8
+    p_ref = f32(rng.normal(0, 1, n))
+    if start_step == 1:
+        m_ref, v_ref = np.zeros(n), np.zeros(n)
+    else:
+        m_ref = f32(rng.normal(0, 0.1, n))
+        v_ref = f32(rng.uniform(0, 0.05, n))
+    param, m, v = cast(p_ref, dtype), cast(m_ref, dtype), cast(v_ref, dtype)
+    p0 = p_ref.copy()
+    for step in range(start_step, start_step + 3):
+        grad = f32(rng.normal(0, 1, n) * 10.0 ** rng.integers(-3, 2, n))
+        if n > 1:
+            grad[step % n] = 0.0
+        p_ref, m_ref, v_ref = ref_adam(p_ref, grad, m_ref, v_ref, lr, b1, b2, eps, step)
+        K.adam_step(param, cast(grad, dtype), m, v, lr, b1, b2, eps, step)
+        assert_close(m, m_ref, dtype, np.abs(m_ref), f"m at step {step}")
+        assert_close(v, v_ref, dtype, np.abs(v_ref), f"v at step {step}")
+        assert_close(param, p_ref, dtype, 1.0, f"param at step {step}")
+    assert np.abs(p_ref - p0).max() > 1e-3
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 17])
+def test_sgd_step(n, dtype):
+    rng = np.random.default_rng(1200 + n)
+    param0 = f32(rng.normal(0, 1, n))
+    grad = f32(rng.normal(0, 1, n))
+    lr = sf(0.05)
+    ref = ref_sgd(param0, grad, lr)
+    param = cast(param0, dtype)
+    K.sgd_step(param, cast(grad, dtype), lr)
+    assert_close(param, ref, dtype, np.abs(param0) + lr * np.abs(grad), "param")
+    assert np.abs(ref - param0).max() > 1e-3
+
+
+# ------------------------------------------------------------------------------------------------
+# round_delays
+# ------------------------------------------------------------------------------------------------
+ROUND_SPECIALS = [-0.3, -1e-6, 0.0, 0.25, 0.49, float(np.nextafter(np.float32(0.5), np.float32(0))),
+                  0.5, 0.51, 1.5, 2.5, 2.4999, 5.5, 5.99, 6.0, 6.0001, 9.7, -12.0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", ["synaptic", "axonal"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_round_delays(seed, mode, dtype):
+    rng = np.random.default_rng(1300 + seed)
+    max_delay = 6.0
+    n_pre, n_post = 20, 6
+    indptr, pre = make_csr(rng, n_pre, n_post, min_fan=3)
+    n_syn = pre.size
+    if mode == "synaptic":
+        delay_of_syn = np.arange(n_syn, dtype=np.int32)
+        n_delays = n_syn
+    else:
+        delay_of_syn = pre.copy()
+        n_delays = n_pre
+    delay0 = f32(rng.uniform(-1.0, max_delay + 1.0, n_delays))
+    k = min(n_delays, len(ROUND_SPECIALS))
+    delay0[rng.permutation(n_delays)[:k]] = f32(ROUND_SPECIALS[:k])
+    clipped_ref, steps_ref, count_ref = ref_round_delays(delay0, max_delay, delay_of_syn)
+    assert count_ref > 0
+    assert steps_ref.min() >= 0 and steps_ref.max() <= max_delay
+
+    delay = cast(delay0, dtype)
+    steps = np.full(n_syn, -99, np.int32)
+    count = K.round_delays(delay, max_delay, delay_of_syn, steps)
+    assert count == count_ref
+    np.testing.assert_array_equal(delay, clipped_ref.astype(dtype))
+    np.testing.assert_array_equal(steps, steps_ref)
+    assert steps.dtype == np.int32
+    # nothing left to clip: a second call clips nothing and keeps the steps
+    assert K.round_delays(delay, max_delay, delay_of_syn, steps) == 0
+    np.testing.assert_array_equal(steps, steps_ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_round_delays_half_up(dtype):
+    """floor(D + 1/2): halves round up; the float32 number just below 1/2 rounds down."""
+    below_half = float(np.nextafter(np.float32(0.5), np.float32(0)))
+    delay = cast([0.5, 1.5, 2.5, below_half, 2.49, 0.0, 4.0, -1.0, 4.7], dtype)
+    steps = np.zeros(delay.size, np.int32)
+    count = K.round_delays(delay, 4.0, np.arange(delay.size, dtype=np.int32), steps)
+    assert count == 2
+    np.testing.assert_array_equal(steps, [1, 2, 3, 0, 2, 0, 4, 0, 4])
+    np.testing.assert_array_equal(delay[-2:], [0.0, 4.0])
