@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from . import __version__
+from .datasets.cli import data
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,6 +22,272 @@ def warmup():
     seconds = run_warmup()
     click.echo(f"compiled and cached all kernels in {seconds:.1f} s")
 
+
+# -- train / eval / info -----------------------------------------------------------------------------
+class OptionError(click.ClickException):
+    """A bad option value: one line on stderr, exit status 2."""
+
+    exit_code = 2
+
+
+def _default(cls, field):
+    return getattr(cls(), field)
+
+
+# (option name, section, config field, click type, help)
+_TRAIN_OPTIONS = [
+    ("--dataset", "run", "dataset", str, "digits (embedded), shd, ssc, or a path to an SHD-layout file"),
+    ("--data-dir", "run", "data_dir", str, "folder with downloaded datasets (else $ONLINEDELAY_DATA_DIR, then the user cache)"),
+    ("--delays", "network", "input_delays", click.Choice(["none", "synaptic", "axonal"]), "delays of the input projection"),
+    ("--hidden", "network", "n_hidden", int, "hidden LIF neurons"),
+    ("--density", "network", "density", float, "fraction of input synapses present (0, 1]"),
+    ("--recurrent/--no-recurrent", "network", "recurrent", None, "recurrent hidden weights"),
+    ("--recurrent-delays", "network", "recurrent_delays", click.Choice(["none", "synaptic", "axonal"]), "delays of the recurrent projection"),
+    ("--max-delay", "network", "max_delay_steps", int, "largest delay in steps"),
+    ("--dt-ms", "network", "dt_ms", float, "time step (ms), also the input bin width"),
+    ("--tau-mem-ms", "network", "tau_mem_ms", float, "membrane time constant (ms)"),
+    ("--tau-out-ms", "network", "tau_out_ms", float, "readout time constant (ms)"),
+    ("--threshold", "network", "threshold", float, "firing threshold"),
+    ("--reset", "network", "reset", click.Choice(["soft", "hard"]), "reset after a spike"),
+    ("--delay-init", "network", "delay_init", click.Choice(["uniform", "zero"]), "initial delays"),
+    ("--pool", "run", "pool", int, "adjacent input channels summed (700 -> 700/pool inputs)"),
+    ("--n-steps", "run", "n_steps", int, "steps per sample (longer samples are clipped)"),
+    ("--feedback", "learning", "feedback", click.Choice(["symmetric", "random"]), "feedback matrix of the learning signal"),
+    ("--update", "learning", "update", click.Choice(["online", "accumulate"]), "apply updates every n steps or once per batch"),
+    ("--update-every", "learning", "update_every_steps", int, "n for --update online"),
+    ("--optimizer", "learning", "optimizer", click.Choice(["adam", "sgd"]), "optimizer"),
+    ("--lr-weights", "learning", "lr_weights", float, "learning rate of input and recurrent weights"),
+    ("--lr-delays", "learning", "lr_delays", float, "learning rate of delays (steps)"),
+    ("--lr-readout", "learning", "lr_readout", float, "learning rate of readout weights and bias"),
+    ("--sigma", "learning", "sigma_steps", float, "width of the Gaussian delay surrogate (steps)"),
+    ("--loss-start-step", "learning", "loss_start_step", int, "first step counted in the loss and the prediction"),
+    ("--batch-size", "run", "batch_size", int, "samples per batch"),
+    ("--epochs", "run", "epochs", int, "passes over the training set"),
+    ("--max-samples", "run", "max_samples", int, "cap the training set (quick runs)"),
+    ("--valid-fraction", "run", "valid_fraction", float, "fraction held out for validation (by speaker)"),
+    ("--seed", "run", "seed", int, "seed of every random draw"),
+    ("--threads", "run", "threads", int, "threads for the synapse kernels"),
+    ("--checkpoint-every", "run", "checkpoint_every", int, "batches between mid-epoch checkpoints (0: per epoch)"),
+]
+
+
+def _config_classes():
+    from .config import LearningConfig, NetworkConfig, RunConfig
+
+    return {"network": NetworkConfig, "learning": LearningConfig, "run": RunConfig}
+
+
+def _train_options(function):
+    classes = _config_classes()
+    for name, section, field, kind, help_text in reversed(_TRAIN_OPTIONS):
+        default = _default(classes[section], field)
+        text = f"{help_text} [default: {default}]"
+        if kind is None:
+            function = click.option(name, field, default=None, help=text)(function)
+        else:
+            function = click.option(name, field, type=kind, default=None, help=text)(function)
+    return function
+
+
+def _read_config_file(path) -> dict:
+    """TOML or JSON: sections [network] [learning] [run], or flat field names."""
+    import json
+    from pathlib import Path
+
+    text = Path(path).read_text()
+    try:
+        if str(path).endswith(".toml"):
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except Exception as err:  # noqa: BLE001 - report any parse error as one line
+        raise OptionError(f"--config {path}: cannot parse ({err})") from None
+    classes = _config_classes()
+    fields = {section: {f for f in cls.__dataclass_fields__} for section, cls in classes.items()}
+    out = {section: {} for section in classes}
+    for key, value in data.items():
+        if key in classes and isinstance(value, dict):
+            for k, v in value.items():
+                if k not in fields[key]:
+                    raise OptionError(f"--config {path}: [{key}] has no field {k!r}")
+                out[key][k] = v
+            continue
+        owners = [section for section in classes if key in fields[section]]
+        if not owners:
+            raise OptionError(f"--config {path}: unknown field {key!r}")
+        out[owners[0]][key] = value
+    return out
+
+
+def build_configs(config_file, options: dict):
+    """Config file values, overridden by the options given on the command line."""
+    classes = _config_classes()
+    values = _read_config_file(config_file) if config_file else {s: {} for s in classes}
+    for _, section, field, _, _ in _TRAIN_OPTIONS:
+        if options.get(field) is not None:
+            values[section][field] = options[field]
+    try:
+        return tuple(classes[s](**values[s]) for s in ("network", "learning", "run"))
+    except (TypeError, ValueError) as err:
+        raise OptionError(str(err)) from None
+
+
+class _Progress:
+    """Per-epoch progress: a bar on a terminal, plain lines otherwise, nothing when quiet."""
+
+    def __init__(self, quiet: bool):
+        import sys
+
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, event):
+        if self.quiet:
+            return
+        kind = event["kind"]
+        if kind == "info":
+            click.echo(event["message"], err=True)
+        elif kind == "batch" and self.tty:
+            done = event["batch"] / event["batches"]
+            bar = "#" * int(24 * done) + "." * (24 - int(24 * done))
+            click.echo(f"\repoch {event['epoch']}/{event['epochs']} [{bar}] {event['batch']}/{event['batches']} "
+                       f"{event['samples_per_s']:.0f} samples/s  loss {event['loss']:.3f}  acc {event['accuracy']:.3f}",
+                       nl=False, err=True)
+        elif kind == "epoch":
+            valid = event["valid_accuracy"]
+            click.echo(("\n" if self.tty else "") +
+                       f"epoch {event['epoch']}: loss {event['train_loss']:.4f}  train acc {event['train_accuracy']:.3f}"
+                       f"  valid acc {'-' if valid is None else f'{valid:.3f}'}  {event['samples_per_s']:.1f} samples/s"
+                       f"  {event['seconds']:.1f} s", err=True)
+
+
+@main.command()
+@_train_options
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
+              help="output folder (config, metrics, checkpoints, models)")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="TOML or JSON file of options; command-line options override it")
+@click.option("--resume", is_flag=True, help="continue the run in --out from its checkpoint")
+@click.option("--quiet", is_flag=True, help="print nothing but errors (and --json)")
+@click.option("--json", "as_json", is_flag=True, help="print the final summary as JSON")
+def train(out_dir, config_file, resume, quiet, as_json, **options):
+    """Train a network online (weights, and delays unless --delays none)."""
+    import json
+
+    from .train import ConfigMismatchError, DivergenceError, Trainer, evaluate_model
+
+    net_cfg, learn_cfg, run_cfg = build_configs(config_file, options)
+    trainer = Trainer(net_cfg, learn_cfg, run_cfg, out_dir, progress=_Progress(quiet))
+    try:
+        summary = trainer.run(resume=resume)
+    except (DivergenceError, ConfigMismatchError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from None
+    from .datasets import DATASETS
+
+    summary["test_accuracy"] = None
+    if run_cfg.dataset.lower() in DATASETS:
+        try:
+            summary["test_accuracy"] = evaluate_model(f"{out_dir}/best.h5", split="test")["accuracy"]
+        except (FileNotFoundError, ValueError) as err:
+            summary["test_note"] = str(err).splitlines()[0]
+    else:
+        summary["test_note"] = "a file has no test split: run 'onlinedelay eval --model ... --dataset TEST_FILE'"
+    if as_json:
+        click.echo(json.dumps(summary))
+    elif not quiet:
+        last = summary["last"]
+        test_acc = summary["test_accuracy"]
+        click.echo(f"trained {summary['n_train']} samples x {summary['epochs']} epochs -> {summary['out_dir']}\n"
+                   f"  final train accuracy {last['train_accuracy']:.3f}, best validation accuracy "
+                   f"{summary['best_valid_accuracy']:.3f}, test accuracy "
+                   f"{'n/a' if test_acc is None else f'{test_acc:.3f}'}\n"
+                   f"  {last['samples_per_s']:.1f} samples/s; parameters {summary['parameters']}")
+
+
+@main.command("eval")
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), required=True, help="model .h5 file")
+@click.option("--dataset", default=None, help="dataset name or path [default: the one the model was trained on]")
+@click.option("--split", default="test", show_default=True, help="split to evaluate")
+@click.option("--data-dir", default=None, help="folder with downloaded datasets")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+def evaluate(model_path, dataset, split, data_dir, as_json):
+    """Accuracy, per-class accuracy, confusion matrix, spikes and synaptic operations of a model."""
+    import json
+
+    from .train import evaluate_model
+
+    try:
+        result = evaluate_model(model_path, dataset, split, data_dir)
+    except (FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{result['data_file']} ({split}): accuracy {result['accuracy']:.4f} on {result['n_samples']} samples")
+    click.echo(f"mean spikes per hidden neuron per sample {result['mean_spikes_per_neuron']:.2f}; "
+               f"synaptic operations per sample {result['synops_per_sample']:.0f}")
+    for name, acc in zip(result["class_names"], result["per_class_accuracy"]):
+        click.echo(f"  {name:>12s}  {'-' if acc is None else f'{acc:.3f}'}")
+
+
+@main.command()
+@click.argument("model_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="print as JSON")
+def info(model_path, as_json):
+    """Architecture, parameter counts, memory footprint and delay statistics of a model."""
+    import json
+
+    from .train import model_info
+
+    try:
+        result = model_info(model_path)
+    except (FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    c = result["network"]
+    click.echo(f"{c['n_inputs']} inputs -> {c['n_hidden']} LIF{' (recurrent)' if c['recurrent'] else ''} -> "
+               f"{c['n_outputs']} readout; input delays {c['input_delays']} (max {c['max_delay_steps']} steps), "
+               f"density {c['density']}")
+    click.echo(f"parameters: {result['parameters']}")
+    bits = result["stored_bits"]
+    click.echo(f"memory: {bits['weights']} bits of weights + {bits['delays']} bits of delays at "
+               f"{bits['precision_bits']}-bit precision; delays need {result['integer_delay_bits']['per_delay']} "
+               f"bits each as integers ({result['integer_delay_bits']['total']} bits)")
+    for name, st in result["delay_stats"].items():
+        click.echo(f"{name} delays ({st['mode']}): mean {st['mean']:.2f}, std {st['std']:.2f}, "
+                   f"min {st['min']:.2f}, max {st['max']:.2f} steps")
+
+
+@main.command()
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="also write every number and the machine info to this JSON file (atomically)")
+@click.option("--quick", is_flag=True, help="smoke test: T = 20, 1 repeat, two configurations, batch 1, 1 thread")
+@click.option("--repeats", type=click.IntRange(min=1), default=None, help="timed repeats per figure [default: 5; --quick: 1]")
+@click.option("--config", "configs", multiple=True, metavar="NAME",
+              help="named configuration, repeatable or comma-separated [default: all of issue 5]")
+@click.option("--batch", "batch_sizes", type=click.IntRange(min=1), multiple=True, help="batch size, repeatable [default: 1 and 32]")
+@click.option("--threads", type=click.IntRange(min=1), multiple=True, help="thread count, repeatable [default: 1 and 2]")
+@click.option("--memory/--no-memory", default=True, show_default=True, help="measure peak memory at T = 100, 1000, 10000")
+def bench(json_path, quick, repeats, configs, batch_sizes, threads, memory):
+    """Training / inference speed, streaming latency and peak memory against the machine's triad bound."""
+    from . import bench as bench_lib
+
+    try:
+        plan = bench_lib.make_plan(configs, batch_sizes, threads, repeats, quick, memory, json_path=json_path)
+    except bench_lib.OptionError as err:
+        raise click.BadParameter(str(err), param_hint=f"'--{err.option}'") from None
+    report = bench_lib.run_bench(plan, progress=lambda line: click.echo(line, err=True))
+    click.echo(bench_lib.format_report(report))
+    if json_path:
+        bench_lib.write_json(report, json_path)
+        click.echo(f"wrote {json_path}")
+
+
+main.add_command(data)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -203,3 +203,45 @@ class LearningConfig(_DictMixin):
     def half_width_steps(self) -> int:
         """K: Gaussian kernel half-width in steps, also the lag of the delay pipeline."""
         return int(math.ceil(self.truncation * self.sigma_steps))
+
+
+OVERFLOWS = ("clip", "drop")
+
+
+@dataclass(frozen=True)
+class RunConfig(_DictMixin):
+    """A training run: data, binning, batches, epochs, seed and where outputs go.
+
+    ``dataset`` is ``digits`` (embedded default), ``shd``, ``ssc`` or a path to an SHD-layout file.
+    Inputs are binned at the network's ``dt_ms`` into ``n_steps`` steps with ``pool`` adjacent
+    channels summed (700 -> 140 by default).
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    n_steps: int = 100
+    pool: int = 5
+    overflow: str = "clip"
+    batch_size: int = 32
+    epochs: int = 20
+    max_samples: int | None = None
+    valid_fraction: float = 0.1
+    seed: int = 0
+    threads: int = 1
+    checkpoint_every: int = 0          # batches between mid-epoch checkpoints (0: once per epoch)
+
+    def __post_init__(self):
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise ValueError(f"dataset={self.dataset!r} is not allowed; expected a name or a path")
+        _integer("n_steps", self.n_steps, 1)
+        _integer("pool", self.pool, 1)
+        _choice("overflow", self.overflow, OVERFLOWS)
+        _integer("batch_size", self.batch_size, 1)
+        _integer("epochs", self.epochs, 1)
+        if self.max_samples is not None:
+            _integer("max_samples", self.max_samples, 1)
+        if not isinstance(self.valid_fraction, (int, float)) or not 0.0 <= self.valid_fraction < 1.0:
+            raise ValueError(f"valid_fraction={self.valid_fraction!r} is not allowed; expected a number in [0, 1)")
+        _integer("seed", self.seed, 0)
+        _integer("threads", self.threads, 1)
+        _integer("checkpoint_every", self.checkpoint_every, 0)

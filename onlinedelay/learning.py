@@ -70,10 +70,20 @@ class ThreeFactorLearner:
             w_rec=np.zeros_like(p.recurrent.weight), d_rec=np.zeros_like(p.recurrent.delay),
             w_out=np.zeros_like(p.w_out), b_out=np.zeros_like(p.b_out))
         self.optimizer = Optimizer(config, self.grads)
+        # delay gradients accumulate per synapse (race-free over rows); axonal ones are summed by unit
+        self._grad_d_syn = []
+        for proj, g_d in ((p.input, self.grads.d_in), (p.recurrent, self.grads.d_rec)):
+            if not self._learns_delays(proj):
+                self._grad_d_syn.append(np.zeros(0, net.dtype))
+            elif g_d.size == proj.weight.size and np.array_equal(proj.delay_of_syn, np.arange(g_d.size)):
+                self._grad_d_syn.append(g_d)                       # synaptic: the same array
+            else:
+                self._grad_d_syn.append(np.zeros(proj.weight.size, net.dtype))
         n_taps = 2 * self.lag_steps + 1          # Gaussian taps of each delay, refreshed when delays change
         self._taps = [(np.zeros(proj.delay.size, np.int32), np.zeros((proj.delay.size, n_taps), net.dtype))
                       for proj in (p.input, p.recurrent)]
         self._taps_version = -1
+        self._delay_modes = (net.config.input_delays, net.config.recurrent_delays)
         self.state = self._allocate(net.batch_size)
         self.loss_sum = 0.0               # weighted cross-entropy accumulated since reset
 
@@ -81,38 +91,50 @@ class ThreeFactorLearner:
     def _learns_delays(self, proj: Projection) -> bool:
         return self.config.learn_delays and proj.delay.size > 0
 
-    def _traces(self, proj: Projection, batch: int) -> ProjectionTraces:
+    def _traces(self, proj: Projection, mode: str, batch: int) -> ProjectionTraces:
+        """Trace arrays of one projection; ``xi`` scratch only for axonal delays (synaptic: inline)."""
         dt = self.net.dtype
         n_syn = proj.weight.size
         n_d = n_syn if self._learns_delays(proj) else 0
         return ProjectionTraces(
-            eps_w=np.zeros((batch, n_syn), dt), ebar_w=np.zeros((batch, n_syn), dt),
-            eps_d=np.zeros((batch, n_d), dt), ebar_d=np.zeros((batch, n_d), dt),
-            xi=np.zeros((batch, proj.delay.size if n_d else 0), dt))
+            eps_w=np.zeros((n_syn, batch), dt), ebar_w=np.zeros((n_syn, batch), dt),
+            eps_d=np.zeros((n_d, batch), dt), ebar_d=np.zeros((n_d, batch), dt),
+            xi=np.zeros((proj.delay.size if n_d and mode == "axonal" else 0, batch), dt))
 
     def _allocate(self, batch: int) -> LearnerState:
         dt, c = self.net.dtype, self.net.config
         n_lag = self.lag_steps + 1
         p = self.net.params
         return LearnerState(
-            psi_lag=np.zeros((n_lag, batch, c.n_hidden), dt),
-            signal_lag=np.zeros((n_lag, batch, c.n_hidden), dt),
-            decay_lag=np.zeros((n_lag, batch, c.n_hidden), dt),
-            probs=np.zeros((batch, c.n_outputs), dt), delta=np.zeros((batch, c.n_outputs), dt),
-            zbar=np.zeros((batch, c.n_hidden), dt), bbar=np.zeros(batch, dt),
-            input=self._traces(p.input, batch), recurrent=self._traces(p.recurrent, batch),
+            psi_lag=np.zeros((n_lag, c.n_hidden, batch), dt),
+            signal_lag=np.zeros((n_lag, c.n_hidden, batch), dt),
+            decay_lag=np.zeros((n_lag, c.n_hidden, batch), dt),
+            probs=np.zeros((c.n_outputs, batch), dt), delta=np.zeros((c.n_outputs, batch), dt),
+            zbar=np.zeros((c.n_hidden, batch), dt), bbar=np.zeros(batch, dt),
+            input=self._traces(p.input, c.input_delays, batch),
+            recurrent=self._traces(p.recurrent, c.recurrent_delays, batch),
             t=np.zeros(1, np.int64), flushed=np.zeros(1, np.int64))
 
     def reset(self) -> None:
         """Zero the per-sample learning state (call with ``net.reset()``); gradients are kept."""
-        if self.state.zbar.shape[0] != self.net.batch_size:
+        if self.state.zbar.shape[1] != self.net.batch_size:
             self.state = self._allocate(self.net.batch_size)
         else:
             fill_tuple(self.state, 0)
         self.loss_sum = 0.0
 
     def zero_grad(self) -> None:
+        """Zero the accumulated gradients."""
         fill_tuple(self.grads, 0)
+        for g in self._grad_d_syn:
+            g[...] = 0
+
+    def _sync_delay_grads(self) -> None:
+        """Sum per-synapse delay gradients into per-unit ones (axonal delays)."""
+        for proj, g_syn, g_d in zip((self.net.params.input, self.net.params.recurrent), self._grad_d_syn,
+                                    (self.grads.d_in, self.grads.d_rec)):
+            if g_syn.size and g_syn is not g_d:
+                g_d[:] = np.bincount(proj.delay_of_syn, weights=g_syn, minlength=g_d.size)
 
     # -- per-step rule --------------------------------------------------------------------------
     def step(self, labels, loss_weight: float | None = None) -> None:
@@ -130,7 +152,7 @@ class ThreeFactorLearner:
         self._step(lab, w)
 
     def _step(self, labels: np.ndarray, loss_weight: float) -> None:
-        net, c, lc, s = self.net, self.net.config, self.config, self.state
+        net, c, s = self.net, self.net.config, self.state
         p, ns = net.params, net.state
         t = int(s.t[0])
         slot = t % (self.lag_steps + 1)
@@ -142,19 +164,20 @@ class ThreeFactorLearner:
         decay[...] = ns.decay_eff
         K.readout_traces(ns.z, s.delta, c.decay_out, c.readout_gain, s.zbar, s.bbar,
                          self.grads.w_out, self.grads.b_out)
-        for proj, tr, hist, g_w in self._projections():
-            K.weight_traces(hist, t, proj.indptr, proj.pre, proj.delay_steps, psi, signal, decay,
-                            c.input_gain, c.decay_out, c.readout_gain, tr.eps_w, tr.ebar_w, g_w)
+        weight_traces = net.synapse_kernels.weight_traces
+        for proj, tr, hist, g_w, _ in self._projections():
+            weight_traces(hist, t, proj.indptr, proj.pre, proj.delay_steps, psi, signal, decay,
+                          c.input_gain, c.decay_out, c.readout_gain, tr.eps_w, tr.ebar_w, g_w)
         s.t[0] = t + 1
         if t >= self.lag_steps:
             self._delay_step(t - self.lag_steps, t)
 
     def _projections(self):
-        """(projection, traces, ring, weight gradient, delay gradient) of each active projection."""
+        """(projection, traces, ring, weight gradient, per-synapse delay gradient) of each active projection."""
         p, ns, s, g = self.net.params, self.net.state, self.state, self.grads
-        out = [(p.input, s.input, ns.hist_in, g.w_in)]
+        out = [(p.input, s.input, ns.hist_in, g.w_in, self._grad_d_syn[0])]
         if self.net.config.recurrent:
-            out.append((p.recurrent, s.recurrent, ns.hist_rec, g.w_rec))
+            out.append((p.recurrent, s.recurrent, ns.hist_rec, g.w_rec, self._grad_d_syn[1]))
         return out
 
     def _delay_step(self, tau: int, t_last: int) -> None:
@@ -165,14 +188,20 @@ class ThreeFactorLearner:
             for proj, (centre, taps) in zip((self.net.params.input, self.net.params.recurrent), self._taps):
                 K.gaussian_taps(proj.delay, self.lag_steps, self.config.sigma_steps, centre, taps)
             self._taps_version = self.net.delay_version
-        grads = (self.grads.d_in, self.grads.d_rec)
-        for (proj, tr, hist, _), g_d, (centre, taps) in zip(self._projections(), grads, self._taps):
+        kernels = self.net.synapse_kernels
+        psi, signal, decay = s.psi_lag[slot], s.signal_lag[slot], s.decay_lag[slot]
+        for (proj, tr, hist, _, g_d), (centre, taps), mode in zip(self._projections(), self._taps,
+                                                                   self._delay_modes):
             if not self._learns_delays(proj):
                 continue
-            K.xi_from_taps(hist, tau, t_last, proj.pre_of_delay, centre, taps, tr.xi)
-            K.delay_traces(tr.xi, proj.indptr, proj.delay_of_syn, proj.weight, s.psi_lag[slot],
-                           s.signal_lag[slot], s.decay_lag[slot], c.input_gain, c.decay_out,
-                           c.readout_gain, tr.eps_d, tr.ebar_d, g_d)
+            if mode == "synaptic":
+                kernels.synaptic_delay_traces(hist, tau, t_last, proj.indptr, proj.pre, centre, taps,
+                                              proj.weight, psi, signal, decay, c.input_gain, c.decay_out,
+                                              c.readout_gain, tr.eps_d, tr.ebar_d, g_d)
+            else:
+                kernels.xi_from_taps(hist, tau, t_last, proj.pre_of_delay, centre, taps, tr.xi)
+                kernels.delay_traces(tr.xi, proj.indptr, proj.delay_of_syn, proj.weight, psi, signal, decay,
+                                     c.input_gain, c.decay_out, c.readout_gain, tr.eps_d, tr.ebar_d, g_d)
 
     def flush(self) -> None:
         """End of sample: run the delay pipeline over its last ``K`` lagged steps (idempotent)."""
@@ -183,6 +212,7 @@ class ThreeFactorLearner:
         for tau in range(max(0, t_end - self.lag_steps), t_end):
             self._delay_step(tau, t_end - 1)
         s.flushed[0] = 1
+        self._sync_delay_grads()
 
     # -- whole samples --------------------------------------------------------------------------
     def _loss_weights(self, n_steps: int, batch: int) -> np.ndarray:
@@ -212,10 +242,10 @@ class ThreeFactorLearner:
         weights = self._loss_weights(n_steps, batch)
         online = update and self.config.update == "online"
         every = self.config.update_every_steps
-        votes = np.zeros((batch, net.config.n_outputs))
+        votes = np.zeros((net.config.n_outputs, batch))
         spikes = 0.0
         for t in range(n_steps):
-            net._step(x[t])
+            net._step(x[t].T)
             self._step(lab, weights[t])
             votes += self.state.probs
             spikes += float(net.state.z.sum())
@@ -224,7 +254,7 @@ class ThreeFactorLearner:
         self.flush()
         if update:
             self.apply()
-        return {"loss": self.loss_sum, "correct": votes.argmax(axis=1) == lab, "spikes": spikes}
+        return {"loss": self.loss_sum, "correct": votes.argmax(axis=0) == lab, "spikes": spikes}
 
     def sample_gradients(self, inputs, labels) -> Gradients:
         """Accumulate-mode gradients of one sample/batch (parameters unchanged); returns a copy."""
@@ -239,7 +269,9 @@ class ThreeFactorLearner:
         Delays are clipped to [0, max_delay_steps] and re-rounded after the step.
         """
         if grads is not None and grads is not self.grads:
-            assign_tuple(self.grads, grads)
+            assign_tuple(self.grads, grads)       # final as given: no per-synapse sums to add
+        else:
+            self._sync_delay_grads()
         p, lc = self.net.params, self.config
         self.optimizer.step(p, self.grads)
         clipped = 0

@@ -18,6 +18,8 @@ reserves more for its Gaussian window).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from . import kernels as K
@@ -130,6 +132,7 @@ class Network:
     seed : int, seeds every random draw of the parameters
     batch_size : int, number of independent state copies (samples run side by side)
     dtype : "float32" (default) or "float64"
+    threads : int, threads for the per-synapse kernels (1: serial; >1: rows spread over threads)
 
     Examples
     --------
@@ -137,7 +140,8 @@ class Network:
     >>> y = net.step(np.array([0, 1, 0, 2]))      # one step, readout of shape (1, 2)
     """
 
-    def __init__(self, config: NetworkConfig, seed: int = 0, batch_size: int = 1, dtype="float32"):
+    def __init__(self, config: NetworkConfig, seed: int = 0, batch_size: int = 1, dtype="float32",
+                 threads: int = 1):
         if not isinstance(config, NetworkConfig):
             raise TypeError(f"config must be a NetworkConfig, got {type(config).__name__}")
         self.dtype = np.dtype(dtype)
@@ -149,6 +153,7 @@ class Network:
         self.n_slots = config.max_delay_steps + 1
         self.state = self._allocate(_check_batch(batch_size))
         self.delay_version = 0        # bumped whenever delays change (learners cache derived tables)
+        self.set_threads(threads)
 
     # -- allocation and reset -------------------------------------------------------------
     def _allocate(self, batch_size: int) -> NetworkState:
@@ -156,19 +161,35 @@ class Network:
         n_h = c.n_hidden
         rec_slots = self.n_slots if c.recurrent else 0
         return NetworkState(
-            v=np.zeros((batch_size, n_h), dt),
-            z=np.zeros((batch_size, n_h), dt),
-            decay_eff=np.zeros((batch_size, n_h), dt),
-            current=np.zeros((batch_size, n_h), dt),
-            y=np.zeros((batch_size, c.n_outputs), dt),
-            hist_in=np.zeros((batch_size, self.n_slots, c.n_inputs), dt),
-            hist_rec=np.zeros((batch_size, rec_slots, n_h), dt),
+            v=np.zeros((n_h, batch_size), dt),
+            z=np.zeros((n_h, batch_size), dt),
+            decay_eff=np.zeros((n_h, batch_size), dt),
+            current=np.zeros((n_h, batch_size), dt),
+            y=np.zeros((c.n_outputs, batch_size), dt),
+            hist_in=np.zeros((self.n_slots, c.n_inputs, batch_size), dt),
+            hist_rec=np.zeros((rec_slots, n_h, batch_size), dt),
             t=np.zeros(1, np.int64),
         )
 
+    def set_threads(self, threads: int) -> None:
+        """Use ``threads`` threads for the per-synapse kernels (1 = serial kernels)."""
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise ValueError(f"threads={threads!r} is not allowed; expected an integer >= 1")
+        self.threads = int(threads)
+        if self.threads > 1:
+            import numba
+
+            numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
+            self.synapse_kernels = SynapseKernels(K.delayed_current_parallel, K.weight_traces_parallel,
+                                                  K.xi_from_taps_parallel, K.delay_traces_parallel,
+                                                  K.synaptic_delay_traces_parallel)
+        else:
+            self.synapse_kernels = SynapseKernels(K.delayed_current, K.weight_traces, K.xi_from_taps,
+                                                  K.delay_traces, K.synaptic_delay_traces)
+
     @property
     def batch_size(self) -> int:
-        return self.state.v.shape[0]
+        return self.state.v.shape[1]
 
     @property
     def t(self) -> int:
@@ -200,22 +221,22 @@ class Network:
         -------
         y : (B, n_outputs) readout after this step (a copy)
         """
-        self._step(self._check_input(x))
-        return self.state.y.copy()
+        self._step(self._check_input(x).T)
+        return self.state.y.T.copy()
 
     def _step(self, x: np.ndarray) -> None:
-        """One step on validated input ``x`` of shape (B, n_inputs) and the network dtype."""
+        """One step on validated input ``x`` of shape (n_inputs, B) and the network dtype."""
         c, p, s = self.config, self.params, self.state
+        current = self.synapse_kernels.current
         t = int(s.t[0])
         slot = t % self.n_slots
-        s.hist_in[:, slot, :] = x
+        s.hist_in[slot] = x
         s.current[...] = 0.0
-        K.delayed_current(s.hist_in, t, p.input.indptr, p.input.pre, p.input.delay_steps,
-                          p.input.weight, s.current)
+        current(s.hist_in, t, p.input.indptr, p.input.pre, p.input.delay_steps, p.input.weight, s.current)
         if c.recurrent:
-            s.hist_rec[:, slot, :] = s.z
-            K.delayed_current(s.hist_rec, t, p.recurrent.indptr, p.recurrent.pre,
-                              p.recurrent.delay_steps, p.recurrent.weight, s.current)
+            s.hist_rec[slot] = s.z
+            current(s.hist_rec, t, p.recurrent.indptr, p.recurrent.pre, p.recurrent.delay_steps,
+                    p.recurrent.weight, s.current)
         K.lif_step(s.current, c.decay_mem, c.input_gain, c.threshold, c.reset == "hard",
                    s.v, s.z, s.decay_eff)
         K.readout_step(s.z, p.w_out, p.b_out, c.decay_out, c.readout_gain, s.y)
@@ -230,8 +251,8 @@ class Network:
         self.reset(x.shape[1])
         out = np.empty((x.shape[0], x.shape[1], self.config.n_outputs), self.dtype)
         for t in range(x.shape[0]):
-            self._step(x[t])
-            out[t] = self.state.y
+            self._step(x[t].T)
+            out[t] = self.state.y.T
         return out
 
     # -- input validation -----------------------------------------------------------------
@@ -246,14 +267,18 @@ class Network:
         return _check_counts(arr, "input x").astype(self.dtype, copy=False)
 
     def check_sequence(self, inputs) -> np.ndarray:
-        """Validate a (T, n_in) or (T, B, n_in) count array; returns (T, B, n_in) in the dtype."""
+        """Validate a (T, n_in) or (T, B, n_in) count array; returns a (T, B, n_in) view.
+
+        The values are not copied (memory stays independent of T beyond the input itself); each
+        step is cast to the network dtype when it is written into the ring.
+        """
         arr = np.asarray(inputs)
         if arr.ndim == 2:
             arr = arr[:, None, :]
         if arr.ndim != 3 or arr.shape[2] != self.config.n_inputs or arr.shape[0] < 1 or arr.shape[1] < 1:
             raise ValueError(f"inputs have shape {np.shape(inputs)}; expected (T, {self.config.n_inputs}) "
                              f"or (T, B, {self.config.n_inputs}) with T, B >= 1")
-        return _check_counts(arr, "inputs").astype(self.dtype, copy=False)
+        return _check_counts(arr, "inputs")
 
     # -- parameters -------------------------------------------------------------------------
     def set_delays(self, which: str, delays) -> None:
@@ -298,11 +323,21 @@ class Network:
         """Restore a :meth:`snapshot` in place (shapes must match)."""
         if snap["state"].hist_in.shape != self.state.hist_in.shape:
             self.state = copy_tuple(snap["state"])
-            self.n_slots = self.state.hist_in.shape[1]
+            self.n_slots = self.state.hist_in.shape[0]
         else:
             assign_tuple(self.state, snap["state"])
         assign_tuple(self.params, snap["params"])
         self.delay_version += 1
+
+
+class SynapseKernels(NamedTuple):
+    """The per-synapse kernels in use (serial or parallel builds)."""
+
+    current: object
+    weight_traces: object
+    xi_from_taps: object
+    delay_traces: object
+    synaptic_delay_traces: object
 
 
 def _check_batch(batch_size) -> int:

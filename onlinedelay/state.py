@@ -3,7 +3,8 @@
 Shapes use B (batch), n_in, n_hidden (N), n_out, n_syn (synapses of a projection, CSR order:
 row j holds the synapses onto hidden neuron j), n_delays (n_syn for synaptic delays, n_pre for
 axonal delays, 0 without delays), n_slots (ring length), n_lag (delay-pipeline lag + 1).
-Floating arrays use the network dtype (float32 by default); indices are int32.
+The batch is always the last (contiguous) axis of per-sample state.  Floating arrays use the
+network dtype (float32 by default); indices are int32.
 """
 
 from __future__ import annotations
@@ -37,35 +38,35 @@ class Parameters(NamedTuple):
 class NetworkState(NamedTuple):
     """Per-sample forward state; reset to zero at the start of every sample."""
 
-    v: np.ndarray             # (B, N) membrane potential before reset (threshold units)
-    z: np.ndarray             # (B, N) spikes of the last step (0/1)
-    decay_eff: np.ndarray     # (B, N) decay applied to v in the last step
-    current: np.ndarray       # (B, N) scratch: input current of the last step
-    y: np.ndarray             # (B, n_out) readout
-    hist_in: np.ndarray       # (B, n_slots, n_in) ring of input counts
-    hist_rec: np.ndarray      # (B, n_slots, N) ring of z^(t-1) (recurrent input); n_slots 0 without recurrence
+    v: np.ndarray             # (N, B) membrane potential before reset (threshold units)
+    z: np.ndarray             # (N, B) spikes of the last step (0/1)
+    decay_eff: np.ndarray     # (N, B) decay applied to v in the last step
+    current: np.ndarray       # (N, B) scratch: input current of the last step
+    y: np.ndarray             # (n_out, B) readout
+    hist_in: np.ndarray       # (n_slots, n_in, B) ring of input counts
+    hist_rec: np.ndarray      # (n_slots, N, B) ring of z^(t-1) (recurrent input); n_slots 0 without recurrence
     t: np.ndarray             # (1,) int64, steps taken since reset
 
 
 class ProjectionTraces(NamedTuple):
     """Eligibility traces of one projection (delay arrays are empty when delays are not learned)."""
 
-    eps_w: np.ndarray         # (B, n_syn)
-    ebar_w: np.ndarray        # (B, n_syn)
-    eps_d: np.ndarray         # (B, n_syn) or (B, 0)
-    ebar_d: np.ndarray        # (B, n_syn) or (B, 0)
-    xi: np.ndarray            # (B, n_delays) scratch: Gaussian delay derivative
+    eps_w: np.ndarray         # (n_syn, B)
+    ebar_w: np.ndarray        # (n_syn, B)
+    eps_d: np.ndarray         # (n_syn, B) or (0, B)
+    ebar_d: np.ndarray        # (n_syn, B) or (0, B)
+    xi: np.ndarray            # (n_delays, B) scratch: Gaussian delay derivative
 
 
 class LearnerState(NamedTuple):
     """Per-sample learning state; memory is fixed, whatever the sequence length."""
 
-    psi_lag: np.ndarray       # (n_lag, B, N) pseudo-derivative of the last n_lag steps
-    signal_lag: np.ndarray    # (n_lag, B, N) learning signal L of the last n_lag steps
-    decay_lag: np.ndarray     # (n_lag, B, N) effective membrane decay of the last n_lag steps
-    probs: np.ndarray         # (B, n_out) softmax of the readout
-    delta: np.ndarray         # (B, n_out) weighted error dE/dy
-    zbar: np.ndarray          # (B, N) readout-filtered spikes
+    psi_lag: np.ndarray       # (n_lag, N, B) pseudo-derivative of the last n_lag steps
+    signal_lag: np.ndarray    # (n_lag, N, B) learning signal L of the last n_lag steps
+    decay_lag: np.ndarray     # (n_lag, N, B) effective membrane decay of the last n_lag steps
+    probs: np.ndarray         # (n_out, B) softmax of the readout
+    delta: np.ndarray         # (n_out, B) weighted error dE/dy
+    zbar: np.ndarray          # (N, B) readout-filtered spikes
     bbar: np.ndarray          # (B,) readout-filtered constant (bias trace)
     input: ProjectionTraces
     recurrent: ProjectionTraces

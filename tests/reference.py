@@ -262,11 +262,15 @@ def csr_rows(indptr):
 
 
 def ring_from_history(x, t, n_slots):
-    """Ring (B, n_slots, n_pre) holding steps max(0, t-n_slots+1)..t of x (T, B, n_pre), else 0."""
+    """Ring hist[slot, i, b] (n_slots, n_pre, B) holding steps max(0, t-n_slots+1)..t of x (T, B, n_pre)
+    at slot = step % n_slots, every other slot 0 (the kernels' layout: batch innermost)."""
     x = np.asarray(x, float)
-    hist = np.zeros((x.shape[1], n_slots, x.shape[2]))
+    n_batch, n_pre = x.shape[1], x.shape[2]
+    hist = np.zeros((n_slots, n_pre, n_batch))
     for s in range(max(0, t - n_slots + 1), t + 1):
-        hist[:, s % n_slots, :] = x[s]
+        for i in range(n_pre):
+            for b in range(n_batch):
+                hist[s % n_slots, i, b] = x[s, b, i]
     return hist
 
 
@@ -329,19 +333,45 @@ def ref_weight_traces(x, t, post, pre, delay_steps, psi, signal, decay_eff, gain
 
 def ref_delay_traces(xi, post, delay_of_syn, weight, psi, signal, decay_eff, gain, decay_out, gain_out,
                      eps_d, ebar_d, grad_d):
-    """One step of the delay traces; per-synapse contributions scattered into grad_d[delay_of_syn]."""
+    """One step of the delay traces; xi (B, n_delays), synapse s reads xi[:, delay_of_syn[s]].
+
+    Arrays are batch-first: psi, signal, decay_eff (B, n_post); eps_d, ebar_d (B, n_syn).
+    The gradient is per synapse, grad_d (n_syn,): grad_d[s] += sum_b L ebar_d (callers with
+    shared delays sum it by delay parameter).  Returns new (eps_d, ebar_d, grad_d).
+    """
     eps_d = np.array(eps_d, float)
     ebar_d = np.array(ebar_d, float)
-    contrib = np.zeros(len(delay_of_syn))
+    grad_d = np.array(grad_d, float)
     for s in range(len(delay_of_syn)):
         j, p = post[s], delay_of_syn[s]
         for b in range(eps_d.shape[0]):
             eps_d[b, s] = decay_eff[b, j] * eps_d[b, s] + gain * weight[s] * xi[b, p]
             ebar_d[b, s] = decay_out * ebar_d[b, s] + gain_out * psi[b, j] * eps_d[b, s]
-            contrib[s] += signal[b, j] * ebar_d[b, s]
-    grad_d = np.array(grad_d, float)
-    np.add.at(grad_d, np.asarray(delay_of_syn), contrib)
+            grad_d[s] += signal[b, j] * ebar_d[b, s]
     return eps_d, ebar_d, grad_d
+
+
+def ref_xi_history(x, tau, t_last, pre_of_delay, delay, half_width, sigma):
+    """xi (B, n_delays) at the lagged step tau from the full history x (T, B, n_pre).
+
+    Only steps 0..t_last exist (earlier and later steps count as zero): xi_train on the history
+    truncated after t_last.
+    """
+    x = np.asarray(x, float)[:t_last + 1]
+    out = np.zeros((x.shape[1], len(delay)))
+    for b in range(x.shape[1]):
+        for p in range(len(delay)):
+            out[b, p] = xi_train(x[:, b, pre_of_delay[p]], tau, float(delay[p]), half_width, sigma)
+    return out
+
+
+def ref_synaptic_delay_traces(x, tau, t_last, post, pre, delay, half_width, sigma, weight, psi, signal,
+                              decay_eff, gain, decay_out, gain_out, eps_d, ebar_d, grad_d):
+    """Per-synapse delays: xi of every synapse from the history (ref_xi_history with the synapse's
+    presynaptic unit and its own real delay), then one step of ref_delay_traces."""
+    xi = ref_xi_history(x, tau, t_last, pre, delay, half_width, sigma)
+    return ref_delay_traces(xi, post, np.arange(len(pre)), weight, psi, signal, decay_eff, gain, decay_out,
+                            gain_out, eps_d, ebar_d, grad_d)
 
 
 def ref_round_delays(delay, max_delay, delay_of_syn):

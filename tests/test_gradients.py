@@ -118,6 +118,19 @@ def test_random_feedback_keeps_readout_exact_only():
     assert errs["w_in"] > 1e-3
 
 
+@pytest.mark.parametrize("delays", ["synaptic", "axonal"])
+def test_parallel_kernels_give_the_serial_gradients(delays):
+    """Rows spread over threads: same arithmetic per row, so the gradients are bit-identical."""
+    serial, x, labels = _case(8, n_h=9, B=3, input_delays=delays, recurrent=True, recurrent_delays=delays)
+    parallel, _, _ = _case(8, n_h=9, B=3, input_delays=delays, recurrent=True, recurrent_delays=delays)
+    parallel.set_threads(2)
+    g_serial = ThreeFactorLearner(serial).sample_gradients(x, labels)
+    g_parallel = ThreeFactorLearner(parallel).sample_gradients(x, labels)
+    for a, b in zip(g_serial, g_parallel):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(g_serial.d_in).max() > 0
+
+
 def test_online_mode_with_frozen_parameters_equals_accumulate():
     """online updates with lr = 0 accumulate exactly the same gradients as accumulate mode."""
     net, x, labels = _case(7, input_delays="synaptic")

@@ -4,9 +4,24 @@ Each kernel runs twice on the same data: in float64 (tolerance F64_*) and with e
 cast to float32 (tolerance F32_*), both compared with the float64 reference.  All random float
 inputs are drawn as float32-representable numbers, so the two runs see exactly the same values
 and the float32 tolerance measures only the kernel's float32 arithmetic and storage.
+
+Layouts: the references work batch-first -- per-neuron arrays (B, n), per-synapse traces
+(B, n_syn), histories x (T, B, n_pre) -- while the kernels take the batch as the innermost axis:
+(n, B), (n_syn, B) and rings ``hist[slot, i, b]``.  The tests draw their data in the reference
+layout and transpose at the kernel boundary (:func:`batch_last` in, ``.T`` out).
+
+The per-synapse kernels also have a ``*_parallel`` build (the same Python function compiled with
+numba ``parallel=True``, rows over threads).  Both builds are compared with the reference, and the
+parallel build must equal the serial build bit for bit (:func:`run_kernel`): a row's arithmetic
+order does not depend on the thread that runs it.
 """
 
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +29,8 @@ import pytest
 from onlinedelay import kernels as K
 from reference import (csr_rows, gauss_deriv, ref_adam, ref_delay_traces, ref_delayed_current,
                        ref_learning_signal, ref_lif, ref_psi, ref_readout_error, ref_readout_step,
-                       ref_readout_traces, ref_round_delays, ref_sgd, ref_weight_traces,
-                       ring_from_history, smoothed_train, xi_train)
+                       ref_readout_traces, ref_round_delays, ref_sgd, ref_synaptic_delay_traces,
+                       ref_weight_traces, ref_xi_history, ring_from_history, smoothed_train, xi_train)
 
 F64_RTOL = 1e-12
 F64_ATOL = 1e-12
@@ -29,6 +44,13 @@ LIF_MARGIN = 1e-4
 
 DTYPES = [pytest.param(np.float64, id="f64"), pytest.param(np.float32, id="f32")]
 SEEDS = [0, 1, 2]
+
+SERIAL, PARALLEL = "", "_parallel"
+BUILDS = [pytest.param(SERIAL, id="serial"), pytest.param(PARALLEL, id="parallel")]
+# kernels with a *_parallel build (outer prange over CSR rows / delay parameters)
+PARALLEL_KERNELS = ("delayed_current", "weight_traces", "xi_from_taps", "delay_traces",
+                    "synaptic_delay_traces")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -49,6 +71,13 @@ def cast(a, dtype):
     return np.array(a, dtype=dtype, order="C", copy=True)
 
 
+def batch_last(a, dtype):
+    """Kernel layout of a batch-first reference array, (B, n) -> fresh C-contiguous (n, B)."""
+    a = np.asarray(a)
+    assert a.ndim == 2
+    return cast(a.T, dtype)
+
+
 def assert_close(got, ref, dtype, scale=1.0, what=""):
     got = np.asarray(got, np.float64)
     ref = np.asarray(ref, np.float64)
@@ -56,8 +85,35 @@ def assert_close(got, ref, dtype, scale=1.0, what=""):
     if dtype == np.float64:
         np.testing.assert_allclose(got, ref, rtol=F64_RTOL, atol=F64_ATOL, err_msg=what)
     else:
-        atol = F32_ATOL * max(1.0, float(np.max(np.abs(scale))))
+        atol = F32_ATOL * max(1.0, float(np.max(np.abs(scale), initial=0.0)))
         np.testing.assert_allclose(got, ref, rtol=F32_RTOL, atol=atol, err_msg=what)
+
+
+def assert_bitwise_equal(got, want, what=""):
+    """Same dtype, shape and bytes (stricter than ==: -0.0 != 0.0, NaN payloads count)."""
+    assert got.dtype == want.dtype and got.shape == want.shape, what
+    if got.tobytes() != want.tobytes():
+        np.testing.assert_array_equal(got, want, err_msg=what)
+        raise AssertionError(f"{what}: equal values, different bits (signed zeros or NaN payloads)")
+
+
+def run_kernel(name, build, *args):
+    """Call kernel ``name`` in ``build`` (SERIAL or PARALLEL) with ``args``.
+
+    For the parallel build the serial build first runs on copies of the same arguments, and every
+    array argument (inputs and outputs) and the return value must then be bit-for-bit identical.
+    """
+    kernel = getattr(K, name + build)
+    if build == SERIAL:
+        return kernel(*args)
+    twin = [np.array(a, copy=True) if isinstance(a, np.ndarray) else a for a in args]
+    expected = getattr(K, name)(*twin)
+    result = kernel(*args)
+    assert result == expected
+    for k, (got, want) in enumerate(zip(args, twin)):
+        if isinstance(got, np.ndarray):
+            assert_bitwise_equal(got, want, f"{name}: argument {k}, parallel build != serial build")
+    return result
 
 
 def make_csr(rng, n_pre, n_post, min_fan=0, max_fan=None):
@@ -88,14 +144,71 @@ def spikes(rng, shape, rate):
 
 TESTED_KERNELS = {
     "delayed_current", "lif_step", "readout_step", "readout_error", "readout_traces",
-    "pseudo_derivative", "learning_signal", "weight_traces", "gaussian_xi", "gaussian_taps",
-    "xi_from_taps", "delay_traces", "adam_step", "sgd_step", "round_delays",
-}
+    "pseudo_derivative", "learning_signal", "weight_traces", "gaussian_taps", "xi_from_taps",
+    "delay_traces", "synaptic_delay_traces", "adam_step", "sgd_step", "round_delays",
+} | {name + PARALLEL for name in PARALLEL_KERNELS}
 
 
 def test_every_exported_kernel_is_tested():
+    assert len(set(K.__all__)) == len(K.__all__)
     assert set(K.__all__) == TESTED_KERNELS
     assert all(hasattr(K, name) for name in TESTED_KERNELS)
+    # every kernel with a parallel build is parametrized over BUILDS below; no other has one
+    assert {n for n in K.__all__ if n.endswith(PARALLEL)} == {n + PARALLEL for n in PARALLEL_KERNELS}
+
+
+@pytest.mark.parametrize("name", PARALLEL_KERNELS)
+def test_parallel_build_is_the_same_code(name):
+    serial, parallel = getattr(K, name), getattr(K, name + PARALLEL)
+    assert serial is not parallel
+    # the same Python function (or a copy of its code object, e.g. renamed for the disk cache)
+    code, parallel_code = serial.py_func.__code__, parallel.py_func.__code__
+    assert parallel_code.co_code == code.co_code and parallel_code.co_consts == code.co_consts
+    assert (parallel_code.co_filename, parallel_code.co_firstlineno) == (code.co_filename, code.co_firstlineno)
+    assert parallel.targetoptions.get("parallel") is True
+    assert not serial.targetoptions.get("parallel", False)
+
+
+# Runs in a fresh interpreter with an empty numba disk cache: the serial build of delayed_current,
+# then its parallel build (float64).  Prints which threading layer had started after each, and
+# how many compilations were loaded from the (initially empty) disk cache.  One kernel is enough
+# to catch the build wiring of _jit.py (every build comes from jit / jit_parallel, see
+# test_parallel_build_is_the_same_code) and keeps the probe cheap.
+_PARALLEL_PROBE = r"""
+import json, numba, numpy as np
+from onlinedelay import kernels as K
+
+def layer():
+    try:
+        return numba.threading_layer()
+    except ValueError:          # "Threading layer is not initialized": nothing ran on threads
+        return None
+
+i32 = np.int32
+args = (np.ones((4, 2, 2)), 3, np.array([0, 1, 2], i32), np.array([0, 1], i32), np.array([0, 1], i32),
+        np.ones(2), np.zeros((2, 2)))
+K.delayed_current(*args)
+after_serial = layer()
+K.delayed_current_parallel(*args)
+after_parallel = layer()
+hits = {name: sum(getattr(K, name).stats.cache_hits.values())
+        for name in ("delayed_current", "delayed_current_parallel")}
+print(json.dumps({"after_serial": after_serial, "after_parallel": after_parallel, "hits": hits}))
+"""
+
+
+def test_parallel_builds_run_on_threads_with_disk_cache(tmp_path):
+    """Serial and parallel builds of one kernel must not share numba's disk-cache entry (#6845)."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), ONLINEDELAY_NUMBA_CACHE="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, "-c", _PARALLEL_PROBE], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"probe failed:\n{proc.stderr}")
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["after_serial"] is None, "the serial build started the threading layer"
+    assert not any(report["hits"].values()), f"builds loaded each other's disk-cache entry: {report['hits']}"
+    assert report["after_parallel"] is not None, "the *_parallel build did not run on threads"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -114,10 +227,11 @@ CURRENT_CASES = {
 }
 
 
+@pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("case", list(CURRENT_CASES))
-def test_delayed_current(case, seed, dtype):
+def test_delayed_current(case, seed, dtype, build):
     B, n_pre, n_post, n_slots, t, rate, min_fan = CURRENT_CASES[case]
     rng = np.random.default_rng(seed)
     indptr, pre = make_csr(rng, n_pre, n_post, min_fan=min_fan)
@@ -143,23 +257,24 @@ def test_delayed_current(case, seed, dtype):
     if n_syn >= 2:
         assert delay.min() == 0 and delay.max() == n_slots - 1
 
-    current = cast(current0, dtype)
-    K.delayed_current(cast(hist, dtype), t, indptr, pre, delay, cast(weight, dtype), current)
+    current = batch_last(current0, dtype)
+    run_kernel("delayed_current", build, cast(hist, dtype), t, indptr, pre, delay, cast(weight, dtype), current)
     assert current.dtype == dtype
-    assert_close(current, ref, dtype, scale, "delayed_current")
+    assert_close(current.T, ref, dtype, scale, "delayed_current")
 
 
-def test_delayed_current_new_delay_rereads_ring():
+@pytest.mark.parametrize("build", BUILDS)
+def test_delayed_current_new_delay_rereads_ring(build):
     """A changed delay re-reads an earlier slot of the same ring at once (pull model)."""
-    hist = np.zeros((1, 5, 1))
+    hist = np.zeros((5, 1, 1))
     x = np.arange(1.0, 13.0)                     # x^s = s + 1, steps 0..11
     for s in range(12):
-        hist[0, s % 5, 0] = x[s]
+        hist[s % 5, 0, 0] = x[s]
     indptr = np.array([0, 1], np.int32)
     pre = np.array([0], np.int32)
     for d in range(5):
         cur = np.zeros((1, 1))
-        K.delayed_current(hist, 11, indptr, pre, np.array([d], np.int32), np.array([2.0]), cur)
+        run_kernel("delayed_current", build, hist, 11, indptr, pre, np.array([d], np.int32), np.array([2.0]), cur)
         assert cur[0, 0] == 2.0 * x[11 - d]
 
 
@@ -215,29 +330,29 @@ def test_lif_step(case, seed, hard, theta, dtype):
     elif n > 1:
         assert 0 < z_ref.sum() < z_ref.size
 
-    v = cast(v0, dtype)
-    z = cast(z0, dtype)
-    a = cast(np.full((B, n), np.nan), dtype)
-    K.lif_step(cast(current, dtype), LIF_DECAY, LIF_GAIN, theta, hard, v, z, a)
+    v = batch_last(v0, dtype)
+    z = batch_last(z0, dtype)
+    a = cast(np.full((n, B), np.nan), dtype)
+    K.lif_step(batch_last(current, dtype), LIF_DECAY, LIF_GAIN, theta, hard, v, z, a)
     scale = LIF_DECAY * np.abs(v0) + LIF_GAIN * np.abs(current) + theta
-    assert_close(v, v_ref, dtype, scale, "v")
-    np.testing.assert_array_equal(z, z_ref)
-    assert_close(a, a_ref, dtype, 1.0, "decay_eff")
+    assert_close(v.T, v_ref, dtype, scale, "v")
+    np.testing.assert_array_equal(z.T, z_ref)
+    assert_close(a.T, a_ref, dtype, 1.0, "decay_eff")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
 def test_lif_step_exact_threshold(hard, dtype):
-    """v^t == theta exactly spikes (>=); one representable step below does not."""
+    """v^t == theta exactly spikes (>=); one representable step below does not.  (n=2, B=1)"""
     below = 1.5 - 2.0 ** -20
-    current = cast([[1.5, below]], dtype)
-    v = cast([[0.5, 0.5]], dtype)
-    z = cast([[0.0, 0.0]], dtype)
-    a = cast([[9.0, 9.0]], dtype)
+    current = cast([[1.5], [below]], dtype)
+    v = cast([[0.5], [0.5]], dtype)
+    z = cast([[0.0], [0.0]], dtype)
+    a = cast([[9.0], [9.0]], dtype)
     K.lif_step(current, 0.5, 0.5, 1.0, hard, v, z, a)
-    np.testing.assert_array_equal(v, [[1.0, 1.0 - 2.0 ** -21]])
-    np.testing.assert_array_equal(z, [[1.0, 0.0]])
-    np.testing.assert_array_equal(a, [[0.5, 0.5]])
+    np.testing.assert_array_equal(v, [[1.0], [1.0 - 2.0 ** -21]])
+    np.testing.assert_array_equal(z, [[1.0], [0.0]])
+    np.testing.assert_array_equal(a, [[0.5], [0.5]])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -279,9 +394,9 @@ def test_readout_step(case, seed, dtype):
     if mode == "none":
         np.testing.assert_allclose(ref, READOUT_DECAY * y0 + bias, rtol=1e-15)
 
-    y = cast(y0, dtype)
-    K.readout_step(cast(z, dtype), cast(w_out, dtype), cast(bias, dtype), READOUT_DECAY, READOUT_GAIN, y)
-    assert_close(y, ref, dtype, scale, "y")
+    y = batch_last(y0, dtype)
+    K.readout_step(batch_last(z, dtype), cast(w_out, dtype), cast(bias, dtype), READOUT_DECAY, READOUT_GAIN, y)
+    assert_close(y.T, ref, dtype, scale, "y")
 
 
 # (batch, n_out, label mode, logit scale)
@@ -317,29 +432,29 @@ def test_readout_error(case, seed, dtype):
         assert loss_ref > 0.0
     np.testing.assert_allclose(probs_ref.sum(axis=1), 1.0, rtol=1e-14)
 
-    probs = cast(np.full((B, n_out), np.nan), dtype)
-    delta = cast(np.full((B, n_out), np.nan), dtype)
-    loss = K.readout_error(cast(y, dtype), labels, w, probs, delta)
+    probs = cast(np.full((n_out, B), np.nan), dtype)
+    delta = cast(np.full((n_out, B), np.nan), dtype)
+    loss = K.readout_error(batch_last(y, dtype), labels, w, probs, delta)
     loss_scale = w * B * (np.abs(y).max() + math.log(n_out) + 1.0)
     assert_close(loss, loss_ref, dtype, loss_scale, "loss")
-    assert_close(probs, probs_ref, dtype, 1.0, "probs")
-    assert_close(delta, delta_ref, dtype, w, "delta")
+    assert_close(probs.T, probs_ref, dtype, 1.0, "probs")
+    assert_close(delta.T, delta_ref, dtype, w, "delta")
     # no target: exactly zero error
-    assert np.all(delta[labels < 0] == 0.0)
+    assert np.all(delta[:, labels < 0] == 0.0)
 
 
 def test_readout_error_loss_is_weighted_cross_entropy():
-    """Cross-check of the returned loss with -w sum log p on a hand case."""
-    y = np.array([[0.0, math.log(3.0)], [1.0, 1.0], [5.0, -2.0]])
+    """Cross-check of the returned loss with -w sum log p on a hand case (n_out=2, B=3)."""
+    y = np.array([[0.0, 1.0, 5.0], [math.log(3.0), 1.0, -2.0]])
     labels = np.array([1, -1, 0], np.int64)
     probs = np.zeros_like(y)
     delta = np.zeros_like(y)
     loss = K.readout_error(y, labels, 2.0, probs, delta)
     expected = -2.0 * (math.log(0.75) + math.log(1.0 / (1.0 + math.exp(-7.0))))
     assert abs(loss - expected) < 1e-14
-    np.testing.assert_allclose(probs[0], [0.25, 0.75], rtol=1e-15)
-    np.testing.assert_allclose(delta[0], [0.5, -0.5], rtol=1e-14)
-    np.testing.assert_array_equal(delta[1], [0.0, 0.0])
+    np.testing.assert_allclose(probs[:, 0], [0.25, 0.75], rtol=1e-15)
+    np.testing.assert_allclose(delta[:, 0], [0.5, -0.5], rtol=1e-14)
+    np.testing.assert_array_equal(delta[:, 1], [0.0, 0.0])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -353,7 +468,7 @@ def test_readout_traces(case, seed, dtype):
     bbar0 = f32(rng.uniform(0, 3, B))
     gw0 = f32(rng.normal(0, 1, (n_out, n_h)))
     gb0 = f32(rng.normal(0, 1, n_out))
-    zbar, bbar, gw, gb = cast(zbar0, dtype), cast(bbar0, dtype), cast(gw0, dtype), cast(gb0, dtype)
+    zbar, bbar, gw, gb = batch_last(zbar0, dtype), cast(bbar0, dtype), cast(gw0, dtype), cast(gb0, dtype)
     r = (zbar0, bbar0, gw0, gb0)
     r_abs = (zbar0, bbar0, np.abs(gw0), np.abs(gb0))
     for step in range(n_steps):
@@ -363,8 +478,10 @@ def test_readout_traces(case, seed, dtype):
             delta[step % B] = 0.0                 # a sample without target this step
         r = ref_readout_traces(z, delta, READOUT_DECAY, READOUT_GAIN, *r)
         r_abs = ref_readout_traces(z, np.abs(delta), READOUT_DECAY, READOUT_GAIN, *r_abs)
-        K.readout_traces(cast(z, dtype), cast(delta, dtype), READOUT_DECAY, READOUT_GAIN, zbar, bbar, gw, gb)
-        for got, ref, scale, name in zip((zbar, bbar, gw, gb), r, r_abs, ("zbar", "bbar", "gw", "gb")):
+        K.readout_traces(batch_last(z, dtype), batch_last(delta, dtype), READOUT_DECAY, READOUT_GAIN,
+                         zbar, bbar, gw, gb)
+        # zbar is (n_hidden, B); bbar (B,), grad_w_out (n_out, n_hidden), grad_bias (n_out,) keep their layout
+        for got, ref, scale, name in zip((zbar.T, bbar, gw, gb), r, r_abs, ("zbar", "bbar", "gw", "gb")):
             assert_close(got, ref, dtype, scale, f"{name} at step {step}")
     assert np.abs(r[2] - gw0).max() > 1e-3 and np.abs(r[3] - gb0).max() > 1e-3
 
@@ -378,7 +495,7 @@ def test_readout_traces(case, seed, dtype):
 @pytest.mark.parametrize("shape", [(1, 1), (3, 7)])
 def test_pseudo_derivative(shape, seed, theta, dtype):
     rng = np.random.default_rng(500 + seed)
-    v = f32(rng.uniform(-1.0, 3.0, shape) * theta)
+    v = f32(rng.uniform(-1.0, 3.0, shape) * theta)          # (B, n)
     specials = f32([theta, 0.0, 2 * theta, -theta, 3 * theta, theta + 1e-3, 0.5 * theta, 1.5 * theta])
     flat = v.reshape(-1)
     if flat.size >= specials.size:
@@ -392,9 +509,9 @@ def test_pseudo_derivative(shape, seed, theta, dtype):
         assert ref.reshape(-1)[1] == 0.0 and ref.reshape(-1)[2] == 0.0
     else:
         assert ref.max() <= gamma / theta
-    psi = cast(np.full(shape, np.nan), dtype)
-    K.pseudo_derivative(cast(v, dtype), gamma, theta, psi)
-    assert_close(psi, ref, dtype, gamma / theta, "psi")
+    psi = cast(np.full(shape[::-1], np.nan), dtype)
+    K.pseudo_derivative(batch_last(v, dtype), gamma, theta, psi)
+    assert_close(psi.T, ref, dtype, gamma / theta, "psi")
     assert np.all(psi >= 0.0)
 
 
@@ -410,11 +527,11 @@ def test_learning_signal(shape, seed, dtype):
     feedback = f32(rng.normal(0, 1, (n_out, n)))
     ref = ref_learning_signal(delta, feedback)
     scale = ref_learning_signal(np.abs(delta), np.abs(feedback))
-    signal = cast(np.full((B, n), np.nan), dtype)
-    K.learning_signal(cast(delta, dtype), cast(feedback, dtype), signal)
-    assert_close(signal, ref, dtype, scale, "signal")
+    signal = cast(np.full((n, B), np.nan), dtype)
+    K.learning_signal(batch_last(delta, dtype), cast(feedback, dtype), signal)
+    assert_close(signal.T, ref, dtype, scale, "signal")
     if B > 1:
-        assert np.all(signal[1] == 0.0)
+        assert np.all(signal[:, 1] == 0.0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -424,10 +541,12 @@ TRACE_GAIN = sf(0.6)
 TRACE_DECAY_OUT = sf(math.exp(-1.0 / 8.0))
 TRACE_GAIN_OUT = sf(0.4)
 ALPHA = sf(math.exp(-1.0 / 5.0))
+TRACE_ARGS = (TRACE_GAIN, TRACE_DECAY_OUT, TRACE_GAIN_OUT)
 
 # (batch, n_pre, n_post, n_slots, t0, n_steps, rate, min_fan)
 WTRACE_CASES = {
     "basic": (3, 6, 4, 5, 0, 9, 0.6, 0),
+    "wide_batch": (7, 6, 4, 5, 40, 4, 0.6, 1),
     "wrap": (2, 5, 4, 4, 997, 7, 0.8, 1),
     "single": (1, 1, 1, 3, 2, 6, 1.0, 1),
     "silent": (2, 4, 3, 5, 50, 4, 0, 1),
@@ -437,6 +556,7 @@ WTRACE_CASES = {
 
 
 def _post_factors(rng, B, n_post):
+    """psi, signal, decay_eff of one step, batch-first (B, n_post)."""
     psi = f32(rng.uniform(0, 0.3, (B, n_post)))
     psi[rng.random((B, n_post)) < 0.2] = 0.0
     signal = f32(rng.normal(0, 1, (B, n_post)))
@@ -444,10 +564,11 @@ def _post_factors(rng, B, n_post):
     return psi, signal, decay_eff
 
 
+@pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("case", list(WTRACE_CASES))
-def test_weight_traces(case, seed, dtype):
+def test_weight_traces(case, seed, dtype, build):
     B, n_pre, n_post, n_slots, t0, n_steps, rate, min_fan = WTRACE_CASES[case]
     rng = np.random.default_rng(700 + seed)
     indptr, pre = make_csr(rng, n_pre, n_post, min_fan=min_fan)
@@ -463,20 +584,19 @@ def test_weight_traces(case, seed, dtype):
     grad0 = f32(rng.normal(0, 1, n_syn))
     r = (eps0, ebar0, grad0)
     r_abs = (eps0, ebar0, np.abs(grad0))
-    hist = cast(ring_from_history(x, t0 - 1, n_slots) if t0 > 0 else np.zeros((B, n_slots, n_pre)), dtype)
-    eps, ebar, grad = cast(eps0, dtype), cast(ebar0, dtype), cast(grad0, dtype)
+    hist = cast(ring_from_history(x, t0 - 1, n_slots) if t0 > 0 else np.zeros((n_slots, n_pre, B)), dtype)
+    eps, ebar, grad = batch_last(eps0, dtype), batch_last(ebar0, dtype), cast(grad0, dtype)
     r_zero = r                                    # the same recursion without any input
     input_effect = 0.0
     for t in range(t0, t0 + n_steps):
-        hist[:, t % n_slots, :] = x[t]
+        hist[t % n_slots] = x[t].T
         psi, signal, decay_eff = _post_factors(rng, B, n_post)
-        args = (TRACE_GAIN, TRACE_DECAY_OUT, TRACE_GAIN_OUT)
-        r_zero = ref_weight_traces(0 * x, t, post, pre, delay, psi, signal, decay_eff, *args, *r_zero)
-        r = ref_weight_traces(x, t, post, pre, delay, psi, signal, decay_eff, *args, *r)
-        r_abs = ref_weight_traces(x, t, post, pre, delay, psi, np.abs(signal), decay_eff, *args, *r_abs)
-        K.weight_traces(hist, t, indptr, pre, delay, cast(psi, dtype), cast(signal, dtype),
-                        cast(decay_eff, dtype), *args, eps, ebar, grad)
-        for got, ref, scale, name in zip((eps, ebar, grad), r, r_abs, ("eps_w", "ebar_w", "grad_w")):
+        r_zero = ref_weight_traces(0 * x, t, post, pre, delay, psi, signal, decay_eff, *TRACE_ARGS, *r_zero)
+        r = ref_weight_traces(x, t, post, pre, delay, psi, signal, decay_eff, *TRACE_ARGS, *r)
+        r_abs = ref_weight_traces(x, t, post, pre, delay, psi, np.abs(signal), decay_eff, *TRACE_ARGS, *r_abs)
+        run_kernel("weight_traces", build, hist, t, indptr, pre, delay, batch_last(psi, dtype),
+                   batch_last(signal, dtype), batch_last(decay_eff, dtype), *TRACE_ARGS, eps, ebar, grad)
+        for got, ref, scale, name in zip((eps.T, ebar.T, grad), r, r_abs, ("eps_w", "ebar_w", "grad_w")):
             assert_close(got, ref, dtype, scale, f"{name} at t={t}")
         input_effect = max(input_effect, np.abs(r[0] - r_zero[0]).max(initial=0.0))
     if n_syn:
@@ -489,7 +609,7 @@ def test_weight_traces(case, seed, dtype):
 
 
 # ------------------------------------------------------------------------------------------------
-# gaussian_xi
+# gaussian_taps / xi_from_taps: the Gaussian delay derivative xi, taps tabulated per delay change
 # ------------------------------------------------------------------------------------------------
 # (batch, n_pre, n_delays, max_delay, half_width K, sigma, t_last, tau offset, rate, extra slots)
 XI_CASES = {
@@ -524,11 +644,12 @@ def _xi_data(case, seed):
     k = min(n_delays, specials.size)
     delay[:k] = specials[:k] if n_delays > 1 else [0.3]
     x = spikes(rng, (t_last + 1, B, n_pre), rate)
-    hist = ring_from_history(x, t_last, n_slots)
+    hist = ring_from_history(x, t_last, n_slots)            # (n_slots, n_pre, B)
     return B, K_, sigma, t_last, tau, pre_of_delay, delay, x, hist
 
 
 def _xi_ref(x, tau, pre_of_delay, delay, K_, sigma, absolute=False):
+    """xi (B, n_delays) from the full history x (T, B, n_pre); steps >= T count as zero."""
     B = x.shape[1]
     out = np.zeros((B, delay.size))
     for b in range(B):
@@ -543,84 +664,17 @@ def _xi_ref(x, tau, pre_of_delay, delay, K_, sigma, absolute=False):
     return out
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("case", list(XI_CASES))
-def test_gaussian_xi(case, seed, dtype):
-    B, K_, sigma, t_last, tau, pre_of_delay, delay, x, hist = _xi_data(case, seed)
-    ref = _xi_ref(x, tau, pre_of_delay, delay, K_, sigma)
-    scale = _xi_ref(x, tau, pre_of_delay, delay, K_, sigma, absolute=True)
-    if XI_CASES[case][8] == 0:
-        assert not ref.any()
-    else:
-        assert np.abs(ref).max() > 1e-3
-    if tau + K_ > t_last and XI_CASES[case][8] != 0 and x.shape[0] > hist.shape[1]:
-        # the cut-off after t_last matters: reading the ring slots of steps > t_last (which hold
-        # old steps) would give a different answer
-        x_wrapped = np.concatenate([x, x[t_last + 1 - hist.shape[1]:][:tau + K_ - t_last]], axis=0)
-        assert not np.allclose(_xi_ref(x_wrapped, tau, pre_of_delay, delay, K_, sigma), ref)
-    xi = cast(np.full((B, delay.size), np.nan), dtype)
-    K.gaussian_xi(cast(hist, dtype), tau, t_last, pre_of_delay, cast(delay, dtype), K_, sigma, xi)
-    assert_close(xi, ref, dtype, scale, "xi")
+def _ring_after(x, t_last, n_slots, n_after):
+    """x extended by ``n_after`` steps holding what the ring slots of steps > t_last contain
+    (step s - n_slots): what a kernel ignoring the t_last cut-off would read."""
+    extra = np.zeros((n_after,) + x.shape[1:])
+    for k in range(n_after):
+        s = t_last + 1 + k - n_slots
+        if s >= 0:
+            extra[k] = x[s]
+    return np.concatenate([x[:t_last + 1], extra], axis=0)
 
 
-def test_gaussian_xi_noncausal_taps_hand_case():
-    """delay 0.2 < K: taps m = -K..K, the future steps tau+1..tau+K are used when written."""
-    K_, sigma = 2, 1.0
-    x = np.zeros(12)
-    x[7] = 1.0                                    # one spike at step 7
-    hist = np.zeros((1, 12, 1))
-    hist[0, :, 0] = x
-    xi = np.zeros((1, 1))
-    # tau = 5: spike at s = 7 = tau - m  ->  m = -2, u = -2.2
-    K.gaussian_xi(hist, 5, 11, np.array([0], np.int32), np.array([0.2]), K_, sigma, xi)
-    assert xi[0, 0] == pytest.approx(float(gauss_deriv(-2.2, sigma)), rel=1e-13)
-    assert xi[0, 0] < 0
-    # the same spike lies after t_last = 6: it counts as zero
-    K.gaussian_xi(hist, 5, 6, np.array([0], np.int32), np.array([0.2]), K_, sigma, xi)
-    assert xi[0, 0] == 0.0
-
-
-def _away_from_half_integers(rng, n, max_d):
-    d = rng.uniform(0, max_d, n)
-    for _ in range(100):
-        bad = np.abs(d - np.floor(d) - 0.5) < 1e-3
-        if not bad.any():
-            break
-        d[bad] = rng.uniform(0, max_d, bad.sum())
-    assert np.all(np.abs(d - np.floor(d) - 0.5) >= 1e-3)
-    return d
-
-
-@pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("case", ["lag_K", "flush_0", "flush_2", "early", "counts", "wrap"])
-def test_gaussian_xi_is_derivative_of_smoothed_train(case, seed):
-    B, K_, sigma, t_last, tau, pre_of_delay, _, x, hist = _xi_data(case, seed)
-    max_d = XI_CASES[case][3]
-    rng = np.random.default_rng(900 + seed)
-    delay = _away_from_half_integers(rng, pre_of_delay.size, max_d)
-    delay[:3] = [0.3, 1e-2, max_d - 0.2]          # below K and near the bounds
-    h = 1e-6
-    fd = np.zeros((B, delay.size))
-    for b in range(B):
-        for p in range(delay.size):
-            seq = x[:, b, pre_of_delay[p]]
-            fd[b, p] = (smoothed_train(seq, tau, delay[p] + h, K_, sigma)
-                        - smoothed_train(seq, tau, delay[p] - h, K_, sigma)) / (2 * h)
-    assert np.abs(fd).max() > 1e-3
-    xi = np.zeros((B, delay.size))
-    K.gaussian_xi(hist, tau, t_last, pre_of_delay, delay, K_, sigma, xi)
-    scale = _xi_ref(x, tau, pre_of_delay, delay, K_, sigma, absolute=True)
-    np.testing.assert_allclose(xi, fd, rtol=1e-6, atol=1e-8 * (1.0 + scale.max()))
-    centre = np.zeros(delay.size, np.int32)
-    taps = np.zeros((delay.size, 2 * K_ + 1))
-    K.gaussian_taps(delay, K_, sigma, centre, taps)
-    xi_tab = np.zeros((B, delay.size))
-    K.xi_from_taps(hist, tau, t_last, pre_of_delay, centre, taps, xi_tab)
-    np.testing.assert_allclose(xi_tab, fd, rtol=1e-6, atol=1e-8 * (1.0 + scale.max()))
-
-
-# gaussian_taps / xi_from_taps: the same xi, with the taps tabulated once per delay change
 def _ref_taps(delay, K_, sigma):
     """centre (n_delays,) and taps (n_delays, 2K+1) = gauss_deriv(centre - K + q - D), float64."""
     centre = np.array([int(math.floor(d + 0.5)) for d in delay])
@@ -646,37 +700,103 @@ def test_gaussian_taps(width, seed, dtype):
     assert_close(taps, taps_ref, dtype, np.abs(taps_ref), "taps")
 
 
+@pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("case", list(XI_CASES))
-def test_xi_from_taps(case, seed, dtype):
+def test_xi_from_taps(case, seed, dtype, build):
     B, K_, sigma, t_last, tau, pre_of_delay, delay, x, hist = _xi_data(case, seed)
     ref = _xi_ref(x, tau, pre_of_delay, delay, K_, sigma)
     scale = _xi_ref(x, tau, pre_of_delay, delay, K_, sigma, absolute=True)
-    if XI_CASES[case][8] != 0:
+    if XI_CASES[case][8] == 0:
+        assert not ref.any()
+    else:
         assert np.abs(ref).max() > 1e-3
+    n_slots = hist.shape[0]
+    if tau + K_ > t_last and XI_CASES[case][8] != 0 and x.shape[0] > n_slots:
+        # the cut-off after t_last matters: reading the ring slots of steps > t_last (which hold
+        # old steps) would give a different answer
+        x_wrapped = _ring_after(x, t_last, n_slots, tau + K_ - t_last)
+        assert not np.allclose(_xi_ref(x_wrapped, tau, pre_of_delay, delay, K_, sigma), ref)
     centre, taps = _ref_taps(delay, K_, sigma)
     # the taps as the kernel gets them (rounded to the dtype); the reference keeps float64 taps
-    xi = cast(np.full((B, delay.size), np.nan), dtype)
-    K.xi_from_taps(cast(hist, dtype), tau, t_last, pre_of_delay, centre.astype(np.int32),
-                   cast(taps, dtype), xi)
-    assert_close(xi, ref, dtype, scale, "xi")
+    xi = cast(np.full((delay.size, B), np.nan), dtype)
+    run_kernel("xi_from_taps", build, cast(hist, dtype), tau, t_last, pre_of_delay, centre.astype(np.int32),
+               cast(taps, dtype), xi)
+    assert_close(xi.T, ref, dtype, scale, "xi")
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_xi_from_taps_noncausal_taps_hand_case(build):
+    """delay 0.2 < K: taps m = -K..K, the future steps tau+1..tau+K are used when written."""
+    K_, sigma = 2, 1.0
+    hist = np.zeros((12, 1, 1))
+    hist[7, 0, 0] = 1.0                           # one spike at step 7
+    centre = np.zeros(1, np.int32)
+    taps = np.zeros((1, 2 * K_ + 1))
+    K.gaussian_taps(np.array([0.2]), K_, sigma, centre, taps)
+    assert centre[0] == 0
+    xi = np.full((1, 1), np.nan)
+    # tau = 5: spike at s = 7 = tau - m  ->  m = -2, u = -2.2
+    run_kernel("xi_from_taps", build, hist, 5, 11, np.array([0], np.int32), centre, taps, xi)
+    assert xi[0, 0] == pytest.approx(float(gauss_deriv(-2.2, sigma)), rel=1e-13)
+    assert xi[0, 0] < 0
+    # the same spike lies after t_last = 6: it counts as zero
+    run_kernel("xi_from_taps", build, hist, 5, 6, np.array([0], np.int32), centre, taps, xi)
+    assert xi[0, 0] == 0.0
+
+
+def _away_from_half_integers(rng, n, max_d):
+    d = rng.uniform(0, max_d, n)
+    for _ in range(100):
+        bad = np.abs(d - np.floor(d) - 0.5) < 1e-3
+        if not bad.any():
+            break
+        d[bad] = rng.uniform(0, max_d, bad.sum())
+    assert np.all(np.abs(d - np.floor(d) - 0.5) >= 1e-3)
+    return d
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("case", ["lag_K", "flush_0", "early", "wrap_flush", "K0"])
-def test_xi_paths_agree(case, seed):
-    """gaussian_xi == xi_from_taps(gaussian_taps(...)) in float64 (the learner uses the latter)."""
-    B, K_, sigma, t_last, tau, pre_of_delay, delay, x, hist = _xi_data(case, seed)
-    direct = np.zeros((B, delay.size))
-    K.gaussian_xi(hist, tau, t_last, pre_of_delay, delay, K_, sigma, direct)
+@pytest.mark.parametrize("case", ["lag_K", "flush_0", "flush_2", "early", "counts", "wrap"])
+def test_xi_is_derivative_of_smoothed_train(case, seed):
+    """gaussian_taps + xi_from_taps == central finite difference of the smoothed train G(D)."""
+    B, K_, sigma, t_last, tau, pre_of_delay, _, x, hist = _xi_data(case, seed)
+    max_d = XI_CASES[case][3]
+    rng = np.random.default_rng(900 + seed)
+    delay = _away_from_half_integers(rng, pre_of_delay.size, max_d)
+    delay[:3] = [0.3, 1e-2, max_d - 0.2]          # below K and near the bounds
+    h = 1e-6
+    fd = np.zeros((B, delay.size))
+    for b in range(B):
+        for p in range(delay.size):
+            seq = x[:, b, pre_of_delay[p]]
+            fd[b, p] = (smoothed_train(seq, tau, delay[p] + h, K_, sigma)
+                        - smoothed_train(seq, tau, delay[p] - h, K_, sigma)) / (2 * h)
+    assert np.abs(fd).max() > 1e-3
+    scale = _xi_ref(x, tau, pre_of_delay, delay, K_, sigma, absolute=True)
     centre = np.zeros(delay.size, np.int32)
     taps = np.zeros((delay.size, 2 * K_ + 1))
     K.gaussian_taps(delay, K_, sigma, centre, taps)
-    tabulated = np.full((B, delay.size), np.nan)
-    K.xi_from_taps(hist, tau, t_last, pre_of_delay, centre, taps, tabulated)
-    assert np.abs(direct).max() > 1e-3
-    np.testing.assert_allclose(tabulated, direct, rtol=F64_RTOL, atol=F64_ATOL)
+    xi_tab = np.zeros((delay.size, B))
+    K.xi_from_taps(hist, tau, t_last, pre_of_delay, centre, taps, xi_tab)
+    np.testing.assert_allclose(xi_tab.T, fd, rtol=1e-6, atol=1e-8 * (1.0 + scale.max()))
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("case", ["lag_K", "flush_0", "early", "wrap_flush", "K0"])
+def test_xi_pipeline(case, seed, build):
+    """The learner's path, gaussian_taps -> xi_from_taps (kernel taps), == the reference in float64."""
+    B, K_, sigma, t_last, tau, pre_of_delay, delay, x, hist = _xi_data(case, seed)
+    ref = _xi_ref(x, tau, pre_of_delay, delay, K_, sigma)
+    assert np.abs(ref).max() > 1e-3
+    centre = np.zeros(delay.size, np.int32)
+    taps = np.zeros((delay.size, 2 * K_ + 1))
+    K.gaussian_taps(delay, K_, sigma, centre, taps)
+    tabulated = np.full((delay.size, B), np.nan)
+    run_kernel("xi_from_taps", build, hist, tau, t_last, pre_of_delay, centre, taps, tabulated)
+    np.testing.assert_allclose(tabulated.T, ref, rtol=F64_RTOL, atol=F64_ATOL)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -690,11 +810,13 @@ DTRACE_CASES = {
 }
 
 
+@pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mode", ["synaptic", "axonal"])
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("case", list(DTRACE_CASES))
-def test_delay_traces(case, seed, mode, dtype):
+def test_delay_traces(case, seed, mode, dtype, build):
+    """grad_d is per synapse (n_syn,) in both modes; with axonal delays xi is per presynaptic unit."""
     B, n_pre, n_post, n_steps, min_fan = DTRACE_CASES[case]
     rng = np.random.default_rng(1000 + seed)
     indptr, pre = make_csr(rng, n_pre, n_post, min_fan=min_fan)
@@ -711,25 +833,156 @@ def test_delay_traces(case, seed, mode, dtype):
     weight = f32(rng.normal(0, 1, n_syn))
     eps0 = f32(rng.normal(0, 0.5, (B, n_syn)))
     ebar0 = f32(rng.normal(0, 0.5, (B, n_syn)))
-    grad0 = f32(rng.normal(0, 1, n_delays))
+    grad0 = f32(rng.normal(0, 1, n_syn))
     r = (eps0, ebar0, grad0)
     r_abs = (np.abs(eps0), np.abs(ebar0), np.abs(grad0))
-    eps, ebar, grad = cast(eps0, dtype), cast(ebar0, dtype), cast(grad0, dtype)
-    args = (TRACE_GAIN, TRACE_DECAY_OUT, TRACE_GAIN_OUT)
+    eps, ebar, grad = batch_last(eps0, dtype), batch_last(ebar0, dtype), cast(grad0, dtype)
     for step in range(n_steps):
         xi = f32(rng.normal(0, 0.4, (B, n_delays)))
         if n_delays > 1:
             xi[:, step % n_delays] = 0.0
         psi, signal, decay_eff = _post_factors(rng, B, n_post)
-        r = ref_delay_traces(xi, post, delay_of_syn, weight, psi, signal, decay_eff, *args, *r)
+        r = ref_delay_traces(xi, post, delay_of_syn, weight, psi, signal, decay_eff, *TRACE_ARGS, *r)
         r_abs = ref_delay_traces(np.abs(xi), post, delay_of_syn, np.abs(weight), psi, np.abs(signal),
-                                 decay_eff, *args, *r_abs)
-        K.delay_traces(cast(xi, dtype), indptr, delay_of_syn, cast(weight, dtype), cast(psi, dtype),
-                       cast(signal, dtype), cast(decay_eff, dtype), *args, eps, ebar, grad)
-        for got, ref, scale, name in zip((eps, ebar, grad), r, r_abs, ("eps_d", "ebar_d", "grad_d")):
+                                 decay_eff, *TRACE_ARGS, *r_abs)
+        run_kernel("delay_traces", build, batch_last(xi, dtype), indptr, delay_of_syn, cast(weight, dtype),
+                   batch_last(psi, dtype), batch_last(signal, dtype), batch_last(decay_eff, dtype), *TRACE_ARGS,
+                   eps, ebar, grad)
+        for got, ref, scale, name in zip((eps.T, ebar.T, grad), r, r_abs, ("eps_d", "ebar_d", "grad_d")):
             assert_close(got, ref, dtype, scale, f"{name} at step {step}")
     if n_syn:
         assert np.abs(r[2] - grad0).max() > 1e-3
+
+
+# ------------------------------------------------------------------------------------------------
+# synaptic_delay_traces: xi_from_taps + delay_traces fused, one delay per synapse
+# ------------------------------------------------------------------------------------------------
+# (batch, n_pre, n_post, max_delay, half_width K, sigma, t0, n_steps, extra slots, rate, min_fan)
+# A run: steps t = t0 .. t0 + n_steps - 1 write x^t into the ring, then (when tau = t - K >= 0) the
+# kernel runs at tau with t_last = t; then the end-of-sample flush: tau = T - K .. T - 1 with
+# t_last = T - 1 (T = t0 + n_steps).  The ring is as short as the lag allows (plus extra slots).
+SDT_CASES = {
+    "basic": (3, 5, 4, 6, 3, 1.0, 0, 14, 0, 0.7, 0),
+    "single": (1, 1, 1, 4, 2, 1.0, 0, 9, 0, 1.0, 1),
+    "batch1": (1, 5, 4, 6, 3, 1.0, 200, 8, 0, 0.8, 1),
+    "wrap": (2, 4, 3, 5, 2, 0.8, 1000, 10, 0, 0.8, 1),
+    "wrap_extra": (2, 5, 3, 6, 3, 1.3, 517, 9, 3, 0.7, 1),
+    "K0": (2, 4, 3, 6, 0, 0.5, 0, 10, 0, 0.9, 1),
+    "short": (2, 4, 3, 6, 3, 1.0, 0, 2, 0, 0.9, 1),           # sample shorter than the lag: flush only
+    "silent": (2, 4, 3, 6, 3, 1.0, 40, 6, 0, 0, 1),
+    "all_spiking": (2, 3, 3, 6, 3, 1.0, 30, 6, 0, "ones", 3),
+    "counts": (2, 4, 3, 8, 3, 1.5, 300, 8, 0, 2.5, 2),
+}
+
+
+def _sdt_schedule(t0, n_steps, K_):
+    """(step written to the ring before the call, or None; tau; t_last) of every kernel call."""
+    T = t0 + n_steps
+    calls = [(t, t - K_, t) for t in range(t0, T)]
+    calls += [(None, tau, T - 1) for tau in range(max(0, T - K_), T)]
+    return calls
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("case", list(SDT_CASES))
+def test_synaptic_delay_traces(case, seed, dtype, build):
+    B, n_pre, n_post, max_d, K_, sigma, t0, n_steps, extra, rate, min_fan = SDT_CASES[case]
+    rng = np.random.default_rng(1400 + seed)
+    indptr, pre = make_csr(rng, n_pre, n_post, min_fan=min_fan)
+    n_syn = pre.size
+    post = csr_rows(indptr)
+    c_max = int(math.floor(max_d + 0.5))
+    n_slots = 2 * K_ + c_max + 1 + extra      # oldest read: tau - c_max - K = t_last - 2K - c_max
+    delay = f32(rng.uniform(0, max_d, n_syn))
+    specials = f32([d * max_d / 6.0 for d in XI_SPECIAL_DELAYS])
+    k = min(n_syn, specials.size)
+    delay[rng.permutation(n_syn)[:k]] = specials[:k] if n_syn > 1 else [0.3]
+    centre, taps = _ref_taps(delay, K_, sigma)
+    if n_syn > 1:
+        assert centre.min() == 0 and centre.max() == c_max
+    if K_ > 0:
+        assert (centre < K_).any(), "no delay below K: the taps never read steps after tau"
+    weight = f32(rng.normal(0, 1, n_syn))
+    eps0 = f32(rng.normal(0, 0.5, (B, n_syn)))
+    ebar0 = f32(rng.normal(0, 0.5, (B, n_syn)))
+    grad0 = f32(rng.normal(0, 1, n_syn))
+    x = spikes(rng, (t0 + n_steps, B, n_pre), rate)
+
+    hist = cast(ring_from_history(x, t0 - 1, n_slots) if t0 > 0 else np.zeros((n_slots, n_pre, B)), dtype)
+    eps, ebar, grad = batch_last(eps0, dtype), batch_last(ebar0, dtype), cast(grad0, dtype)
+    centre_k, taps_k, weight_k = centre.astype(np.int32), cast(taps, dtype), cast(weight, dtype)
+    r = (eps0, ebar0, grad0)
+    r_abs = (np.abs(eps0), np.abs(ebar0), np.abs(grad0))
+    syn = np.arange(n_syn)
+    cut_effect = future_effect = 0.0
+    n_calls = 0
+    for written, tau, t_last in _sdt_schedule(t0, n_steps, K_):
+        if written is not None:
+            hist[written % n_slots] = x[written].T
+        if tau < 0:
+            continue
+        psi, signal, decay_eff = _post_factors(rng, B, n_post)
+        r = ref_synaptic_delay_traces(x, tau, t_last, post, pre, delay, K_, sigma, weight, psi, signal,
+                                      decay_eff, *TRACE_ARGS, *r)
+        xi_abs = _xi_ref(x[:t_last + 1], tau, pre, delay, K_, sigma, absolute=True)
+        r_abs = ref_delay_traces(xi_abs, post, syn, np.abs(weight), psi, np.abs(signal), decay_eff,
+                                 *TRACE_ARGS, *r_abs)
+        run_kernel("synaptic_delay_traces", build, hist, tau, t_last, indptr, pre, centre_k, taps_k, weight_k,
+                   batch_last(psi, dtype), batch_last(signal, dtype), batch_last(decay_eff, dtype), *TRACE_ARGS,
+                   eps, ebar, grad)
+        for got, ref, scale, name in zip((eps.T, ebar.T, grad), r, r_abs, ("eps_d", "ebar_d", "grad_d")):
+            assert_close(got, ref, dtype, scale, f"{name} at tau={tau}, t_last={t_last}")
+        n_calls += 1
+        # what the case exercises: steps after t_last that the ring still holds (old steps) must
+        # count as zero; steps after tau (taps m < 0, delays below K) must be read when written
+        xi = ref_xi_history(x, tau, t_last, pre, delay, K_, sigma)
+        if tau + K_ > t_last:
+            x_wrapped = _ring_after(x, t_last, n_slots, tau + K_ - t_last)
+            xi_wrapped = ref_xi_history(x_wrapped, tau, tau + K_, pre, delay, K_, sigma)
+            cut_effect = max(cut_effect, np.abs(xi_wrapped - xi).max(initial=0.0))
+        xi_causal = ref_xi_history(x, tau, min(tau, t_last), pre, delay, K_, sigma)
+        future_effect = max(future_effect, np.abs(xi - xi_causal).max(initial=0.0))
+
+    assert n_calls == max(0, min(n_steps, t0 + n_steps - K_)) + min(K_, t0 + n_steps)
+    if n_syn:
+        assert np.abs(r[2] - grad0).max() > 1e-3, "gradient did not move: case tests nothing"
+    if rate == 0:
+        assert cut_effect == 0.0 and future_effect == 0.0
+    elif K_ > 0:
+        assert future_effect > 1e-3, "no tap read a step after tau"
+        if t0 + n_steps >= n_slots:           # the slots of steps > t_last hold old steps
+            assert cut_effect > 1e-3, "the t_last cut-off changed nothing"
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_synaptic_delay_traces_hand_case(build):
+    """One synapse, delay 0.2 < K = 2, one spike at step 7 (ring of 12 slots, zero traces)."""
+    K_, sigma = 2, 1.0
+    hist = np.zeros((12, 1, 1))
+    hist[7, 0, 0] = 1.0
+    centre, taps = np.zeros(1, np.int32), np.zeros((1, 2 * K_ + 1))
+    K.gaussian_taps(np.array([0.2]), K_, sigma, centre, taps)
+    indptr, pre = np.array([0, 1], np.int32), np.array([0], np.int32)
+    weight = np.array([2.0])
+    ones = np.ones((1, 1))
+
+    def call(tau, t_last, eps, ebar, grad):
+        run_kernel("synaptic_delay_traces", build, hist, tau, t_last, indptr, pre, centre, taps, weight,
+                   ones, 3.0 * ones, 0.5 * ones, 0.25, 0.5, 1.0, eps, ebar, grad)
+
+    # tau = 5, spike at s = 7 = tau - m -> m = -2, u = -2.2: eps = 0.5 * 0 + 0.25 * 2 * g'(-2.2)
+    eps, ebar, grad = np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1)
+    call(5, 11, eps, ebar, grad)
+    expected = 0.5 * float(gauss_deriv(-2.2, sigma))
+    assert eps[0, 0] == pytest.approx(expected, rel=1e-13) and eps[0, 0] < 0
+    assert ebar[0, 0] == pytest.approx(expected, rel=1e-13)
+    assert grad[0] == pytest.approx(3.0 * expected, rel=1e-13)
+    # the spike lies after t_last = 6: xi = 0, only the decay acts
+    eps, ebar, grad = np.full((1, 1), 4.0), np.full((1, 1), 2.0), np.full(1, 1.0)
+    call(5, 6, eps, ebar, grad)
+    assert eps[0, 0] == 2.0 and ebar[0, 0] == 0.5 * 2.0 + 2.0 and grad[0] == 1.0 + 3.0 * 3.0
 
 
 # ------------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ def test_ring_delivers_each_spike_once_exactly_d_steps_later_across_wraparound()
     net.reset()
     for t in range(T):
         net.step(x[t])
-        v[t] = net.state.v[0]
+        v[t] = net.state.v[:, 0]
     for d in range(net.config.n_hidden):
         expected = np.concatenate([np.zeros(d), x[: T - d, 0]])
         np.testing.assert_array_equal(v[:, d], expected)
@@ -271,3 +271,33 @@ def test_delays_learn_a_coincidence_that_weights_cannot(mode, seed):
     for _ in range(60):
         plain_learner.run_sample(*_coincidence_data(rng, 16, k), update=True)
     assert plain_learner.run_sample(x, labels)["correct"].mean() <= 0.65
+
+
+def test_every_kernel_path_stays_in_bounds(tmp_path):
+    """Kernels skip bounds checks for speed; run every path once with numba's bounds checking on."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np, warnings
+warnings.simplefilter("ignore")
+from onlinedelay import LearningConfig, Network, NetworkConfig, ThreeFactorLearner
+x = np.random.default_rng(0).poisson(1.0, size=(12, 3, 4))
+for threads in (1, 2):
+    for reset in ("soft", "hard"):
+        for mode in ("none", "synaptic", "axonal"):
+            cfg = NetworkConfig(n_inputs=4, n_hidden=5, n_outputs=2, max_delay_steps=3, reset=reset,
+                                input_delays=mode, recurrent=True, recurrent_delays=mode,
+                                weight_init_scale=3.0, density=0.6)
+            net = Network(cfg, seed=1, batch_size=3, dtype="float64", threads=threads)
+            learner = ThreeFactorLearner(net, LearningConfig(update="online", update_every_steps=3))
+            learner.run_sample(x, np.array([0, 1, 1]), update=True)
+            learner.run_sample(x[:, :1], np.array([1]), update=True)
+            net.reset(1)
+            net.step(x[0, 0])
+print("in bounds")
+"""
+    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip() == "in bounds", out.stderr[-3000:]

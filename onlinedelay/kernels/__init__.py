@@ -1,21 +1,26 @@
 """numba kernels: plain arrays in, arrays changed in place, nothing allocated, nothing raised.
 
-Array conventions: batch first (``b``), hidden neurons ``j``, synapses ``s`` stored as CSR rows
-(``indptr`` of length n_post + 1, ``pre`` presynaptic index of each synapse), readout units ``k``.
-Presynaptic histories are offset rings ``hist[b, slot, i]`` with ``slot = t % n_slots`` for the
-absolute step ``t`` since the last reset; nothing is ever shifted.
+Array conventions: hidden neurons ``j``, synapses ``s`` stored as CSR rows (``indptr`` of length
+n_post + 1, ``pre`` presynaptic index of each synapse), readout units ``k``, and the batch ``b``
+always the innermost (contiguous) axis: per-neuron arrays are (n, B), per-synapse traces
+(n_syn, B).  Presynaptic histories are offset rings ``hist[slot, i, b]`` with
+``slot = t % n_slots`` for the absolute step ``t`` since the last reset; nothing is ever shifted.
+Kernels named ``*_parallel`` are the same code built with ``parallel=True`` (rows over threads).
 """
 
 from .lif import lif_step
 from .readout import readout_error, readout_step, readout_traces
-from .ring import delayed_current
-from .surrogate import gaussian_taps, gaussian_xi, pseudo_derivative, xi_from_taps
-from .traces import delay_traces, learning_signal, weight_traces
+from .ring import delayed_current, delayed_current_parallel
+from .surrogate import gaussian_taps, pseudo_derivative, xi_from_taps, xi_from_taps_parallel
+from .traces import (delay_traces, delay_traces_parallel, learning_signal, synaptic_delay_traces,
+                     synaptic_delay_traces_parallel, weight_traces, weight_traces_parallel)
 from .updates import adam_step, round_delays, sgd_step
 
 __all__ = [
     "delayed_current", "lif_step", "readout_step",
     "pseudo_derivative", "readout_error", "learning_signal", "readout_traces",
-    "weight_traces", "gaussian_xi", "gaussian_taps", "xi_from_taps", "delay_traces",
+    "weight_traces", "gaussian_taps", "xi_from_taps", "delay_traces", "synaptic_delay_traces",
     "adam_step", "sgd_step", "round_delays",
+    "delayed_current_parallel", "weight_traces_parallel", "xi_from_taps_parallel", "delay_traces_parallel",
+    "synaptic_delay_traces_parallel",
 ]

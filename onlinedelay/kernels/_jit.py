@@ -1,17 +1,42 @@
-"""The one numba decorator every kernel uses.
+"""The numba decorators every kernel uses.
 
 Kernels are compiled lazily on first call (never at import) and cached on disk unless
 ``ONLINEDELAY_NUMBA_CACHE=0``.  fastmath stays off: thresholds and NaN checks need IEEE
 behaviour.  ``error_model="numpy"`` makes a division by zero give inf/nan instead of raising.
+Kernels whose outer loop is a ``prange`` over rows also get a parallel build (each thread owns
+the rows it writes); serial builds treat ``prange`` as ``range``.
 """
 
 import os
+import types
 
+import numba
 from numba import njit
 
 CACHE = os.environ.get("ONLINEDELAY_NUMBA_CACHE", "1") != "0"
 
+# numba's OpenMP layer spins its threads and slows down badly when cores are shared (measured 4x on
+# the 2-core project machine under load); the workqueue layer does not.  NUMBA_THREADING_LAYER wins.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
 
 def jit(function):
-    """Compile ``function`` lazily with the project's numba settings."""
+    """Compile ``function`` lazily with the project's numba settings (serial)."""
     return njit(cache=CACHE, error_model="numpy", nogil=True)(function)
+
+
+def jit_parallel(function):
+    """The same kernel built with ``parallel=True`` (its ``prange`` loops spread over threads).
+
+    numba's disk cache names entries after the function and does not include ``parallel`` in the
+    key (numba issue #6845), so the serial and parallel builds of one function would load each
+    other's machine code.  The parallel build therefore compiles a renamed clone of the function.
+    """
+    name = function.__name__ + "_parallel"
+    clone = types.FunctionType(function.__code__.replace(co_name=name), function.__globals__, name,
+                               function.__defaults__, function.__closure__)
+    clone.__qualname__ = function.__qualname__ + "_parallel"
+    clone.__module__ = function.__module__
+    clone.__doc__ = function.__doc__
+    return njit(cache=CACHE, error_model="numpy", nogil=True, parallel=True)(clone)

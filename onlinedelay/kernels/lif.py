@@ -14,24 +14,25 @@ def lif_step(current, decay, gain, threshold, hard_reset, v, z, decay_eff):
 
     Parameters
     ----------
-    current : (B, n) float, input current I^t
+    All arrays are (n, B) (any 2-D layout works: the update is elementwise).
+    current : (n, B) float, input current I^t
     decay : float, alpha; gain : float, zeta; threshold : float, theta
     hard_reset : bool
-    v : (B, n) float, membrane potential, in: v^(t-1), out: v^t
-    z : (B, n) float, spikes, in: z^(t-1), out: z^t (0 or 1)
-    decay_eff : (B, n) float, out: the decay applied to v^(t-1) this step
+    v : (n, B) float, membrane potential, in: v^(t-1), out: v^t
+    z : (n, B) float, spikes, in: z^(t-1), out: z^t (0 or 1)
+    decay_eff : (n, B) float, out: the decay applied to v^(t-1) this step
         (alpha, or alpha (1 - z^(t-1)) with hard reset) -- the trace recursion needs it
     """
-    n_batch, n = v.shape
-    for b in range(n_batch):
-        for j in range(n):
-            z_prev = z[b, j]
+    n, n_batch = v.shape
+    for j in range(n):
+        for b in range(n_batch):
+            z_prev = z[j, b]
             if hard_reset:
                 a = decay * (1.0 - z_prev)
-                v_new = a * v[b, j] + gain * current[b, j]
+                v_new = a * v[j, b] + gain * current[j, b]
             else:
                 a = decay
-                v_new = a * v[b, j] + gain * current[b, j] - threshold * z_prev
-            decay_eff[b, j] = a
-            v[b, j] = v_new
-            z[b, j] = 1.0 if v_new >= threshold else 0.0
+                v_new = a * v[j, b] + gain * current[j, b] - threshold * z_prev
+            decay_eff[j, b] = a
+            v[j, b] = v_new
+            z[j, b] = 1.0 if v_new >= threshold else 0.0

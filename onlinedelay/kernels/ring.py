@@ -1,13 +1,16 @@
 """Delayed synaptic current read from a presynaptic history ring (pull model).
 
-A projection keeps ``hist[b, slot, i]``: the activity of presynaptic unit ``i`` at absolute step
-``s`` lives in ``slot = s % n_slots``.  A synapse with integer delay ``d`` reads
-``hist[b, (t - d) % n_slots, i]`` at step ``t``.  Because the delay is pulled at read time, a
+A projection keeps ``hist[slot, i, b]``: the activity of presynaptic unit ``i`` (batch element
+``b``) at absolute step ``s`` lives in ``slot = s % n_slots``.  A synapse with integer delay ``d``
+reads slot ``(t - d) % n_slots`` at step ``t``.  Because the delay is pulled at read time, a
 changed delay takes effect at once; spikes already in the ring are re-read with the new delay
-(none is lost or duplicated as long as the delay does not change).
+(none is lost or duplicated as long as the delay does not change).  The batch is the innermost
+axis so that one synapse serves the whole batch with contiguous loads.
 """
 
-from ._jit import jit
+from numba import prange
+
+from ._jit import jit, jit_parallel
 
 
 @jit
@@ -17,27 +20,31 @@ def ring_slot(now, delay, n_slots):
     return slot + n_slots if slot < 0 else slot
 
 
-@jit
-def delayed_current(hist, t, indptr, pre, delay_steps, weight, current):
+def _delayed_current(hist, t, indptr, pre, delay_steps, weight, current):
     """Add the delayed weighted input of one projection to ``current``.
 
-    current[b, j] += sum_{s in row j} weight[s] * hist[b, (t - delay_steps[s]) % n_slots, pre[s]]
+    current[j, b] += sum_{s in row j} weight[s] * hist[(t - delay_steps[s]) % n_slots, pre[s], b]
 
     Parameters
     ----------
-    hist : (B, n_slots, n_pre) float, presynaptic activity ring (counts per step)
+    hist : (n_slots, n_pre, B) float, presynaptic activity ring (counts per step)
     t : int, absolute step being computed (already written to slot t % n_slots)
     indptr : (n_post + 1,) int32, CSR row pointers; pre : (n_syn,) int32
     delay_steps : (n_syn,) int32, integer delay of each synapse, 0 <= d < n_slots
     weight : (n_syn,) float
-    current : (B, n_post) float, accumulated in place
+    current : (n_post, B) float, accumulated in place
     """
-    n_batch, n_slots, _ = hist.shape
+    n_slots, _, n_batch = hist.shape
     n_post = indptr.size - 1
     now = t % n_slots
-    for b in range(n_batch):
-        for j in range(n_post):
-            acc = 0.0
-            for s in range(indptr[j], indptr[j + 1]):
-                acc += weight[s] * hist[b, ring_slot(now, delay_steps[s], n_slots), pre[s]]
-            current[b, j] += acc
+    for j in prange(n_post):
+        for s in range(indptr[j], indptr[j + 1]):
+            w = weight[s]
+            slot = ring_slot(now, delay_steps[s], n_slots)
+            i = pre[s]
+            for b in range(n_batch):
+                current[j, b] += w * hist[slot, i, b]
+
+
+delayed_current = jit(_delayed_current)
+delayed_current_parallel = jit_parallel(_delayed_current)

@@ -12,60 +12,26 @@ Our choice of window: the taps are ``m = c - K .. c + K`` around the integer del
 ``c = floor(D + 0.5)`` that the forward pass uses, so every delay has exactly ``2K + 1`` taps
 (branch-free, the same work for every synapse) and ``|u| <= K + 1/2``.  Taps that would read
 beyond the last written step (``tau - m > t_last``) count as zero: this is the end-of-sample flush.
+The taps depend only on the delays, so they are tabulated (:func:`gaussian_taps`) whenever the
+delays change and the per-step kernel (:func:`xi_from_taps`) does no transcendental math.
 """
 
 import math
 
-from ._jit import jit
+from numba import prange
+
+from ._jit import jit, jit_parallel
 
 
 @jit
 def pseudo_derivative(v, gamma, threshold, psi):
-    """psi[b, j] = (gamma / theta) * max(0, 1 - |v[b, j] - theta| / theta).  v, psi : (B, n)."""
-    n_batch, n = v.shape
+    """psi = (gamma / theta) * max(0, 1 - |v - theta| / theta), elementwise.  v, psi : (n, B)."""
+    n, n_batch = v.shape
     scale = gamma / threshold
-    for b in range(n_batch):
-        for j in range(n):
-            h = 1.0 - abs(v[b, j] - threshold) / threshold
-            psi[b, j] = scale * h if h > 0.0 else 0.0
-
-
-@jit
-def gaussian_xi(hist, tau, t_last, pre_of_delay, delay, half_width, sigma, xi):
-    """Gaussian derivative of each delayed presynaptic train at the lagged step ``tau``.
-
-    xi[b, p] = sum_{m=c-K}^{c+K} hist_x[b, tau - m, pre_of_delay[p]] * (u / sigma^2) g_sigma(u),
-    u = m - delay[p], c = floor(delay[p] + 0.5), K = half_width; steps after ``t_last`` are 0.
-
-    Parameters
-    ----------
-    hist : (B, n_slots, n_pre) float ring; needs n_slots > max delay + 2K when tau = t_last - K
-    tau, t_last : int, absolute steps
-    pre_of_delay : (n_delays,) int32, presynaptic unit of each delay parameter
-    delay : (n_delays,) float, real-valued delays in steps
-    half_width : int, K; sigma : float, in steps
-    xi : (B, n_delays) float, out
-    """
-    n_batch, n_slots, _ = hist.shape
-    inv_var = 1.0 / (sigma * sigma)
-    norm = 1.0 / (math.sqrt(2.0 * math.pi) * sigma)
-    for p in range(delay.size):
-        d_real = delay[p]
-        centre = int(math.floor(d_real + 0.5))
-        i = pre_of_delay[p]
+    for j in range(n):
         for b in range(n_batch):
-            xi[b, p] = 0.0
-        for m in range(centre - half_width, centre + half_width + 1):
-            s = tau - m
-            if s > t_last:
-                continue
-            u = m - d_real
-            kernel = u * inv_var * norm * math.exp(-0.5 * u * u * inv_var)
-            slot = s % n_slots
-            for b in range(n_batch):
-                x = hist[b, slot, i]
-                if x != 0.0:
-                    xi[b, p] += x * kernel
+            h = 1.0 - abs(v[j, b] - threshold) / threshold
+            psi[j, b] = scale * h if h > 0.0 else 0.0
 
 
 @jit
@@ -85,25 +51,37 @@ def gaussian_taps(delay, half_width, sigma, centre, taps):
             taps[p, q] = u * inv_var * norm * math.exp(-0.5 * u * u * inv_var)
 
 
-@jit
-def xi_from_taps(hist, tau, t_last, pre_of_delay, centre, taps, xi):
-    """xi[b, p] = sum_q hist_x[b, tau - m_q, pre_of_delay[p]] * taps[p, q], m_q = centre[p] - K + q.
+def _xi_from_taps(hist, tau, t_last, pre_of_delay, centre, taps, xi):
+    """Gaussian derivative of each delayed presynaptic train at the lagged step ``tau``.
 
-    Same result as :func:`gaussian_xi` with the taps of :func:`gaussian_taps`; steps after
-    ``t_last`` count as zero.  hist : (B, n_slots, n_pre); xi : (B, n_delays) out.
+    xi[p, b] = sum_q hist_x[tau - m_q, pre_of_delay[p], b] * taps[p, q],  m_q = centre[p] - K + q;
+    steps after ``t_last`` count as zero (the end-of-sample flush).
+
+    Parameters
+    ----------
+    hist : (n_slots, n_pre, B) float ring; needs n_slots > max delay + 2K when tau = t_last - K
+    tau, t_last : int, absolute steps
+    pre_of_delay : (n_delays,) int32, presynaptic unit of each delay parameter
+    centre, taps : from :func:`gaussian_taps`
+    xi : (n_delays, B) float, out
     """
-    n_batch, n_slots, _ = hist.shape
+    n_slots, _, n_batch = hist.shape
     n_taps = taps.shape[1]
     half_width = (n_taps - 1) // 2
     tau_slot = tau % n_slots
-    for b in range(n_batch):
-        for p in range(centre.size):
-            i = pre_of_delay[p]
-            offset = half_width - centre[p]             # tap q = 0 reads step tau + offset
-            q_first = max(0, tau + offset - t_last)     # taps reading beyond t_last count as zero
-            slot = (tau_slot + offset - q_first) % n_slots
-            acc = 0.0
-            for q in range(q_first, n_taps):
-                acc += hist[b, slot, i] * taps[p, q]
-                slot = slot - 1 if slot > 0 else n_slots - 1
-            xi[b, p] = acc
+    for p in prange(centre.size):
+        i = pre_of_delay[p]
+        offset = half_width - centre[p]             # tap q = 0 reads step tau + offset
+        q_first = max(0, tau + offset - t_last)     # taps reading beyond t_last count as zero
+        slot = (tau_slot + offset - q_first) % n_slots
+        for b in range(n_batch):
+            xi[p, b] = 0.0
+        for q in range(q_first, n_taps):
+            tap = taps[p, q]
+            for b in range(n_batch):
+                xi[p, b] += hist[slot, i, b] * tap
+            slot = slot - 1 if slot > 0 else n_slots - 1
+
+
+xi_from_taps = jit(_xi_from_taps)
+xi_from_taps_parallel = jit_parallel(_xi_from_taps)
