@@ -53,6 +53,7 @@ import numba
 import numpy as np
 
 from . import __version__
+from .atomic import atomic_path
 from .config import LearningConfig, NetworkConfig
 from .learning import ThreeFactorLearner
 from .network import Network
@@ -715,21 +716,9 @@ def machine_info() -> dict:
 # -- output --------------------------------------------------------------------------------------------------
 def write_json(report: dict, path) -> None:
     """Write ``report`` to ``path`` atomically (temporary file in the same directory, then os.replace)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(report, fh, indent=2, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        json.dump(report, fh, indent=2, allow_nan=False)
+        fh.write("\n")
 
 
 def _fmt(value, digits: int = 3) -> str:

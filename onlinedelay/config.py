@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 DELAY_MODES = ("none", "synaptic", "axonal")
 RESETS = ("soft", "hard")

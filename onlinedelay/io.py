@@ -17,7 +17,6 @@ structure, delay range) and names the file and field of anything wrong.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import h5py
 import numpy as np
 
 from . import __version__
+from .atomic import atomic_path
 from .config import LearningConfig, NetworkConfig
 from .network import Network, refresh_delay_steps
 from .state import Parameters, Projection
@@ -50,19 +50,6 @@ class LoadedModel:
     path: Path
 
 
-def atomic_write(path, write) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_model(path, net: Network, class_names=None, learner=None, training: dict | None = None) -> None:
     """Write ``net`` (and, with ``learner``, its optimizer state: a checkpoint) to ``path``."""
     c = net.config
@@ -70,37 +57,34 @@ def save_model(path, net: Network, class_names=None, learner=None, training: dic
     if len(names) != c.n_outputs:
         raise ValueError(f"class_names has {len(names)} names for {c.n_outputs} outputs")
 
-    def write(tmp):
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["package_version"] = __version__
-            f.attrs["seed"] = net.seed
-            f.attrs["dtype"] = net.dtype.name
-            f.attrs["network_config"] = json.dumps(c.to_dict())
-            f.attrs["class_names"] = json.dumps(names)
-            if training is not None:
-                f.attrs["training"] = json.dumps(training)
-            params = f.create_group("params")
-            for name, proj in (("input", net.params.input), ("recurrent", net.params.recurrent)):
-                g = params.create_group(name)
-                for field in _PROJ_FIELDS:
-                    g.create_dataset(field, data=getattr(proj, field))
-            params.create_dataset("w_out", data=net.params.w_out)
-            params.create_dataset("b_out", data=net.params.b_out)
-            if learner is not None:
-                f.attrs["learning_config"] = json.dumps(learner.config.to_dict())
-                opt = f.create_group("optimizer")
-                opt.attrs["steps"] = learner.optimizer.steps
-                if learner.config.optimizer == "adam":
-                    for key in ("m", "v"):
-                        grp = opt.create_group(key)
-                        for i, arr in enumerate(getattr(learner.optimizer, key)):
-                            grp.create_dataset(str(i), data=arr)
-                if learner.feedback is not None:
-                    opt.create_dataset("feedback", data=learner.feedback)
-
-    atomic_write(path, write)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["package_version"] = __version__
+        f.attrs["seed"] = net.seed
+        f.attrs["dtype"] = net.dtype.name
+        f.attrs["network_config"] = json.dumps(c.to_dict())
+        f.attrs["class_names"] = json.dumps(names)
+        if training is not None:
+            f.attrs["training"] = json.dumps(training)
+        params = f.create_group("params")
+        for name, proj in (("input", net.params.input), ("recurrent", net.params.recurrent)):
+            g = params.create_group(name)
+            for field in _PROJ_FIELDS:
+                g.create_dataset(field, data=getattr(proj, field))
+        params.create_dataset("w_out", data=net.params.w_out)
+        params.create_dataset("b_out", data=net.params.b_out)
+        if learner is not None:
+            f.attrs["learning_config"] = json.dumps(learner.config.to_dict())
+            opt = f.create_group("optimizer")
+            opt.attrs["steps"] = learner.optimizer.steps
+            if learner.config.optimizer == "adam":
+                for key in ("m", "v"):
+                    grp = opt.create_group(key)
+                    for i, arr in enumerate(getattr(learner.optimizer, key)):
+                        grp.create_dataset(str(i), data=arr)
+            if learner.feedback is not None:
+                opt.create_dataset("feedback", data=learner.feedback)
 
 
 def _fail(path, field, message):

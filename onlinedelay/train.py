@@ -22,7 +22,8 @@ import numpy as np
 
 from . import __version__
 from .config import LearningConfig, NetworkConfig, RunConfig
-from .io import atomic_write, load_model, restore_optimizer, save_model
+from .atomic import atomic_path
+from .io import load_model, restore_optimizer, save_model
 from .learning import ThreeFactorLearner
 from .network import Network
 
@@ -179,7 +180,8 @@ class Trainer:
         else:
             self.net = Network(self.net_config, seed=run.seed, threads=run.threads)
             self.learner = ThreeFactorLearner(self.net, lc, seed=run.seed)
-            atomic_write(self.out / "config.json", lambda tmp: tmp.write_text(json.dumps(resolved, indent=2)))
+            with atomic_path(self.out / "config.json") as tmp:
+                tmp.write_text(json.dumps(resolved, indent=2))
             (self.out / "metrics.jsonl").write_text("")
         n_train = len(self.y_train)
         if n_train == 0:

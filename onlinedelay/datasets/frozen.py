@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from .hdf5 import write_events_file
 
 __all__ = ["FrozenEvents", "encode", "decode_sample", "save_frozen", "load_frozen", "materialise", "FORMAT_VERSION"]
@@ -139,21 +138,13 @@ def save_frozen(path, frozen: FrozenEvents):
     )
     for key, value in frozen.speaker_meta.items():
         arrays[f"speaker_{key}"] = np.asarray(value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-            for key, value in arrays.items():
-                # what numpy.savez_compressed writes, minus the time stamps: same content, same bytes
-                info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_DEFLATED
-                with archive.open(info, "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for key, value in arrays.items():
+            # what numpy.savez_compressed writes, minus the time stamps: same content, same bytes
+            info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 

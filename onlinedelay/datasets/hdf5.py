@@ -37,14 +37,13 @@ the first sample index):
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from ..atomic import atomic_path
 from .binning import bin_batch, steps_for
 
 __all__ = ["DatasetFormatError", "DatasetWarning", "EventDataset", "read_events_file", "write_events_file",
@@ -385,37 +384,29 @@ def write_events_file(path, times, units, labels, class_names, speakers=None, me
     if speakers is not None and len(speakers) != n:
         raise ValueError(f"speakers has {len(speakers)} entries, labels {n}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            vt = f.create_dataset("spikes/times", (n,), dtype=h5py.vlen_dtype(np.dtype(times_dtype)))
-            vu = f.create_dataset("spikes/units", (n,), dtype=h5py.vlen_dtype(np.dtype(np.uint16)))
-            for i in range(n):
-                t = np.asarray(times[i], dtype=times_dtype)
-                u = np.asarray(units[i])
-                if t.shape != u.shape or t.ndim != 1:
-                    raise ValueError(f"sample {i}: times {t.shape} and units {u.shape} must be 1-D of equal length")
-                if u.size and (u.min() < 0 or u.max() > np.iinfo(np.uint16).max):
-                    raise ValueError(f"sample {i}: units must fit uint16, got range {u.min()}..{u.max()}")
-                vt[i] = t
-                vu[i] = u.astype(np.uint16)
-            f.create_dataset("labels", data=np.asarray(labels, dtype=np.int32))
-            f.create_dataset("extra/keys", data=np.array([str(k).encode("utf-8") for k in class_names]))
-            if speakers is not None:
-                f.create_dataset("extra/speaker", data=np.asarray(speakers, dtype=np.int32))
-            for key, value in (meta_info or {}).items():
-                value = np.asarray(value)
-                if value.dtype.kind == "U":
-                    value = np.char.encode(value, "utf-8")
-                f.create_dataset(f"extra/meta_info/{key}", data=value)
-            for key, value in (attrs or {}).items():
-                f.attrs[key] = value
-            f.attrs["n_channels"] = int(n_channels)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        vt = f.create_dataset("spikes/times", (n,), dtype=h5py.vlen_dtype(np.dtype(times_dtype)))
+        vu = f.create_dataset("spikes/units", (n,), dtype=h5py.vlen_dtype(np.dtype(np.uint16)))
+        for i in range(n):
+            t = np.asarray(times[i], dtype=times_dtype)
+            u = np.asarray(units[i])
+            if t.shape != u.shape or t.ndim != 1:
+                raise ValueError(f"sample {i}: times {t.shape} and units {u.shape} must be 1-D of equal length")
+            if u.size and (u.min() < 0 or u.max() > np.iinfo(np.uint16).max):
+                raise ValueError(f"sample {i}: units must fit uint16, got range {u.min()}..{u.max()}")
+            vt[i] = t
+            vu[i] = u.astype(np.uint16)
+        f.create_dataset("labels", data=np.asarray(labels, dtype=np.int32))
+        f.create_dataset("extra/keys", data=np.array([str(k).encode("utf-8") for k in class_names]))
+        if speakers is not None:
+            f.create_dataset("extra/speaker", data=np.asarray(speakers, dtype=np.int32))
+        for key, value in (meta_info or {}).items():
+            value = np.asarray(value)
+            if value.dtype.kind == "U":
+                value = np.char.encode(value, "utf-8")
+            f.create_dataset(f"extra/meta_info/{key}", data=value)
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+        f.attrs["n_channels"] = int(n_channels)
     return path
 

@@ -25,12 +25,13 @@ import gzip
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..atomic import atomic_path
 
 __all__ = ["DatasetInfo", "DATASETS", "ChecksumError", "DownloadError", "user_cache_dir", "resolve_data_dir",
            "resolve_cache_dir", "candidate_paths", "find_dataset_file", "ensure_h5", "md5_file",
@@ -163,12 +164,6 @@ def verify_checksum(path, expected: str | None = None) -> bool:
     return True
 
 
-def _atomic_target(target: Path):
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    return os.fdopen(fd, "wb"), tmp
-
-
 def ensure_h5(path, cache_dir=None) -> Path:
     """Path of a plain ``.h5`` for ``path``: itself, or its decompressed copy in the cache directory.
 
@@ -188,31 +183,24 @@ def ensure_h5(path, cache_dir=None) -> Path:
     target = resolve_cache_dir(cache_dir) / "decompressed" / key / stem
     if target.is_file():
         return target
-    out, tmp = _atomic_target(target)
-    try:
-        with out:
-            if lower.endswith(".gz"):
-                try:
-                    with gzip.open(path, "rb") as src:
-                        shutil.copyfileobj(src, out, 1 << 20)
-                except (OSError, EOFError) as exc:
-                    raise ValueError(f"{path}: not a valid gzip file ({exc})") from None
-            else:
-                try:
-                    archive = zipfile.ZipFile(path)
-                except zipfile.BadZipFile as exc:
-                    raise ValueError(f"{path}: not a valid zip file ({exc})") from None
-                with archive:
-                    members = [m for m in archive.namelist() if m.lower().endswith(".h5") and not m.endswith("/")]
-                    if len(members) != 1:
-                        raise ValueError(f"{path}: expected exactly one .h5 inside the zip, found {members or 'none'}")
-                    with archive.open(members[0]) as src:
-                        shutil.copyfileobj(src, out, 1 << 20)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(target) as tmp, open(tmp, "wb") as out:
+        if lower.endswith(".gz"):
+            try:
+                with gzip.open(path, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            except (OSError, EOFError) as exc:
+                raise ValueError(f"{path}: not a valid gzip file ({exc})") from None
+        else:
+            try:
+                archive = zipfile.ZipFile(path)
+            except zipfile.BadZipFile as exc:
+                raise ValueError(f"{path}: not a valid zip file ({exc})") from None
+            with archive:
+                members = [m for m in archive.namelist() if m.lower().endswith(".h5") and not m.endswith("/")]
+                if len(members) != 1:
+                    raise ValueError(f"{path}: expected exactly one .h5 inside the zip, found {members or 'none'}")
+                with archive.open(members[0]) as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
     return target
 
 
@@ -296,13 +284,6 @@ def fetch(name: str, splits=None, data_dir=None, urls=None, timeout_s: float = 5
 
 def _download(url: str, target: Path, timeout_s: float) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "onlinedelay"})
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        out, tmp = _atomic_target(target)
-        try:
-            with out:
-                shutil.copyfileobj(response, out, 1 << 20)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+    with urllib.request.urlopen(request, timeout=timeout_s) as response, \
+            atomic_path(target) as tmp, open(tmp, "wb") as out:
+        shutil.copyfileobj(response, out, 1 << 20)
