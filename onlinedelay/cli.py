@@ -287,6 +287,109 @@ def bench(json_path, quick, repeats, configs, batch_sizes, threads, memory):
         click.echo(f"wrote {json_path}")
 
 
+@main.command()
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), required=True, help="model .h5 file")
+@click.option("--input", "source", required=True,
+              help="'-' (stdin), tcp:PORT (listen on --host), or a file: text, binary records or SHD-layout .h5")
+@click.option("--format", "input_format", type=click.Choice(["auto", "text", "binary", "hdf5"]), default="auto",
+              show_default=True, help="input format (auto: HDF5 by signature, binary by its magic, else text)")
+@click.option("--time-unit", type=click.Choice(["s", "ms"]), default="s", show_default=True,
+              help="unit of the times in text lines and --labels")
+@click.option("--sample", type=click.IntRange(min=0), default=None, help="replay only this HDF5 sample [default: all]")
+@click.option("--output", type=click.Choice(["json", "table"]), default="json", show_default=True,
+              help="JSON lines or a compact table")
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
+              help="steps per output line (probabilities averaged over the window)")
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="print the k most probable classes [default: all]")
+@click.option("--adapt", is_flag=True, help="keep learning online from labels (label lines/records, HDF5 labels, --labels)")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="label file: lines 'TIME LABEL' (label from that time on)")
+@click.option("--save", "save_path", type=click.Path(dir_okay=False), default=None,
+              help="write the adapted model here (atomically) at the end [default with --save-every: MODEL.adapted.h5]")
+@click.option("--save-every", type=click.IntRange(min=1), default=None, help="also save every N steps (needs --adapt)")
+@click.option("--update-every", "update_every_steps", type=click.IntRange(min=1), default=None,
+              help="steps between updates when adapting [default: the model's online n, else its n_steps]")
+@click.option("--reset-on-gap", "reset_on_gap_ms", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="reset the neuron state after this much silence (ms) [default: never]")
+@click.option("--realtime", is_flag=True, help="pace a file replay at wall-clock speed")
+@click.option("--on-backwards", type=click.Choice(["drop", "fail"]), default="drop", show_default=True,
+              help="events going back in time: drop and count them, or stop the stream")
+@click.option("--origin", type=click.Choice(["zero", "first"]), default="zero", show_default=True,
+              help="time 0 of a sample: 0, or its first event (for absolute clocks)")
+@click.option("--max-jump-s", type=click.FloatRange(min=0, min_open=True), default=3600.0, show_default=True,
+              help="reject events this far (s) ahead of the clock")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="address the tcp: listener binds (another than loopback exposes it)")
+@click.option("--clients", "max_clients", type=click.IntRange(min=1), default=None,
+              help="stop after this many TCP clients [default: never]")
+@click.option("--accept-timeout", "accept_timeout_s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="stop when no TCP client connects for this many seconds [default: wait]")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="threads for the synapse kernels")
+@click.option("--quiet", is_flag=True, help="no summary on stderr")
+def stream(model_path, source, quiet, **options):
+    """Run a model on a live spike feed, one prediction per step; optionally keep learning online."""
+    import sys
+
+    from . import stream as stream_lib
+
+    try:
+        summary = stream_lib.run_stream(model_path, source, sys.stdout, log=lambda line: click.echo(line, err=True),
+                                        **options)
+    except stream_lib.StreamOptionError as err:
+        raise click.BadParameter(str(err), param_hint=f"'--{err.option.replace('_', '-')}'") from None
+    except (FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    if not quiet:
+        click.echo(stream_lib.format_summary(summary), err=True)
+    if summary["error"]:
+        raise click.ClickException(summary["error"])
+
+
+# -- ablate -----------------------------------------------------------------------------------------
+@main.command()
+@click.argument("grids", nargs=-1, metavar="GRID...")
+@_train_options
+@click.option("--list", "list_grids", is_flag=True, help="list the grids, one line each, and exit")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="seeds per configuration: --seed, --seed + 1, ...")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="runs in parallel (processes)")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/ablate", show_default=True,
+              help="folder of the ablation: <grid>/<config>/seed<s>/ runs, results.csv, results.md, plots")
+@click.option("--scheduler", default=None,
+              help="address of a Dask scheduler (tcp://host:8786) to send the runs to; needs onlinedelay[dask]")
+@click.option("--test-dataset", default=None,
+              help="file to test on when --dataset is a file [default: the dataset's test split]")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="write PNG plots (needs onlinedelay[plots])")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="TOML or JSON file of base options; command-line options override it")
+@click.option("--quiet", is_flag=True, help="no line per run")
+def ablate(grids, list_grids, seeds, jobs, out_dir, scheduler, test_dataset, plots, config_file, quiet, **options):
+    """Run named ablation grids over seeds (resumable, parallel); writes a CSV, Markdown tables and plots."""
+    from . import ablate as ablate_lib
+
+    if list_grids:
+        for name, summary in ablate_lib.GRID_SUMMARIES.items():
+            click.echo(f"{name:<18s}{summary}")
+        return
+    net_cfg, learn_cfg, run_cfg = build_configs(config_file, options)
+
+    def progress(event):
+        line = ablate_lib.format_event(event)
+        if line and not quiet:
+            click.echo(line, err=True)
+
+    try:
+        report = ablate_lib.run_ablation(grids, net_cfg, learn_cfg, run_cfg, seeds=seeds, jobs=jobs, out=out_dir,
+                                         scheduler=scheduler, test_dataset=test_dataset, plots=plots,
+                                         progress=progress)
+    except ablate_lib.AblationError as err:
+        raise OptionError(str(err)) from None
+    click.echo(f"{len(report['results'])} runs done; tables in {report['files']['results.md']}")
+    if report["failed"]:
+        raise click.ClickException(f"{len(report['failed'])} run(s) failed (run the same command again to retry): "
+                                   + "; ".join(f"{k}: {v}" for k, v in report["failed"].items()))
+
+
 main.add_command(data)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -172,7 +172,7 @@ class LearningConfig(_DictMixin):
     update_every_steps: int = 1         # n, for update="online"
     optimizer: str = "adam"
     lr_weights: float = 1e-3            # input and recurrent weights
-    lr_delays: float = 1e-2             # synaptic and axonal delays (steps)
+    lr_delays: float = 0.1              # synaptic and axonal delays (steps); see the note below
     lr_readout: float = 1e-3            # readout weights and bias
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -199,6 +199,10 @@ class LearningConfig(_DictMixin):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; expected True or False")
 
+    # Learning-rate note: with Adam a delay moves by about lr_delays steps per update.  The paper's
+    # 1e-2 moved the delays by less than one step over a 20-epoch run on `digits` (mean delay
+    # 12.50 -> 12.45) and gave 0.72 held-out accuracy; 0.1 gave 0.80 (20 epochs) and 0.88 (40 epochs).
+
     @property
     def half_width_steps(self) -> int:
         """K: Gaussian kernel half-width in steps, also the lag of the delay pipeline."""
@@ -223,7 +227,7 @@ class RunConfig(_DictMixin):
     pool: int = 5
     overflow: str = "clip"
     batch_size: int = 32
-    epochs: int = 20
+    epochs: int = 40
     max_samples: int | None = None
     valid_fraction: float = 0.1
     seed: int = 0

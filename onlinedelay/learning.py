@@ -71,19 +71,19 @@ class ThreeFactorLearner:
             w_out=np.zeros_like(p.w_out), b_out=np.zeros_like(p.b_out))
         self.optimizer = Optimizer(config, self.grads)
         # delay gradients accumulate per synapse (race-free over rows); axonal ones are summed by unit
+        self._delay_modes = (net.config.input_delays, net.config.recurrent_delays)
         self._grad_d_syn = []
-        for proj, g_d in ((p.input, self.grads.d_in), (p.recurrent, self.grads.d_rec)):
+        for proj, g_d, mode in zip((p.input, p.recurrent), (self.grads.d_in, self.grads.d_rec), self._delay_modes):
             if not self._learns_delays(proj):
                 self._grad_d_syn.append(np.zeros(0, net.dtype))
-            elif g_d.size == proj.weight.size and np.array_equal(proj.delay_of_syn, np.arange(g_d.size)):
-                self._grad_d_syn.append(g_d)                       # synaptic: the same array
+            elif mode == "synaptic":
+                self._grad_d_syn.append(g_d)                       # one delay per synapse: the same array
             else:
                 self._grad_d_syn.append(np.zeros(proj.weight.size, net.dtype))
         n_taps = 2 * self.lag_steps + 1          # Gaussian taps of each delay, refreshed when delays change
         self._taps = [(np.zeros(proj.delay.size, np.int32), np.zeros((proj.delay.size, n_taps), net.dtype))
                       for proj in (p.input, p.recurrent)]
         self._taps_version = -1
-        self._delay_modes = (net.config.input_delays, net.config.recurrent_delays)
         self.state = self._allocate(net.batch_size)
         self.loss_sum = 0.0               # weighted cross-entropy accumulated since reset
 
