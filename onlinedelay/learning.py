@@ -285,6 +285,34 @@ class ThreeFactorLearner:
                           "(warned once)", RuntimeWarning, stacklevel=2)
         self.zero_grad()
 
+    # -- snapshots ----------------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """Deep copy of traces, accumulated gradients and optimizer state (pair with ``net.snapshot()``)."""
+        opt = self.optimizer
+        return {"state": copy_tuple(self.state), "grads": copy_tuple(self.grads),
+                "grad_d_syn": [g.copy() for g in self._grad_d_syn], "loss_sum": self.loss_sum,
+                "opt_steps": opt.steps, "warned_clip": opt.warned_clip,
+                "m": [a.copy() for a in getattr(opt, "m", ())], "v": [a.copy() for a in getattr(opt, "v", ())],
+                "feedback": None if self.feedback is None else self.feedback.copy()}
+
+    def restore(self, snap: dict) -> None:
+        """Restore a :meth:`snapshot` in place (same network shapes and learning config)."""
+        if snap["state"].zbar.shape[1] != self.state.zbar.shape[1]:
+            self.state = self._allocate(snap["state"].zbar.shape[1])
+        assign_tuple(self.state, snap["state"])
+        assign_tuple(self.grads, snap["grads"])
+        for g, a in zip(self._grad_d_syn, snap["grad_d_syn"]):
+            g[...] = a
+        self.loss_sum = snap["loss_sum"]
+        opt = self.optimizer
+        opt.steps, opt.warned_clip = snap["opt_steps"], snap["warned_clip"]
+        for key in ("m", "v"):
+            for a, b in zip(getattr(opt, key, ()), snap[key]):
+                a[...] = b
+        if self.feedback is not None and snap["feedback"] is not None:
+            self.feedback[...] = snap["feedback"]
+        self._taps_version = -1           # taps are derived from the (restored) delays
+
     # -- validation -------------------------------------------------------------------------------
     def _check_labels(self, labels) -> np.ndarray:
         n_out, batch = self.net.config.n_outputs, self.net.batch_size

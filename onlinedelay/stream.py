@@ -101,7 +101,6 @@ from .config import LearningConfig, RunConfig
 from .datasets.binning import _SLACK
 from .io import LoadedModel, load_model, restore_optimizer, save_model
 from .learning import ThreeFactorLearner
-from .state import assign_tuple, copy_tuple
 
 __all__ = ["StreamRunner", "StepResult", "SegmentResult", "StreamError", "StreamOptionError", "REJECT_REASONS",
            "TextParser", "BinaryParser", "FileSource", "StdinSource", "TcpSource", "Hdf5Source", "open_source",
@@ -784,15 +783,7 @@ class StreamRunner:
     def snapshot(self) -> dict:
         """Deep copy of the whole stream state: network (parameters, state, rings), learner (traces,
         gradients, optimizer), binning position, queued steps, counters.  See :meth:`restore`."""
-        learner = None
-        if self.learner is not None:
-            L = self.learner
-            learner = {"state": copy_tuple(L.state), "grads": copy_tuple(L.grads),
-                       "grad_d_syn": [g.copy() for g in L._grad_d_syn], "loss_sum": L.loss_sum,
-                       "opt_steps": L.optimizer.steps, "warned_clip": L.optimizer.warned_clip,
-                       "m": [a.copy() for a in getattr(L.optimizer, "m", ())],
-                       "v": [a.copy() for a in getattr(L.optimizer, "v", ())],
-                       "feedback": None if L.feedback is None else L.feedback.copy()}
+        learner = None if self.learner is None else self.learner.snapshot()
         queue = [tuple(e[:2]) + ((None if e[2] is None else e[2].copy()),) + tuple(e[3:]) if e[0] == "step"
                  else e for e in self._queue]
         scalars = {name: getattr(self, name) for name in _SCALARS}
@@ -812,19 +803,7 @@ class StreamRunner:
             raise ValueError(f"snap has {snap['pending'].shape[0]} inputs; this model has {self.n_inputs}")
         self.net.restore(snap["net"])
         if self.learner is not None:
-            L, s = self.learner, snap["learner"]
-            assign_tuple(L.state, s["state"])
-            assign_tuple(L.grads, s["grads"])
-            for g, a in zip(L._grad_d_syn, s["grad_d_syn"]):
-                g[...] = a
-            L.loss_sum = s["loss_sum"]
-            L.optimizer.steps, L.optimizer.warned_clip = s["opt_steps"], s["warned_clip"]
-            for key in ("m", "v"):
-                for a, b in zip(getattr(L.optimizer, key, ()), s[key]):
-                    a[...] = b
-            if L.feedback is not None and s["feedback"] is not None:
-                L.feedback[...] = s["feedback"]
-            L._taps_version = -1
+            self.learner.restore(snap["learner"])
         self._pending[...] = snap["pending"]
         self._votes[...] = snap["votes"]
         self._queue = deque(tuple(e[:2]) + ((None if e[2] is None else e[2].copy()),) + tuple(e[3:])
