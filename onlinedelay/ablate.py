@@ -367,32 +367,12 @@ def pruning_curve(model_path, test_dataset=None, split="test", data_dir=None, fr
             "mode": loaded.net.config.input_delays, "model": str(model_path)}
 
 
-def _seed_fixed_mean(spec: dict, out: Path, net_cfg, learn_cfg, run_cfg) -> float:
-    """Write an epoch-0 checkpoint whose input delays all equal the learned run's mean delay."""
-    from .atomic import atomic_path
-    from .io import load_model, save_model
-    from .learning import ThreeFactorLearner
-    from .network import Network
+def _learned_mean_delay(spec: dict) -> float:
+    """Mean input delay (steps) of the learned run a ``fixed-mean`` run takes its delays from."""
+    from .io import load_model
 
-    source = Path(spec["mean_from"])
-    learned = load_model(source / "best.h5").net.params.input.delay
-    mean = float(np.mean(learned.astype(np.float64)))
-    src_cfg = json.loads((source / "config.json").read_text())
-    net_cfg = net_cfg.replace(n_inputs=src_cfg["network"]["n_inputs"], n_outputs=src_cfg["network"]["n_outputs"])
-    net = Network(net_cfg, seed=run_cfg.seed, threads=run_cfg.threads)
-    net.set_delays("input", np.full(net.params.input.delay.shape, mean))
-    learner = ThreeFactorLearner(net, learn_cfg, seed=run_cfg.seed)
-    fresh = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-    save_model(out / "checkpoint.h5", net, src_cfg["class_names"], learner,
-               {"epoch": 0, "batch": 0, "partial": fresh, "best_valid": -1.0, "run": run_cfg.to_dict()})
-    resolved = {"network": net_cfg.to_dict(), "learning": learn_cfg.to_dict(), "run": run_cfg.to_dict(),
-                "seed": run_cfg.seed, "version": __version__, "data_file": src_cfg["data_file"],
-                "class_names": src_cfg["class_names"], "initial_input_delay_steps": mean,
-                "initial_delays_from": str(source)}
-    with atomic_path(out / "config.json") as tmp:
-        tmp.write_text(json.dumps(resolved, indent=2))
-    (out / "metrics.jsonl").write_text("")
-    return mean
+    learned = load_model(Path(spec["mean_from"]) / "best.h5").net.params.input.delay
+    return float(np.mean(learned.astype(np.float64)))
 
 
 def _copy_run(source: Path, out: Path) -> None:
@@ -427,18 +407,19 @@ def execute_run(spec: dict) -> dict:
         status, note = source_result.get("status", "ok"), source_result.get("note")
         initial_delay = source_result.get("initial_input_delay_steps")
     else:
-        trainer = Trainer(net_cfg, learn_cfg, run_cfg, out)
+        prepare = None
+        if spec.get("mean_from"):
+            initial_delay = _learned_mean_delay(spec)
+
+            def prepare(net, value=initial_delay):
+                net.set_delays("input", np.full(net.params.input.delay.shape, value))
+        trainer = Trainer(net_cfg, learn_cfg, run_cfg, out, prepare_network=prepare)
         resume = (out / "checkpoint.h5").is_file() and (out / "config.json").is_file()
         action = "resumed" if resume else "trained"
         try:
-            if not resume and spec.get("mean_from"):
-                _seed_fixed_mean(spec, out, net_cfg, learn_cfg, run_cfg)
-                resume = True
             trainer.run(resume=resume)
         except DivergenceError as err:
             status, note = "diverged", str(err)
-        if spec.get("mean_from"):
-            initial_delay = (_read_json(out / "config.json") or {}).get("initial_input_delay_steps")
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()] \
         if (out / "metrics.jsonl").is_file() else []
     result = {"id": spec["id"], "grid": spec["grid"], "config": spec["config"], "description": spec["description"],

@@ -120,13 +120,16 @@ class Trainer:
     """Train a network on a dataset; ``run()`` returns the final summary dict.
 
     progress : optional callable receiving event dicts ({"kind": "batch" | "epoch" | "info", ...})
+    prepare_network : optional callable(net) run once on a fresh (not resumed) network before
+        training, e.g. to set starting delays with ``net.set_delays``
     """
 
     def __init__(self, net_config: NetworkConfig, learn_config: LearningConfig, run_config: RunConfig,
-                 out_dir, progress=None):
+                 out_dir, progress=None, prepare_network=None):
         self.net_config, self.learn_config, self.run_config = net_config, learn_config, run_config
         self.out = Path(out_dir)
         self.progress = progress or (lambda event: None)
+        self.prepare_network = prepare_network
 
     def _prepare(self):
         run = self.run_config
@@ -179,6 +182,8 @@ class Trainer:
             self.progress({"kind": "info", "message": f"resuming at epoch {start_epoch + 1}, batch {start_batch}"})
         else:
             self.net = Network(self.net_config, seed=run.seed, threads=run.threads)
+            if self.prepare_network is not None:
+                self.prepare_network(self.net)
             self.learner = ThreeFactorLearner(self.net, lc, seed=run.seed)
             with atomic_path(self.out / "config.json") as tmp:
                 tmp.write_text(json.dumps(resolved, indent=2))

@@ -193,3 +193,16 @@ def test_model_files_are_validated_on_load(toy, tmp_path):
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
     with pytest.raises(ModelFileError, match="not an HDF5 file"):
         load_model(tmp_path / "junk.h5")
+
+
+def test_prepare_network_sets_starting_parameters(toy, tmp_path):
+    """Delays fixed at a chosen value stay there through training (learn_delays off)."""
+    net = NetworkConfig(n_hidden=8, input_delays="synaptic")
+    run = RunConfig(dataset=str(toy["train"]), n_steps=40, batch_size=16, epochs=1, seed=0)
+
+    def all_at_seven(network):
+        network.set_delays("input", np.full(network.params.input.delay.size, 7.0))
+
+    Trainer(net, LearningConfig(learn_delays=False), run, tmp_path, prepare_network=all_at_seven).run()
+    delays = load_model(tmp_path / "last.h5").net.params.input.delay
+    assert (delays == 7.0).all()
