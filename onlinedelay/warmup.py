@@ -1,8 +1,9 @@
-"""Compile (and cache on disk) every kernel by running a tiny network through each code path."""
+"""Compile (and cache on disk) every kernel by running tiny inputs through each code path."""
 
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 
@@ -12,16 +13,22 @@ from .network import Network
 
 
 def warmup(dtypes=("float32", "float64")) -> float:
-    """Run each kernel once per dtype and per variant; returns the seconds it took."""
+    """Run every kernel once per dtype, variant and serial/parallel build; returns the seconds it took."""
+    from .datasets.cochlea import cochlea_spikes
+
     start = time.perf_counter()
     x = np.ones((6, 2, 3), np.int64)
-    for dtype in dtypes:
-        for reset in ("soft", "hard"):
-            cfg = NetworkConfig(n_inputs=3, n_hidden=2, n_outputs=2, max_delay_steps=2, reset=reset,
-                                recurrent=True, input_delays="synaptic", recurrent_delays="axonal")
-            for optimizer in ("adam", "sgd"):
-                net = Network(cfg, seed=0, batch_size=2, dtype=dtype)
-                learner = ThreeFactorLearner(net, LearningConfig(optimizer=optimizer, update="online"))
-                learner.run_sample(x, np.array([0, 1]), update=True)
-                net.step(x[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)       # tiny random nets clip delays
+        for dtype in dtypes:
+            for threads in (1, 2):
+                for reset, (inp, rec) in (("soft", ("synaptic", "axonal")), ("hard", ("axonal", "synaptic"))):
+                    cfg = NetworkConfig(n_inputs=3, n_hidden=2, n_outputs=2, max_delay_steps=2, reset=reset,
+                                        recurrent=True, input_delays=inp, recurrent_delays=rec)
+                    for optimizer in ("adam", "sgd"):
+                        net = Network(cfg, seed=0, batch_size=2, dtype=dtype, threads=threads)
+                        learner = ThreeFactorLearner(net, LearningConfig(optimizer=optimizer, update="online"))
+                        learner.run_sample(x, np.array([0, 1]), update=True)
+                        net.step(x[0])
+        cochlea_spikes(np.zeros(480), 48000.0)                # the front end of `data generate`
     return time.perf_counter() - start
