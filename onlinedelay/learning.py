@@ -72,6 +72,8 @@ class ThreeFactorLearner:
         self.optimizer = Optimizer(config, self.grads)
         # delay gradients accumulate per synapse (race-free over rows); axonal ones are summed by unit
         self._delay_modes = (net.config.input_delays, net.config.recurrent_delays)
+        # soft reset: every trace factorises through the presynaptic filtered trace (traces.py)
+        self._filtered = net.config.reset == "soft"
         self._grad_d_syn = []
         for proj, g_d, mode in zip((p.input, p.recurrent), (self.grads.d_in, self.grads.d_rec), self._delay_modes):
             if not self._learns_delays(proj):
@@ -96,10 +98,18 @@ class ThreeFactorLearner:
         dt = self.net.dtype
         n_syn = proj.weight.size
         n_d = n_syn if self._learns_delays(proj) else 0
+        filtered = self._filtered and n_syn > 0
         return ProjectionTraces(
-            eps_w=np.zeros((n_syn, batch), dt), ebar_w=np.zeros((n_syn, batch), dt),
-            eps_d=np.zeros((n_d, batch), dt), ebar_d=np.zeros((n_d, batch), dt),
-            xi=np.zeros((proj.delay.size if n_d and mode == "axonal" else 0, batch), dt))
+            eps_w=np.zeros((0 if filtered else n_syn, batch), dt), ebar_w=np.zeros((n_syn, batch), dt),
+            eps_d=np.zeros((0 if filtered and mode == "synaptic" else n_d, batch), dt),
+            ebar_d=np.zeros((n_d, batch), dt),
+            xi=np.zeros((proj.delay.size if n_d and mode == "axonal" else 0, batch), dt),
+            xf=np.zeros((self.net.n_slots, self._n_pre(proj), batch) if filtered else (0, 0, batch), dt),
+            xearly=np.zeros((self.lag_steps, self._n_pre(proj), batch) if filtered else (0, 0, batch), dt))
+
+    def _n_pre(self, proj: Projection) -> int:
+        """Presynaptic population size of a projection (input or hidden)."""
+        return self.net.config.n_inputs if proj is self.net.params.input else self.net.config.n_hidden
 
     def _allocate(self, batch: int) -> LearnerState:
         dt, c = self.net.dtype, self.net.config
@@ -164,10 +174,15 @@ class ThreeFactorLearner:
         decay[...] = ns.decay_eff
         K.readout_traces(ns.z, s.delta, c.decay_out, c.readout_gain, s.zbar, s.bbar,
                          self.grads.w_out, self.grads.b_out)
-        weight_traces = net.synapse_kernels.weight_traces
+        kernels = net.synapse_kernels
         for proj, tr, hist, g_w, _ in self._projections():
-            weight_traces(hist, t, proj.indptr, proj.pre, proj.delay_steps, psi, signal, decay,
-                          c.input_gain, c.decay_out, c.readout_gain, tr.eps_w, tr.ebar_w, g_w)
+            if self._filtered:
+                kernels.filter_presynaptic(hist, t, c.decay_mem, tr.xf, tr.xearly)
+                kernels.weight_traces_filtered(tr.xf, t, proj.indptr, proj.pre, proj.delay_steps, psi, signal,
+                                               c.input_gain, c.decay_out, c.readout_gain, tr.ebar_w, g_w)
+            else:
+                kernels.weight_traces(hist, t, proj.indptr, proj.pre, proj.delay_steps, psi, signal, decay,
+                                      c.input_gain, c.decay_out, c.readout_gain, tr.eps_w, tr.ebar_w, g_w)
         s.t[0] = t + 1
         if t >= self.lag_steps:
             self._delay_step(t - self.lag_steps, t)
@@ -194,7 +209,11 @@ class ThreeFactorLearner:
                                                                    self._delay_modes):
             if not self._learns_delays(proj):
                 continue
-            if mode == "synaptic":
+            if mode == "synaptic" and self._filtered:
+                kernels.synaptic_delay_traces_filtered(tr.xf, tr.xearly, tau, t_last, c.decay_mem, proj.indptr, proj.pre,
+                                                       centre, taps, proj.weight, psi, signal, c.input_gain,
+                                                       c.decay_out, c.readout_gain, tr.ebar_d, g_d)
+            elif mode == "synaptic":
                 kernels.synaptic_delay_traces(hist, tau, t_last, proj.indptr, proj.pre, centre, taps,
                                               proj.weight, psi, signal, decay, c.input_gain, c.decay_out,
                                               c.readout_gain, tr.eps_d, tr.ebar_d, g_d)

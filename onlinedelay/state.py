@@ -51,11 +51,13 @@ class NetworkState(NamedTuple):
 class ProjectionTraces(NamedTuple):
     """Eligibility traces of one projection (delay arrays are empty when delays are not learned)."""
 
-    eps_w: np.ndarray         # (n_syn, B)
+    eps_w: np.ndarray         # (n_syn, B), or (0, B) with the soft reset (read from xf instead)
     ebar_w: np.ndarray        # (n_syn, B)
-    eps_d: np.ndarray         # (n_syn, B) or (0, B)
+    eps_d: np.ndarray         # (n_syn, B), or (0, B) without learned delays or for soft-reset synaptic delays
     ebar_d: np.ndarray        # (n_syn, B) or (0, B)
     xi: np.ndarray            # (n_delays, B) scratch: Gaussian delay derivative
+    xf: np.ndarray            # (n_slots, n_pre, B) presynaptic filtered trace ring (soft reset), else (0, 0, B)
+    xearly: np.ndarray        # (K, n_pre, B) filtered trace of the first K steps (soft reset), else (0, 0, B)
 
 
 class LearnerState(NamedTuple):
