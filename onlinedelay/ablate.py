@@ -295,22 +295,9 @@ def plan(grids, network=None, learning=None, run=None, seeds: int = 3, out="runs
 # -- one run ---------------------------------------------------------------------------------------
 def _load_eval_data(model_path, test_dataset=None, split="test", data_dir=None):
     """(loaded model, x (T, N, C), labels (N,)) of the data a model is evaluated on."""
-    from .io import load_model
-    from .train import load_split, map_labels
+    from .train import load_eval_data
 
-    loaded = load_model(model_path)
-    training = loaded.training or {}
-    run = RunConfig.from_dict(training["run"]) if "run" in training else RunConfig()
-    if test_dataset is not None:
-        run = run.replace(dataset=str(test_dataset))
-    if data_dir is not None:
-        run = run.replace(data_dir=str(data_dir))
-    x, labels, ds = load_split(run, loaded.net.config.dt_ms, split)
-    if x.shape[2] != loaded.net.config.n_inputs:
-        raise ValueError(f"{ds.path}: {x.shape[2]} input channels after pooling by {run.pool}, "
-                         f"the model has {loaded.net.config.n_inputs}")
-    labels = map_labels(labels, ds.class_names, loaded.class_names, str(ds.path))
-    return loaded, x, labels
+    return load_eval_data(model_path, test_dataset, split, data_dir)[:3]
 
 
 def prune_delays(net, x, labels, fractions=PRUNE_FRACTIONS, orders=PRUNE_ORDERS, loss_start_step: int = 0,

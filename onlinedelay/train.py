@@ -254,13 +254,17 @@ class Trainer:
                                           f"{self.out} in: {', '.join(diff)}")
 
 
-def evaluate_model(model_path, dataset: str | None = None, split: str = "test", data_dir=None) -> dict:
-    """Evaluate a saved model on a dataset split, binned as the model was trained."""
+def load_eval_data(model_path, dataset: str | None = None, split: str = "test", data_dir=None):
+    """(loaded model, x (T, N, C), labels (N,) in the model's class order, dataset) for evaluation.
+
+    The data are binned as the model was trained (its stored run config); ``dataset`` and
+    ``data_dir`` override where they come from.
+    """
     loaded = load_model(model_path)
     training = loaded.training or {}
     run = RunConfig.from_dict(training["run"]) if "run" in training else RunConfig()
     if dataset is not None:
-        run = run.replace(dataset=dataset)
+        run = run.replace(dataset=str(dataset))
     if data_dir is not None:
         run = run.replace(data_dir=str(data_dir))
     x, labels, ds = load_split(run, loaded.net.config.dt_ms, split)
@@ -268,6 +272,12 @@ def evaluate_model(model_path, dataset: str | None = None, split: str = "test", 
         raise ValueError(f"{ds.path}: {x.shape[2]} input channels after pooling by {run.pool}, "
                          f"the model has {loaded.net.config.n_inputs}")
     labels = map_labels(labels, ds.class_names, loaded.class_names, str(ds.path))
+    return loaded, x, labels, ds
+
+
+def evaluate_model(model_path, dataset: str | None = None, split: str = "test", data_dir=None) -> dict:
+    """Evaluate a saved model on a dataset split, binned as the model was trained."""
+    loaded, x, labels, ds = load_eval_data(model_path, dataset, split, data_dir)
     lc = loaded.learning_config or LearningConfig()
     result = evaluate_arrays(loaded.net, x, labels, lc.loss_start_step)
     result.update({"model": str(model_path), "data_file": str(ds.path), "split": split,
