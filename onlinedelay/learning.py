@@ -25,6 +25,7 @@ import warnings
 import numpy as np
 
 from . import kernels as K
+from .kernels import chunk as KC
 from .config import LearningConfig
 from .network import Network, refresh_delay_steps
 from .state import (Gradients, LearnerState, Projection, ProjectionTraces, assign_tuple, copy_tuple,
@@ -47,7 +48,7 @@ class ThreeFactorLearner:
     >>> learner.apply(grads)                          # one optimizer step
     """
 
-    def __init__(self, net: Network, config: LearningConfig | None = None, seed: int = 0):
+    def __init__(self, net: Network, config: LearningConfig | None = None, seed: int = 0, chunk_steps: int = 16):
         if not isinstance(net, Network):
             raise TypeError(f"net must be a Network, got {type(net).__name__}")
         config = LearningConfig() if config is None else config
@@ -56,8 +57,15 @@ class ThreeFactorLearner:
         self.net = net
         self.config = config
         self.seed = int(seed)
+        if isinstance(chunk_steps, bool) or not isinstance(chunk_steps, (int, np.integer)) or chunk_steps < 1:
+            raise ValueError(f"chunk_steps={chunk_steps!r} is not allowed; expected an integer >= 1")
+        self.chunk_steps = int(chunk_steps)
         self.lag_steps = config.half_width_steps
-        net.reserve_history(net.config.max_delay_steps + 2 * self.lag_steps + 1)
+        # soft reset: traces are summed per chunk from the presynaptic filtered trace (kernels/chunk.py)
+        self._chunked = net.config.reset == "soft"
+        net.reserve_history(max(net.config.max_delay_steps + 2 * self.lag_steps + 1, self.chunk_steps + 1))
+        self._n_hist = KC.history_slots(self.chunk_steps, net.config.max_delay_steps, self.lag_steps)
+        self._n_buf = self.chunk_steps + self.lag_steps
         n_h, n_out = net.config.n_hidden, net.config.n_outputs
         if config.feedback == "random":
             rng = np.random.default_rng(self.seed)
@@ -72,8 +80,6 @@ class ThreeFactorLearner:
         self.optimizer = Optimizer(config, self.grads)
         # delay gradients accumulate per synapse (race-free over rows); axonal ones are summed by unit
         self._delay_modes = (net.config.input_delays, net.config.recurrent_delays)
-        # soft reset: every trace factorises through the presynaptic filtered trace (traces.py)
-        self._filtered = net.config.reset == "soft"
         self._grad_d_syn = []
         for proj, g_d, mode in zip((p.input, p.recurrent), (self.grads.d_in, self.grads.d_rec), self._delay_modes):
             if not self._learns_delays(proj):
@@ -94,18 +100,22 @@ class ThreeFactorLearner:
         return self.config.learn_delays and proj.delay.size > 0
 
     def _traces(self, proj: Projection, mode: str, batch: int) -> ProjectionTraces:
-        """Trace arrays of one projection; ``xi`` scratch only for axonal delays (synaptic: inline)."""
+        """Trace arrays of one projection (see :class:`~onlinedelay.state.ProjectionTraces`)."""
         dt = self.net.dtype
         n_syn = proj.weight.size
         n_d = n_syn if self._learns_delays(proj) else 0
-        filtered = self._filtered and n_syn > 0
+        chunked = self._chunked and n_syn > 0
+        hard = 0 if self._chunked else 1
+        n_pre = self._n_pre(proj) if chunked else 0
+        n_units = proj.delay.size if n_d and mode == "axonal" else 0
         return ProjectionTraces(
-            eps_w=np.zeros((0 if filtered else n_syn, batch), dt), ebar_w=np.zeros((n_syn, batch), dt),
-            eps_d=np.zeros((0 if filtered and mode == "synaptic" else n_d, batch), dt),
-            ebar_d=np.zeros((n_d, batch), dt),
-            xi=np.zeros((proj.delay.size if n_d and mode == "axonal" else 0, batch), dt),
-            xf=np.zeros((self.net.n_slots, self._n_pre(proj), batch) if filtered else (0, 0, batch), dt),
-            xearly=np.zeros((self.lag_steps, self._n_pre(proj), batch) if filtered else (0, 0, batch), dt))
+            eps_w=np.zeros((n_syn * hard, batch), dt), ebar_w=np.zeros((n_syn, batch), dt),
+            eps_d=np.zeros((n_d * hard, batch), dt), ebar_d=np.zeros((n_d, batch), dt),
+            xi=np.zeros((n_units * hard, batch), dt),
+            xh=np.zeros((n_pre, 2 * self._n_hist, batch), dt),
+            xearly=np.zeros((n_pre, self.lag_steps, batch), dt),
+            unit_signal=np.zeros((n_units * (1 - hard), self._n_buf, batch), dt),
+            unit_edge=np.zeros((n_units * (1 - hard), batch), dt))
 
     def _n_pre(self, proj: Projection) -> int:
         """Presynaptic population size of a projection (input or hidden)."""
@@ -113,17 +123,22 @@ class ThreeFactorLearner:
 
     def _allocate(self, batch: int) -> LearnerState:
         dt, c = self.net.dtype, self.net.config
-        n_lag = self.lag_steps + 1
+        n_lag = 0 if self._chunked else self.lag_steps + 1
+        n_buf = self._n_buf if self._chunked else 0
         p = self.net.params
         return LearnerState(
             psi_lag=np.zeros((n_lag, c.n_hidden, batch), dt),
             signal_lag=np.zeros((n_lag, c.n_hidden, batch), dt),
             decay_lag=np.zeros((n_lag, c.n_hidden, batch), dt),
+            psi_buf=np.zeros((n_buf, c.n_hidden, batch), dt),
+            signal_buf=np.zeros((n_buf, c.n_hidden, batch), dt),
+            factors=np.zeros((2, c.n_hidden, n_buf, batch), dt),
+            factors_b=np.zeros((3, c.n_hidden, batch), dt),
             probs=np.zeros((c.n_outputs, batch), dt), delta=np.zeros((c.n_outputs, batch), dt),
             zbar=np.zeros((c.n_hidden, batch), dt), bbar=np.zeros(batch, dt),
             input=self._traces(p.input, c.input_delays, batch),
             recurrent=self._traces(p.recurrent, c.recurrent_delays, batch),
-            t=np.zeros(1, np.int64), flushed=np.zeros(1, np.int64))
+            t=np.zeros(1, np.int64), flushed=np.zeros(1, np.int64), cursor=np.zeros(2, np.int64))
 
     def reset(self) -> None:
         """Zero the per-sample learning state (call with ``net.reset()``); gradients are kept."""
@@ -134,7 +149,8 @@ class ThreeFactorLearner:
         self.loss_sum = 0.0
 
     def zero_grad(self) -> None:
-        """Zero the accumulated gradients."""
+        """Zero the accumulated gradients (pending chunk steps are summed first, then zeroed too)."""
+        self._catch_up()
         fill_tuple(self.grads, 0)
         for g in self._grad_d_syn:
             g[...] = 0
@@ -165,25 +181,28 @@ class ThreeFactorLearner:
         net, c, s = self.net, self.net.config, self.state
         p, ns = net.params, net.state
         t = int(s.t[0])
-        slot = t % (self.lag_steps + 1)
-        psi, signal, decay = s.psi_lag[slot], s.signal_lag[slot], s.decay_lag[slot]
+        if self._chunked:
+            row = t - int(s.cursor[1])              # buffered from the first pending delay step
+            psi, signal = s.psi_buf[row], s.signal_buf[row]
+        else:
+            slot = t % (self.lag_steps + 1)
+            psi, signal, decay = s.psi_lag[slot], s.signal_lag[slot], s.decay_lag[slot]
+            decay[...] = ns.decay_eff
 
         self.loss_sum += K.readout_error(ns.y, labels, loss_weight, s.probs, s.delta)
         K.learning_signal(s.delta, p.w_out if self.feedback is None else self.feedback, signal)
         K.pseudo_derivative(ns.v, c.surrogate_gamma, c.threshold, psi)
-        decay[...] = ns.decay_eff
         K.readout_traces(ns.z, s.delta, c.decay_out, c.readout_gain, s.zbar, s.bbar,
                          self.grads.w_out, self.grads.b_out)
+        s.t[0] = t + 1
+        if self._chunked:
+            if t + 1 - s.cursor[0] >= self.chunk_steps:
+                self._advance(t + 1, final=False)
+            return
         kernels = net.synapse_kernels
         for proj, tr, hist, g_w, _ in self._projections():
-            if self._filtered:
-                kernels.filter_presynaptic(hist, t, c.decay_mem, tr.xf, tr.xearly)
-                kernels.weight_traces_filtered(tr.xf, t, proj.indptr, proj.pre, proj.delay_steps, psi, signal,
-                                               c.input_gain, c.decay_out, c.readout_gain, tr.ebar_w, g_w)
-            else:
-                kernels.weight_traces(hist, t, proj.indptr, proj.pre, proj.delay_steps, psi, signal, decay,
-                                      c.input_gain, c.decay_out, c.readout_gain, tr.eps_w, tr.ebar_w, g_w)
-        s.t[0] = t + 1
+            kernels.weight_traces(hist, t, proj.indptr, proj.pre, proj.delay_steps, psi, signal, decay,
+                                  c.input_gain, c.decay_out, c.readout_gain, tr.eps_w, tr.ebar_w, g_w)
         if t >= self.lag_steps:
             self._delay_step(t - self.lag_steps, t)
 
@@ -195,25 +214,82 @@ class ThreeFactorLearner:
             out.append((p.recurrent, s.recurrent, ns.hist_rec, g.w_rec, self._grad_d_syn[1]))
         return out
 
-    def _delay_step(self, tau: int, t_last: int) -> None:
-        """Delay traces at the lagged step ``tau``; ring entries after ``t_last`` count as zero."""
-        c, s = self.net.config, self.state
-        slot = tau % (self.lag_steps + 1)
+    def _refresh_taps(self) -> None:
+        """Re-tabulate the Gaussian taps if the delays changed since the last time."""
         if self._taps_version != self.net.delay_version:
             for proj, (centre, taps) in zip((self.net.params.input, self.net.params.recurrent), self._taps):
                 K.gaussian_taps(proj.delay, self.lag_steps, self.config.sigma_steps, centre, taps)
             self._taps_version = self.net.delay_version
+
+    def _kernel(self, name: str):
+        """The serial or parallel build of a chunk kernel, following the network's thread count."""
+        return getattr(KC, name + "_parallel" if self.net.threads > 1 else name)
+
+    def _advance(self, t_end: int, final: bool) -> None:
+        """Soft reset: sum the traces of the pending steps before ``t_end`` in one pass per projection.
+
+        Weight traces of steps [cursor[0], t_end); delay traces of [cursor[1], t_end - K), or up to
+        ``t_end`` when ``final`` (end of sample: the filtered trace runs on K steps with zero input).
+        """
+        c, s = self.net.config, self.state
+        w_first, d_first = int(s.cursor[0]), int(s.cursor[1])
+        d_end = t_end if final else max(d_first, t_end - self.lag_steps)
+        x_end = t_end + self.lag_steps if final else t_end
+        P, Q = s.factors[0], s.factors[1]
+        A, Pa, Qa = s.factors_b[0], s.factors_b[1], s.factors_b[2]
+        factors = self._kernel("chunk_factors")
+        scale = c.readout_gain * c.input_gain
+        for proj, tr, hist, _, _ in self._projections():
+            if proj.weight.size:
+                self._kernel("filter_history")(hist, w_first, x_end, t_end - 1, c.decay_mem, tr.xh, tr.xearly)
+        n = t_end - w_first
+        if n > 0:
+            factors(s.psi_buf, s.signal_buf, w_first - d_first, n, w_first, c.decay_out, scale, c.decay_mem,
+                    P, Q, A, Pa, Qa)
+            for proj, tr, _, g_w, _ in self._projections():
+                self._kernel("weight_chunk")(tr.xh, w_first, n, proj.indptr, proj.pre, proj.delay_steps,
+                                             P, Q, A, c.decay_out ** n, tr.ebar_w, g_w)
+        n = d_end - d_first
+        learning = [(proj, tr, g_d, taps, mode) for (proj, tr, _, _, g_d), taps, mode
+                    in zip(self._projections(), self._taps, self._delay_modes) if self._learns_delays(proj)]
+        if n > 0 and learning:
+            self._refresh_taps()
+            factors(s.psi_buf, s.signal_buf, 0, n, d_first, c.decay_out, scale, c.decay_mem, P, Q, A, Pa, Qa)
+            for proj, tr, g_d, (centre, taps), mode in learning:
+                if mode == "synaptic":
+                    self._kernel("synaptic_delay_chunk")(tr.xh, tr.xearly, d_first, n, proj.indptr, proj.pre,
+                                                         centre, taps, proj.weight, P, Q, A, Pa, Qa,
+                                                         c.decay_out ** n, tr.ebar_d, g_d)
+                else:
+                    self._kernel("unit_delay_signal")(tr.xh, tr.xearly, d_first, n, proj.pre_of_delay, centre,
+                                                      taps, tr.unit_signal, tr.unit_edge)
+                    self._kernel("unit_delay_chunk")(tr.unit_signal, tr.unit_edge, n, proj.indptr,
+                                                     proj.delay_of_syn, proj.weight, P, Q, A, Pa, Qa,
+                                                     c.decay_out ** n, tr.ebar_d, g_d)
+        keep = t_end - d_end                        # buffered steps still pending for the delays
+        if d_end > d_first and keep > 0:
+            for buf in (s.psi_buf, s.signal_buf):
+                buf[:keep] = buf[d_end - d_first:t_end - d_first].copy()
+        s.cursor[0], s.cursor[1] = t_end, d_end
+
+    def _catch_up(self) -> None:
+        """Soft reset, mid-sample: sum every pending step, so the gradients are those of the steps taken."""
+        s = self.state
+        if self._chunked and not s.flushed[0] and int(s.t[0]) > s.cursor[0]:
+            self._advance(int(s.t[0]), final=False)
+
+    def _delay_step(self, tau: int, t_last: int) -> None:
+        """Hard reset: delay traces at the lagged step ``tau``; ring entries after ``t_last`` count as zero."""
+        c, s = self.net.config, self.state
+        slot = tau % (self.lag_steps + 1)
+        self._refresh_taps()
         kernels = self.net.synapse_kernels
         psi, signal, decay = s.psi_lag[slot], s.signal_lag[slot], s.decay_lag[slot]
         for (proj, tr, hist, _, g_d), (centre, taps), mode in zip(self._projections(), self._taps,
                                                                    self._delay_modes):
             if not self._learns_delays(proj):
                 continue
-            if mode == "synaptic" and self._filtered:
-                kernels.synaptic_delay_traces_filtered(tr.xf, tr.xearly, tau, t_last, c.decay_mem, proj.indptr, proj.pre,
-                                                       centre, taps, proj.weight, psi, signal, c.input_gain,
-                                                       c.decay_out, c.readout_gain, tr.ebar_d, g_d)
-            elif mode == "synaptic":
+            if mode == "synaptic":
                 kernels.synaptic_delay_traces(hist, tau, t_last, proj.indptr, proj.pre, centre, taps,
                                               proj.weight, psi, signal, decay, c.input_gain, c.decay_out,
                                               c.readout_gain, tr.eps_d, tr.ebar_d, g_d)
@@ -223,13 +299,17 @@ class ThreeFactorLearner:
                                      c.input_gain, c.decay_out, c.readout_gain, tr.eps_d, tr.ebar_d, g_d)
 
     def flush(self) -> None:
-        """End of sample: run the delay pipeline over its last ``K`` lagged steps (idempotent)."""
+        """End of sample: finish the pending traces and the last ``K`` lagged delay steps (idempotent)."""
         s = self.state
         if s.flushed[0]:
             return
         t_end = int(s.t[0])
-        for tau in range(max(0, t_end - self.lag_steps), t_end):
-            self._delay_step(tau, t_end - 1)
+        if self._chunked:
+            if t_end > 0:
+                self._advance(t_end, final=True)
+        else:
+            for tau in range(max(0, t_end - self.lag_steps), t_end):
+                self._delay_step(tau, t_end - 1)
         s.flushed[0] = 1
         self._sync_delay_grads()
 
@@ -287,6 +367,7 @@ class ThreeFactorLearner:
 
         Delays are clipped to [0, max_delay_steps] and re-rounded after the step.
         """
+        self._catch_up()
         if grads is not None and grads is not self.grads:
             assign_tuple(self.grads, grads)       # final as given: no per-synapse sums to add
         else:

@@ -49,23 +49,34 @@ class NetworkState(NamedTuple):
 
 
 class ProjectionTraces(NamedTuple):
-    """Eligibility traces of one projection (delay arrays are empty when delays are not learned)."""
+    """Eligibility traces of one projection (delay arrays are empty when delays are not learned).
 
-    eps_w: np.ndarray         # (n_syn, B), or (0, B) with the soft reset (read from xf instead)
+    Soft reset (chunked kernels, kernels/chunk.py): ebar_* plus the filtered-trace history ``xh``,
+    ``xearly`` and, for axonal delays, ``unit_signal``/``unit_edge``.  Hard reset (per-step kernels):
+    eps_*, ebar_* and ``xi``.  Unused arrays have a zero-length leading axis.
+    """
+
+    eps_w: np.ndarray         # (n_syn, B) hard reset, else (0, B)
     ebar_w: np.ndarray        # (n_syn, B)
-    eps_d: np.ndarray         # (n_syn, B), or (0, B) without learned delays or for soft-reset synaptic delays
-    ebar_d: np.ndarray        # (n_syn, B) or (0, B)
-    xi: np.ndarray            # (n_delays, B) scratch: Gaussian delay derivative
-    xf: np.ndarray            # (n_slots, n_pre, B) presynaptic filtered trace ring (soft reset), else (0, 0, B)
-    xearly: np.ndarray        # (K, n_pre, B) filtered trace of the first K steps (soft reset), else (0, 0, B)
+    eps_d: np.ndarray         # (n_syn, B) hard reset with learned delays, else (0, B)
+    ebar_d: np.ndarray        # (n_syn, B) with learned delays, else (0, B)
+    xi: np.ndarray            # (n_delays, B) hard reset, axonal: Gaussian delay derivative (scratch)
+    xh: np.ndarray            # (n_pre, 2H, B) soft reset: mirrored ring of the presynaptic filtered trace
+    xearly: np.ndarray        # (n_pre, K, B) soft reset: filtered trace of the first K steps
+    unit_signal: np.ndarray   # (n_delays, n_buf, B) soft reset, axonal: tap sums of a chunk (scratch)
+    unit_edge: np.ndarray     # (n_delays, B) soft reset, axonal: read-ahead correction (scratch)
 
 
 class LearnerState(NamedTuple):
     """Per-sample learning state; memory is fixed, whatever the sequence length."""
 
-    psi_lag: np.ndarray       # (n_lag, N, B) pseudo-derivative of the last n_lag steps
-    signal_lag: np.ndarray    # (n_lag, N, B) learning signal L of the last n_lag steps
-    decay_lag: np.ndarray     # (n_lag, N, B) effective membrane decay of the last n_lag steps
+    psi_lag: np.ndarray       # (n_lag, N, B) hard reset: pseudo-derivative of the last n_lag steps
+    signal_lag: np.ndarray    # (n_lag, N, B) hard reset: learning signal L of the last n_lag steps
+    decay_lag: np.ndarray     # (n_lag, N, B) hard reset: effective membrane decay of the last n_lag steps
+    psi_buf: np.ndarray       # (n_buf, N, B) soft reset: psi of the steps not yet processed (from step ``cursor[1]``)
+    signal_buf: np.ndarray    # (n_buf, N, B) soft reset: L of the same steps
+    factors: np.ndarray       # (2, N, n_buf, B) soft reset scratch: P and Q of a chunk
+    factors_b: np.ndarray     # (3, N, B) soft reset scratch: A, Pa, Qa of a chunk
     probs: np.ndarray         # (n_out, B) softmax of the readout
     delta: np.ndarray         # (n_out, B) weighted error dE/dy
     zbar: np.ndarray          # (N, B) readout-filtered spikes
@@ -74,6 +85,7 @@ class LearnerState(NamedTuple):
     recurrent: ProjectionTraces
     t: np.ndarray             # (1,) int64, steps seen since reset
     flushed: np.ndarray       # (1,) int64, 1 once the delay pipeline has been flushed
+    cursor: np.ndarray        # (2,) int64 soft reset: first step whose weight / delay traces are pending
 
 
 class Gradients(NamedTuple):

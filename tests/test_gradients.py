@@ -141,3 +141,35 @@ def test_online_mode_with_frozen_parameters_equals_accumulate():
     learner.run_sample(x, labels, update=False)
     for a, b in zip(g_acc, learner.grads):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("chunk_steps", [1, 3, 7, 64])
+@pytest.mark.parametrize("delays", [("synaptic", "axonal"), ("axonal", "synaptic")])
+def test_chunk_size_changes_nothing_but_rounding(delays, chunk_steps):
+    """Soft reset: traces summed per chunk of any length (1 = every step, 64 > T) still equal BPTT."""
+    net, x, labels = _case(11, n_h=6, T=29, input_delays=delays[0], recurrent=True, recurrent_delays=delays[1])
+    learn = LearningConfig()
+    g = ThreeFactorLearner(net, learn, chunk_steps=chunk_steps).sample_gradients(x, labels)
+    model = DenseModel(net)
+    w = np.full(x.shape[0], 1.0 / (x.shape[0] * x.shape[1]))
+    ref = ref_bptt(model, x.astype(float), labels, w, learn.half_width_steps, learn.sigma_steps)
+    _assert_spiking(ref)
+    assert max(_compare(net, g, ref).values()) < TOL
+
+
+@pytest.mark.parametrize("delays", ["synaptic", "axonal"])
+def test_online_updates_mid_chunk_follow_the_step_by_step_rule(delays):
+    """Updates every 5 steps with chunks of 16: each update first sums the pending steps, so the
+    parameters after a sample equal those of chunk_steps=1 (the traces advanced every step)."""
+    online = LearningConfig(update="online", update_every_steps=5, lr_weights=0.05, lr_delays=0.5, lr_readout=0.05)
+    finals = []
+    for chunk_steps in (1, 16):
+        net, x, labels = _case(12, n_h=6, T=40, input_delays=delays, recurrent=True, recurrent_delays=delays)
+        start = net.params.input.delay.copy()
+        learner = ThreeFactorLearner(net, online, chunk_steps=chunk_steps)
+        learner.run_sample(x, labels, update=True)
+        finals.append(net.params)
+    assert np.abs(finals[0].input.delay - start).max() > 1e-3, "the delays must move for the test to mean anything"
+    for a, b in zip(finals[0], finals[1]):
+        for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+            np.testing.assert_allclose(u, v, rtol=1e-9, atol=1e-12)

@@ -1,0 +1,258 @@
+"""Soft-reset eligibility traces of a whole chunk of steps in one pass over the synapses.
+
+With the soft reset the membrane decay is the constant ``alpha``, so a synapse's traces factorise
+through the presynaptic filtered trace ``X^u = alpha X^(u-1) + x^u`` (see traces.py)::
+
+    ebar_w^t = kappa ebar_w^(t-1) + c psi^t V_w^t,         V_w^t = X^(t - d)
+    ebar_d^t = kappa ebar_d^(t-1) + c w psi^t V_d^t,       V_d^t = sum_q taps_q X^(t - m_q) - edge
+    g += sum_b L^t ebar^t                                  (c = zeta_o zeta)
+
+Over ``n`` consecutive steps ``a .. a+n-1`` these recursions sum in closed form.  With the
+per-neuron factors (:func:`chunk_factors`)::
+
+    Lam^u = L^u + kappa Lam^(u+1)                      (backward over the chunk, Lam^(a+n) = 0)
+    P^u = c psi^u Lam^u,   Q^u = c psi^u kappa^(a+n-1-u),   A = kappa Lam^a
+
+each synapse and batch element needs two dot products over the chunk::
+
+    g     += E A + sum_u P^u V^u
+    E     <- kappa^n E + sum_u Q^u V^u
+
+so a trace is read and written once per chunk instead of once per step, and the inner loops are
+contiguous multiply-adds over (step, batch).  The result equals the step-by-step recursion
+(rounding aside) while w and d are constant within the chunk; the learner ends a chunk before
+every parameter update.
+
+Our choice of layout: the filtered trace of each presynaptic unit lives in a *mirrored* time ring
+``xh[i, slot, b]`` with ``2H`` slots; step ``u`` is written to slots ``u % H`` and ``u % H + H``, so
+any window of up to ``H`` consecutive steps is contiguous.  Steps before 0 read zeros as long as
+``H`` covers the oldest step still needed (see :func:`history_slots`).
+
+The taps that read ahead of step 0 (``m_q < 0``; the recursion starts at step 0) are corrected by
+``alpha^(u+1) X^(-m_q-1)``, kept per unit in ``xearly``; its sum over the chunk is the per-neuron
+factor ``Pa = sum_u P^u alpha^(u+1)`` (and ``Qa`` for the trace).
+
+Arrays: psi, signal (n_buf, n_post, B); P, Q (n_post, n_buf, B); A, Pa, Qa (n_post, B); traces ebar (n_syn, B); xh (n_pre, 2H, B);
+xearly (n_pre, K, B); the batch is innermost everywhere.
+"""
+
+import numpy as np
+from numba import prange
+
+from ._jit import jit, jit_parallel
+
+
+def history_slots(chunk_steps: int, max_delay_steps: int, half_width: int) -> int:
+    """H: steps the mirrored filtered-trace ring must hold for chunks of ``chunk_steps``.
+
+    The oldest step read is ``a - max_delay - K`` for a delay chunk starting at ``a``, the newest
+    ``a + chunk + 2K - 1`` (the delay pipeline lags K steps and reads K ahead); all of them, and the
+    zeros standing for steps before 0, must sit in distinct slots.
+    """
+    return int(chunk_steps + max_delay_steps + 3 * half_width + 1)
+
+
+def _filter_history(hist, u_from, u_to, t_last, decay, xh, xearly):
+    """X^u = decay X^(u-1) + x^u for steps u in [u_from, u_to) into the mirrored ring ``xh``.
+
+    hist : (n_slots, n_pre, B) network ring of presynaptic activity (step u at slot u % n_slots;
+    it must still hold steps u_from .. min(u_to - 1, t_last)); steps after ``t_last`` have x = 0.
+    xh : (n_pre, 2H, B); xearly : (n_pre, K, B), out: X^u for u < K.
+    """
+    n_slots, n_pre, n_batch = hist.shape
+    n_hist = xh.shape[1] // 2
+    n_early = xearly.shape[1]
+    for i in prange(n_pre):
+        prev = (u_from - 1) % n_hist
+        for u in range(u_from, u_to):
+            slot = u % n_hist
+            src = u % n_slots
+            live = u <= t_last
+            for b in range(n_batch):
+                value = decay * xh[i, prev, b]
+                if live:
+                    value += hist[src, i, b]
+                xh[i, slot, b] = value
+                xh[i, slot + n_hist, b] = value
+                if u < n_early:
+                    xearly[i, u, b] = value
+            prev = slot
+
+
+def _chunk_factors(psi, signal, lo, n, first_step, kappa, scale, alpha, P, Q, A, Pa, Qa):
+    """Per-neuron factors of the ``n`` steps ``first_step ..`` stored at ``psi[:, lo:lo + n]``.
+
+    psi, signal : (n_buf, n_post, B) pseudo-derivative and learning signal per buffered step
+    kappa : readout decay; scale : zeta_o zeta; alpha : membrane decay
+    P, Q : (n_post, >= n, B) out; A, Pa, Qa : (n_post, B) out (see the module docstring)
+    """
+    _, n_post, n_batch = psi.shape
+    early = np.empty(n)
+    for u in range(n):
+        early[u] = alpha ** (first_step + u + 1)
+    for j in prange(n_post):
+        lam = np.zeros(n_batch)
+        pa = np.zeros(n_batch)
+        qa = np.zeros(n_batch)
+        kq = 1.0
+        for u in range(n - 1, -1, -1):
+            for b in range(n_batch):
+                lam[b] = signal[lo + u, j, b] + kappa * lam[b]
+                ps = scale * psi[lo + u, j, b]
+                p = ps * lam[b]
+                q = ps * kq
+                P[j, u, b] = p
+                Q[j, u, b] = q
+                pa[b] += p * early[u]
+                qa[b] += q * early[u]
+            kq *= kappa
+        for b in range(n_batch):
+            A[j, b] = kappa * lam[b]
+            Pa[j, b] = pa[b]
+            Qa[j, b] = qa[b]
+
+
+def _weight_chunk(xh, first_step, n, indptr, pre, delay_steps, P, Q, A, decay_n, ebar, grad):
+    """Weight traces of one projection over ``n`` steps from ``first_step``.
+
+    V^u = X^(u - d) read from the mirrored ring; decay_n : kappa^n.
+    ebar : (n_syn, B) in place; grad : (n_syn,) accumulated (summed over the batch).
+    """
+    n_hist = xh.shape[1] // 2
+    n_batch = xh.shape[2]
+    n_post = indptr.size - 1
+    for j in prange(n_post):
+        acc_p = np.empty(n_batch, P.dtype)
+        acc_q = np.empty(n_batch, P.dtype)
+        for s in range(indptr[j], indptr[j + 1]):
+            i = pre[s]
+            start = (first_step - delay_steps[s]) % n_hist
+            acc_p[:] = 0.0
+            acc_q[:] = 0.0
+            for u in range(n):
+                for b in range(n_batch):
+                    v = xh[i, start + u, b]
+                    acc_p[b] += P[j, u, b] * v
+                    acc_q[b] += Q[j, u, b] * v
+            g = 0.0
+            for b in range(n_batch):
+                e = ebar[s, b]
+                g += e * A[j, b] + acc_p[b]
+                ebar[s, b] = decay_n * e + acc_q[b]
+            grad[s] += g
+
+
+def _synaptic_delay_chunk(xh, xearly, first_step, n, indptr, pre, centre, taps, weight,
+                          P, Q, A, Pa, Qa, decay_n, ebar, grad):
+    """Per-synapse delay traces over ``n`` lagged steps from ``first_step``.
+
+    V^u = sum_q taps[s, q] X^(u - m_q) - sum_{m_q < 0} taps[s, q] alpha^(u+1) X^(-m_q-1),
+    m_q = centre[s] - K + q.  centre, taps : from gaussian_taps; weight : (n_syn,).
+    ebar : (n_syn, B) in place; grad : (n_syn,) accumulated.
+    """
+    n_hist = xh.shape[1] // 2
+    n_batch = xh.shape[2]
+    n_taps = taps.shape[1]
+    half_width = (n_taps - 1) // 2
+    n_post = indptr.size - 1
+    for j in prange(n_post):
+        signal = np.empty((n, n_batch), P.dtype)
+        acc_p = np.empty(n_batch, P.dtype)
+        acc_q = np.empty(n_batch, P.dtype)
+        edge = np.empty(n_batch, P.dtype)
+        for s in range(indptr[j], indptr[j + 1]):
+            i = pre[s]
+            c = centre[s]
+            signal[:, :] = 0.0
+            for q in range(n_taps):
+                tap = taps[s, q]
+                start = (first_step - (c - half_width + q)) % n_hist
+                for u in range(n):
+                    for b in range(n_batch):
+                        signal[u, b] += tap * xh[i, start + u, b]
+            edge[:] = 0.0
+            for q in range(half_width - c):             # taps reading ahead of step 0
+                for b in range(n_batch):
+                    edge[b] += taps[s, q] * xearly[i, half_width - c - q - 1, b]
+            acc_p[:] = 0.0
+            acc_q[:] = 0.0
+            for u in range(n):
+                for b in range(n_batch):
+                    acc_p[b] += P[j, u, b] * signal[u, b]
+                    acc_q[b] += Q[j, u, b] * signal[u, b]
+            w = weight[s]
+            g = 0.0
+            for b in range(n_batch):
+                e = ebar[s, b]
+                g += e * A[j, b] + w * (acc_p[b] - edge[b] * Pa[j, b])
+                ebar[s, b] = decay_n * e + w * (acc_q[b] - edge[b] * Qa[j, b])
+            grad[s] += g
+
+
+def _unit_delay_signal(xh, xearly, first_step, n, pre_of_delay, centre, taps, signal, edge):
+    """Axonal delays: the tap sum of each delay parameter over ``n`` lagged steps from ``first_step``.
+
+    signal[p, u, b] = sum_q taps[p, q] X_i^(first_step + u - m_q);  edge[p, b] = sum_{m_q < 0}
+    taps[p, q] X_i^(-m_q-1), i = pre_of_delay[p].  signal : (n_delays, >= n, B); edge : (n_delays, B).
+    """
+    n_hist = xh.shape[1] // 2
+    n_batch = xh.shape[2]
+    n_taps = taps.shape[1]
+    half_width = (n_taps - 1) // 2
+    for p in prange(centre.size):
+        i = pre_of_delay[p]
+        c = centre[p]
+        signal[p, :n, :] = 0.0
+        for q in range(n_taps):
+            tap = taps[p, q]
+            start = (first_step - (c - half_width + q)) % n_hist
+            for u in range(n):
+                for b in range(n_batch):
+                    signal[p, u, b] += tap * xh[i, start + u, b]
+        edge[p, :] = 0.0
+        for q in range(half_width - c):
+            for b in range(n_batch):
+                edge[p, b] += taps[p, q] * xearly[i, half_width - c - q - 1, b]
+
+
+def _unit_delay_chunk(signal, edge, n, indptr, delay_of_syn, weight, P, Q, A, Pa, Qa, decay_n, ebar, grad):
+    """Delay traces of synapses that share a delay parameter (axonal) over ``n`` lagged steps.
+
+    signal, edge : from :func:`unit_delay_signal`; delay_of_syn : (n_syn,) int32.
+    ebar : (n_syn, B) in place; grad : (n_syn,) accumulated per synapse (summed by unit later).
+    """
+    n_batch = signal.shape[2]
+    n_post = indptr.size - 1
+    for j in prange(n_post):
+        acc_p = np.empty(n_batch, P.dtype)
+        acc_q = np.empty(n_batch, P.dtype)
+        for s in range(indptr[j], indptr[j + 1]):
+            p = delay_of_syn[s]
+            acc_p[:] = 0.0
+            acc_q[:] = 0.0
+            for u in range(n):
+                for b in range(n_batch):
+                    v = signal[p, u, b]
+                    acc_p[b] += P[j, u, b] * v
+                    acc_q[b] += Q[j, u, b] * v
+            w = weight[s]
+            g = 0.0
+            for b in range(n_batch):
+                e = ebar[s, b]
+                g += e * A[j, b] + w * (acc_p[b] - edge[p, b] * Pa[j, b])
+                ebar[s, b] = decay_n * e + w * (acc_q[b] - edge[p, b] * Qa[j, b])
+            grad[s] += g
+
+
+filter_history = jit(_filter_history)
+filter_history_parallel = jit_parallel(_filter_history)
+chunk_factors = jit(_chunk_factors)
+chunk_factors_parallel = jit_parallel(_chunk_factors)
+weight_chunk = jit(_weight_chunk)
+weight_chunk_parallel = jit_parallel(_weight_chunk)
+synaptic_delay_chunk = jit(_synaptic_delay_chunk)
+synaptic_delay_chunk_parallel = jit_parallel(_synaptic_delay_chunk)
+unit_delay_signal = jit(_unit_delay_signal)
+unit_delay_signal_parallel = jit_parallel(_unit_delay_signal)
+unit_delay_chunk = jit(_unit_delay_chunk)
+unit_delay_chunk_parallel = jit_parallel(_unit_delay_chunk)
