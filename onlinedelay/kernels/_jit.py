@@ -2,7 +2,8 @@
 
 Kernels are compiled lazily on first call (never at import) and cached on disk unless
 ``ONLINEDELAY_NUMBA_CACHE=0``.  fastmath stays off: thresholds and NaN checks need IEEE
-behaviour.  ``error_model="numpy"`` makes a division by zero give inf/nan instead of raising.
+behaviour; kernels that only multiply and add may allow ``contract=True`` (fused multiply-add,
+one rounding instead of two).  ``error_model="numpy"`` makes a division by zero give inf/nan instead of raising.
 Kernels whose outer loop is a ``prange`` over rows also get a parallel build (each thread owns
 the rows it writes); serial builds treat ``prange`` as ``range``.
 """
@@ -21,12 +22,16 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
 
-def jit(function):
+def _fastmath(contract: bool):
+    return {"contract"} if contract else False
+
+
+def jit(function, contract: bool = False):
     """Compile ``function`` lazily with the project's numba settings (serial)."""
-    return njit(cache=CACHE, error_model="numpy", nogil=True)(function)
+    return njit(cache=CACHE, error_model="numpy", nogil=True, fastmath=_fastmath(contract))(function)
 
 
-def jit_parallel(function):
+def jit_parallel(function, contract: bool = False):
     """The same kernel built with ``parallel=True`` (its ``prange`` loops spread over threads).
 
     numba's disk cache names entries after the function and does not include ``parallel`` in the
@@ -39,4 +44,4 @@ def jit_parallel(function):
     clone.__qualname__ = function.__qualname__ + "_parallel"
     clone.__module__ = function.__module__
     clone.__doc__ = function.__doc__
-    return njit(cache=CACHE, error_model="numpy", nogil=True, parallel=True)(clone)
+    return njit(cache=CACHE, error_model="numpy", nogil=True, parallel=True, fastmath=_fastmath(contract))(clone)

@@ -124,22 +124,29 @@ def _weight_chunk(xh, first_step, n, indptr, pre, delay_steps, P, Q, A, decay_n,
     for j in prange(n_post):
         acc_p = np.empty(n_batch, P.dtype)
         acc_q = np.empty(n_batch, P.dtype)
+        zero = np.zeros(n_batch, P.dtype)
         for s in range(indptr[j], indptr[j + 1]):
             i = pre[s]
             start = (first_step - delay_steps[s]) % n_hist
             acc_p[:] = 0.0
             acc_q[:] = 0.0
             for u in range(n):
+                slot = np.uint64(start + u)               # unsigned: no wrap-around test, so LLVM vectorises
                 for b in range(n_batch):
-                    v = xh[i, start + u, b]
+                    v = xh[i, slot, b]
                     acc_p[b] += P[j, u, b] * v
                     acc_q[b] += Q[j, u, b] * v
-            g = 0.0
-            for b in range(n_batch):
-                e = ebar[s, b]
-                g += e * A[j, b] + acc_p[b]
-                ebar[s, b] = decay_n * e + acc_q[b]
-            grad[s] += g
+            _finish(s, j, 1.0, acc_p, acc_q, zero, A, A, A, decay_n, ebar, grad)
+
+
+def _finish(s, j, w, acc_p, acc_q, edge, A, Pa, Qa, decay_n, ebar, grad):
+    """End of a synapse's chunk: g += sum_b E A + w (acc_p - edge Pa); E <- kappa^n E + w (acc_q - edge Qa)."""
+    g = 0.0
+    for b in range(acc_p.size):
+        e = ebar[s, b]
+        g += e * A[j, b] + w * (acc_p[b] - edge[b] * Pa[j, b])
+        ebar[s, b] = decay_n * e + w * (acc_q[b] - edge[b] * Qa[j, b])
+    grad[s] += g
 
 
 def _synaptic_delay_chunk(xh, xearly, first_step, n, indptr, pre, centre, taps, weight,
@@ -149,6 +156,8 @@ def _synaptic_delay_chunk(xh, xearly, first_step, n, indptr, pre, centre, taps, 
     V^u = sum_q taps[s, q] X^(u - m_q) - sum_{m_q < 0} taps[s, q] alpha^(u+1) X^(-m_q-1),
     m_q = centre[s] - K + q.  centre, taps : from gaussian_taps; weight : (n_syn,).
     ebar : (n_syn, B) in place; grad : (n_syn,) accumulated.
+    The default window (K = 3, seven taps) sums the taps in registers; other widths go through a
+    per-synapse buffer.
     """
     n_hist = xh.shape[1] // 2
     n_batch = xh.shape[2]
@@ -163,30 +172,42 @@ def _synaptic_delay_chunk(xh, xearly, first_step, n, indptr, pre, centre, taps, 
         for s in range(indptr[j], indptr[j + 1]):
             i = pre[s]
             c = centre[s]
-            signal[:, :] = 0.0
-            for q in range(n_taps):
-                tap = taps[s, q]
-                start = (first_step - (c - half_width + q)) % n_hist
+            # tap q reads step u - m_q = u + K - c - q: slots first .. descending by one per tap; keep
+            # them >= 0 by starting in the mirror's upper half when needed
+            top = (first_step + half_width - c) % n_hist
+            if top < n_taps - 1:
+                top += n_hist
+            acc_p[:] = 0.0
+            acc_q[:] = 0.0
+            if n_taps == 7:
+                t0, t1, t2, t3 = taps[s, 0], taps[s, 1], taps[s, 2], taps[s, 3]
+                t4, t5, t6 = taps[s, 4], taps[s, 5], taps[s, 6]
+                for u in range(n):
+                    k = top + u
+                    k0, k1, k2, k3 = np.uint64(k), np.uint64(k - 1), np.uint64(k - 2), np.uint64(k - 3)
+                    k4, k5, k6 = np.uint64(k - 4), np.uint64(k - 5), np.uint64(k - 6)
+                    for b in range(n_batch):
+                        v = (t0 * xh[i, k0, b] + t1 * xh[i, k1, b] + t2 * xh[i, k2, b] + t3 * xh[i, k3, b]
+                             + t4 * xh[i, k4, b] + t5 * xh[i, k5, b] + t6 * xh[i, k6, b])
+                        acc_p[b] += P[j, u, b] * v
+                        acc_q[b] += Q[j, u, b] * v
+            else:
+                signal[:, :] = 0.0
+                for q in range(n_taps):
+                    tap = taps[s, q]
+                    for u in range(n):
+                        slot = np.uint64(top + u - q)
+                        for b in range(n_batch):
+                            signal[u, b] += tap * xh[i, slot, b]
                 for u in range(n):
                     for b in range(n_batch):
-                        signal[u, b] += tap * xh[i, start + u, b]
+                        acc_p[b] += P[j, u, b] * signal[u, b]
+                        acc_q[b] += Q[j, u, b] * signal[u, b]
             edge[:] = 0.0
             for q in range(half_width - c):             # taps reading ahead of step 0
                 for b in range(n_batch):
                     edge[b] += taps[s, q] * xearly[i, half_width - c - q - 1, b]
-            acc_p[:] = 0.0
-            acc_q[:] = 0.0
-            for u in range(n):
-                for b in range(n_batch):
-                    acc_p[b] += P[j, u, b] * signal[u, b]
-                    acc_q[b] += Q[j, u, b] * signal[u, b]
-            w = weight[s]
-            g = 0.0
-            for b in range(n_batch):
-                e = ebar[s, b]
-                g += e * A[j, b] + w * (acc_p[b] - edge[b] * Pa[j, b])
-                ebar[s, b] = decay_n * e + w * (acc_q[b] - edge[b] * Qa[j, b])
-            grad[s] += g
+            _finish(s, j, weight[s], acc_p, acc_q, edge, A, Pa, Qa, decay_n, ebar, grad)
 
 
 def _unit_delay_signal(xh, xearly, first_step, n, pre_of_delay, centre, taps, signal, edge):
@@ -202,13 +223,16 @@ def _unit_delay_signal(xh, xearly, first_step, n, pre_of_delay, centre, taps, si
     for p in prange(centre.size):
         i = pre_of_delay[p]
         c = centre[p]
+        top = (first_step + half_width - c) % n_hist
+        if top < n_taps - 1:
+            top += n_hist
         signal[p, :n, :] = 0.0
         for q in range(n_taps):
             tap = taps[p, q]
-            start = (first_step - (c - half_width + q)) % n_hist
             for u in range(n):
+                slot = np.uint64(top + u - q)
                 for b in range(n_batch):
-                    signal[p, u, b] += tap * xh[i, start + u, b]
+                    signal[p, u, b] += tap * xh[i, slot, b]
         edge[p, :] = 0.0
         for q in range(half_width - c):
             for b in range(n_batch):
@@ -235,24 +259,19 @@ def _unit_delay_chunk(signal, edge, n, indptr, delay_of_syn, weight, P, Q, A, Pa
                     v = signal[p, u, b]
                     acc_p[b] += P[j, u, b] * v
                     acc_q[b] += Q[j, u, b] * v
-            w = weight[s]
-            g = 0.0
-            for b in range(n_batch):
-                e = ebar[s, b]
-                g += e * A[j, b] + w * (acc_p[b] - edge[p, b] * Pa[j, b])
-                ebar[s, b] = decay_n * e + w * (acc_q[b] - edge[p, b] * Qa[j, b])
-            grad[s] += g
+            _finish(s, j, weight[s], acc_p, acc_q, edge[p], A, Pa, Qa, decay_n, ebar, grad)
 
 
-filter_history = jit(_filter_history)
-filter_history_parallel = jit_parallel(_filter_history)
-chunk_factors = jit(_chunk_factors)
-chunk_factors_parallel = jit_parallel(_chunk_factors)
-weight_chunk = jit(_weight_chunk)
-weight_chunk_parallel = jit_parallel(_weight_chunk)
-synaptic_delay_chunk = jit(_synaptic_delay_chunk)
-synaptic_delay_chunk_parallel = jit_parallel(_synaptic_delay_chunk)
-unit_delay_signal = jit(_unit_delay_signal)
-unit_delay_signal_parallel = jit_parallel(_unit_delay_signal)
-unit_delay_chunk = jit(_unit_delay_chunk)
-unit_delay_chunk_parallel = jit_parallel(_unit_delay_chunk)
+_finish = jit(_finish, contract=True)
+filter_history = jit(_filter_history, contract=True)
+filter_history_parallel = jit_parallel(_filter_history, contract=True)
+chunk_factors = jit(_chunk_factors, contract=True)
+chunk_factors_parallel = jit_parallel(_chunk_factors, contract=True)
+weight_chunk = jit(_weight_chunk, contract=True)
+weight_chunk_parallel = jit_parallel(_weight_chunk, contract=True)
+synaptic_delay_chunk = jit(_synaptic_delay_chunk, contract=True)
+synaptic_delay_chunk_parallel = jit_parallel(_synaptic_delay_chunk, contract=True)
+unit_delay_signal = jit(_unit_delay_signal, contract=True)
+unit_delay_signal_parallel = jit_parallel(_unit_delay_signal, contract=True)
+unit_delay_chunk = jit(_unit_delay_chunk, contract=True)
+unit_delay_chunk_parallel = jit_parallel(_unit_delay_chunk, contract=True)
