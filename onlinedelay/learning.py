@@ -63,9 +63,15 @@ class ThreeFactorLearner:
         self.lag_steps = config.half_width_steps
         # soft reset: traces are summed per chunk from the presynaptic filtered trace (kernels/chunk.py)
         self._chunked = net.config.reset == "soft"
-        net.reserve_history(max(net.config.max_delay_steps + 2 * self.lag_steps + 1, self.chunk_steps + 1))
+        net.reserve_history(max(net.config.max_delay_steps + 2 * self.lag_steps + 1,
+                                self.chunk_steps + self.lag_steps + 1))
         self._n_hist = KC.history_slots(self.chunk_steps, net.config.max_delay_steps, self.lag_steps)
         self._n_buf = self.chunk_steps + self.lag_steps
+        # weight traces trail the delay pipeline where a synaptic-delay pass can update them too
+        self._fuse = self._chunked and config.learn_delays and any(
+            mode == "synaptic" and proj.delay.size for proj, mode in
+            zip((net.params.input, net.params.recurrent), (net.config.input_delays, net.config.recurrent_delays)))
+        self._no_trace, self._no_grad = np.zeros((0, 1), net.dtype), np.zeros(0, net.dtype)
         n_h, n_out = net.config.n_hidden, net.config.n_outputs
         if config.feedback == "random":
             rng = np.random.default_rng(self.seed)
@@ -138,7 +144,7 @@ class ThreeFactorLearner:
             zbar=np.zeros((c.n_hidden, batch), dt), bbar=np.zeros(batch, dt),
             input=self._traces(p.input, c.input_delays, batch),
             recurrent=self._traces(p.recurrent, c.recurrent_delays, batch),
-            t=np.zeros(1, np.int64), flushed=np.zeros(1, np.int64), cursor=np.zeros(2, np.int64))
+            t=np.zeros(1, np.int64), flushed=np.zeros(1, np.int64), cursor=np.zeros(3, np.int64))
 
     def reset(self) -> None:
         """Zero the per-sample learning state (call with ``net.reset()``); gradients are kept."""
@@ -196,7 +202,7 @@ class ThreeFactorLearner:
                          self.grads.w_out, self.grads.b_out)
         s.t[0] = t + 1
         if self._chunked:
-            if t + 1 - s.cursor[0] >= self.chunk_steps:
+            if t + 1 - s.cursor[1] >= self._n_buf:       # the buffer is full
                 self._advance(t + 1, final=False)
             return
         kernels = net.synapse_kernels
@@ -225,58 +231,71 @@ class ThreeFactorLearner:
         """The serial or parallel build of a chunk kernel, following the network's thread count."""
         return getattr(KC, name + "_parallel" if self.net.threads > 1 else name)
 
-    def _advance(self, t_end: int, final: bool) -> None:
-        """Soft reset: sum the traces of the pending steps before ``t_end`` in one pass per projection.
+    def _advance(self, t_end: int, final: bool, catch_up: bool = False) -> None:
+        """Soft reset: sum the traces of pending steps in one pass per projection (kernels/chunk.py).
 
-        Weight traces of steps [cursor[0], t_end); delay traces of [cursor[1], t_end - K), or up to
-        ``t_end`` when ``final`` (end of sample: the filtered trace runs on K steps with zero input).
+        Delay traces run K steps behind: steps [cursor[1], t_end - K), or up to ``t_end`` when
+        ``final`` (end of sample: the filtered trace runs on K steps with zero input).  Weight traces
+        of steps [cursor[0], .) run up to ``t_end``, except that with learned synaptic delays they
+        trail the delays, so one pass over each synapse updates both (the centre tap of the delay
+        window is the weight's input); ``catch_up`` (before an update) brings them to ``t_end``.
         """
         c, s = self.net.config, self.state
         w_first, d_first = int(s.cursor[0]), int(s.cursor[1])
         d_end = t_end if final else max(d_first, t_end - self.lag_steps)
-        x_end = t_end + self.lag_steps if final else t_end
+        w_end = max(w_first, d_end) if self._fuse and not (final or catch_up) else t_end
+        fused = self._fuse and (w_first, w_end) == (d_first, d_end)
         P, Q = s.factors[0], s.factors[1]
         A, Pa, Qa = s.factors_b[0], s.factors_b[1], s.factors_b[2]
         factors = self._kernel("chunk_factors")
         scale = c.readout_gain * c.input_gain
+        x_end = t_end + self.lag_steps if final else t_end
+        x_first = int(s.cursor[2])
         for proj, tr, hist, _, _ in self._projections():
             if proj.weight.size:
-                self._kernel("filter_history")(hist, w_first, x_end, t_end - 1, c.decay_mem, tr.xh, tr.xearly)
-        n = t_end - w_first
-        if n > 0:
+                self._kernel("filter_history")(hist, x_first, x_end, t_end - 1, c.decay_mem, tr.xh, tr.xearly)
+        n = w_end - w_first
+        if n > 0 and not fused:
             factors(s.psi_buf, s.signal_buf, w_first - d_first, n, w_first, c.decay_out, scale, c.decay_mem,
                     P, Q, A, Pa, Qa)
             for proj, tr, _, g_w, _ in self._projections():
                 self._kernel("weight_chunk")(tr.xh, w_first, n, proj.indptr, proj.pre, proj.delay_steps,
                                              P, Q, A, c.decay_out ** n, tr.ebar_w, g_w)
         n = d_end - d_first
-        learning = [(proj, tr, g_d, taps, mode) for (proj, tr, _, _, g_d), taps, mode
-                    in zip(self._projections(), self._taps, self._delay_modes) if self._learns_delays(proj)]
-        if n > 0 and learning:
+        if n > 0 and (fused or any(self._learns_delays(proj) for proj, *_ in self._projections())):
             self._refresh_taps()
             factors(s.psi_buf, s.signal_buf, 0, n, d_first, c.decay_out, scale, c.decay_mem, P, Q, A, Pa, Qa)
-            for proj, tr, g_d, (centre, taps), mode in learning:
-                if mode == "synaptic":
+            decay_n = c.decay_out ** n
+            for (proj, tr, _, g_w, g_d), (centre, taps), mode in zip(self._projections(), self._taps,
+                                                                      self._delay_modes):
+                learns = self._learns_delays(proj)
+                if learns and mode == "synaptic":
+                    ebar_w, grad_w = (tr.ebar_w, g_w) if fused else (self._no_trace, self._no_grad)
                     self._kernel("synaptic_delay_chunk")(tr.xh, tr.xearly, d_first, n, proj.indptr, proj.pre,
-                                                         centre, taps, proj.weight, P, Q, A, Pa, Qa,
-                                                         c.decay_out ** n, tr.ebar_d, g_d)
-                else:
+                                                         centre, taps, proj.weight, P, Q, A, Pa, Qa, decay_n,
+                                                         tr.ebar_d, g_d, ebar_w, grad_w)
+                    continue
+                if learns:
                     self._kernel("unit_delay_signal")(tr.xh, tr.xearly, d_first, n, proj.pre_of_delay, centre,
                                                       taps, tr.unit_signal, tr.unit_edge)
                     self._kernel("unit_delay_chunk")(tr.unit_signal, tr.unit_edge, n, proj.indptr,
-                                                     proj.delay_of_syn, proj.weight, P, Q, A, Pa, Qa,
-                                                     c.decay_out ** n, tr.ebar_d, g_d)
+                                                     proj.delay_of_syn, proj.weight, P, Q, A, Pa, Qa, decay_n,
+                                                     tr.ebar_d, g_d)
+                if fused:
+                    self._kernel("weight_chunk")(tr.xh, d_first, n, proj.indptr, proj.pre, proj.delay_steps,
+                                                 P, Q, A, decay_n, tr.ebar_w, g_w)
         keep = t_end - d_end                        # buffered steps still pending for the delays
         if d_end > d_first and keep > 0:
             for buf in (s.psi_buf, s.signal_buf):
                 buf[:keep] = buf[d_end - d_first:t_end - d_first].copy()
-        s.cursor[0], s.cursor[1] = t_end, d_end
+        s.cursor[:] = w_end, d_end, max(x_first, x_end)
 
     def _catch_up(self) -> None:
-        """Soft reset, mid-sample: sum every pending step, so the gradients are those of the steps taken."""
+        """Soft reset, mid-sample: sum every pending weight step (delays stay K behind), so the
+        gradients are those of the steps taken, as the per-step rule has them."""
         s = self.state
         if self._chunked and not s.flushed[0] and int(s.t[0]) > s.cursor[0]:
-            self._advance(int(s.t[0]), final=False)
+            self._advance(int(s.t[0]), final=False, catch_up=True)
 
     def _delay_step(self, tau: int, t_last: int) -> None:
         """Hard reset: delay traces at the lagged step ``tau``; ring entries after ``t_last`` count as zero."""

@@ -85,7 +85,7 @@ class LearnerState(NamedTuple):
     recurrent: ProjectionTraces
     t: np.ndarray             # (1,) int64, steps seen since reset
     flushed: np.ndarray       # (1,) int64, 1 once the delay pipeline has been flushed
-    cursor: np.ndarray        # (2,) int64 soft reset: first step whose weight / delay traces are pending
+    cursor: np.ndarray        # (3,) int64 soft reset: first step whose weight / delay traces are pending, first unfiltered step
 
 
 class Gradients(NamedTuple):

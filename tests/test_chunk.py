@@ -75,12 +75,15 @@ def test_chunked_traces_equal_the_recursion(case, mode, seed, dtype, build):
     A, Pa, Qa = (np.zeros((n_post, B), dtype) for _ in range(3))
     ebar_w, grad_w = np.zeros((n_syn, B), dtype), np.zeros(n_syn, dtype)
     ebar_d, grad_d = np.zeros((n_syn, B), dtype), np.zeros(n_syn, dtype)
+    fused_w, fused_g = np.zeros((n_syn, B), dtype), np.zeros(n_syn, dtype)   # weights in the delay pass
+    no_w, no_g = np.zeros((0, B), dtype), np.zeros(0, dtype)
     signal_u, edge_u = np.zeros((n_units, n_buf, B), dtype), np.zeros((n_units, B), dtype)
     centre_k, taps_k, weight_k, pre_of_delay = (centre.astype(np.int32), cast(taps, dtype), cast(weight, dtype),
                                                 np.arange(n_units, dtype=np.int32))
     delay_of_syn = np.arange(n_syn, dtype=np.int32) if mode == "synaptic" else pre.copy()
     zeros = np.zeros((B, n_syn))
     r_w, r_d = (zeros, zeros, np.zeros(n_syn)), (zeros, zeros, np.zeros(n_syn))
+    r_w_at = {0: r_w}                                                     # reference weight traces by step
     decay = np.full((B, n_post), ALPHA)
     scale = GAIN_OUT * GAIN
     w_next = d_next = 0
@@ -102,6 +105,7 @@ def test_chunked_traces_equal_the_recursion(case, mode, seed, dtype, build):
         for ref_t in range(ref_t, t_end):
             psi, signal, _ = factors[ref_t]
             r_w = ref_weight_traces(x, ref_t, post, pre, d_int, psi, signal, decay, *TRACE_ARGS, *r_w)
+            r_w_at[ref_t + 1] = r_w
         ref_t = t_end
         assert_close(ebar_w.T, r_w[1], dtype, 1.0 + np.abs(r_w[1]).max(), f"ebar_w at {t_end}")
         assert_close(grad_w, r_w[2], dtype, 1.0 + np.abs(r_w[2]).max(), f"grad_w at {t_end}")
@@ -112,8 +116,13 @@ def test_chunked_traces_equal_the_recursion(case, mode, seed, dtype, build):
             run("chunk_factors", build, psi_all, sig_all, d_next, n, d_next, DECAY_OUT, scale, ALPHA,
                 P, Q, A, Pa, Qa)
             if mode == "synaptic":
+                fused = seed == 0                 # weight traces of the same steps in the same pass, or not
                 run("synaptic_delay_chunk", build, xh, xearly, d_next, n, indptr, pre, centre_k, taps_k, weight_k,
-                    P, Q, A, Pa, Qa, DECAY_OUT ** n, ebar_d, grad_d)
+                    P, Q, A, Pa, Qa, DECAY_OUT ** n, ebar_d, grad_d, *((fused_w, fused_g) if fused else (no_w, no_g)))
+                if fused:
+                    ref = r_w_at[d_end]
+                    assert_close(fused_w.T, ref[1], dtype, 1.0 + np.abs(ref[1]).max(), f"fused ebar_w at {d_end}")
+                    assert_close(fused_g, ref[2], dtype, 1.0 + np.abs(ref[2]).max(), f"fused grad_w at {d_end}")
             else:
                 run("unit_delay_signal", build, xh, xearly, d_next, n, pre_of_delay, centre_k, taps_k,
                     signal_u, edge_u)

@@ -150,12 +150,14 @@ def _finish(s, j, w, acc_p, acc_q, edge, A, Pa, Qa, decay_n, ebar, grad):
 
 
 def _synaptic_delay_chunk(xh, xearly, first_step, n, indptr, pre, centre, taps, weight,
-                          P, Q, A, Pa, Qa, decay_n, ebar, grad):
-    """Per-synapse delay traces over ``n`` lagged steps from ``first_step``.
+                          P, Q, A, Pa, Qa, decay_n, ebar, grad, ebar_w, grad_w):
+    """Per-synapse delay traces over ``n`` lagged steps from ``first_step`` (and the weight traces).
 
     V^u = sum_q taps[s, q] X^(u - m_q) - sum_{m_q < 0} taps[s, q] alpha^(u+1) X^(-m_q-1),
     m_q = centre[s] - K + q.  centre, taps : from gaussian_taps; weight : (n_syn,).
     ebar : (n_syn, B) in place; grad : (n_syn,) accumulated.
+    The weight traces of the same steps read the centre tap (centre = the forward delay): pass
+    ebar_w (n_syn, B) and grad_w (n_syn,) to update them in the same pass, or empty arrays.
     The default window (K = 3, seven taps) sums the taps in registers; other widths go through a
     per-synapse buffer.
     """
@@ -168,7 +170,10 @@ def _synaptic_delay_chunk(xh, xearly, first_step, n, indptr, pre, centre, taps, 
         signal = np.empty((n, n_batch), P.dtype)
         acc_p = np.empty(n_batch, P.dtype)
         acc_q = np.empty(n_batch, P.dtype)
+        acc_wp = np.empty(n_batch, P.dtype)
+        acc_wq = np.empty(n_batch, P.dtype)
         edge = np.empty(n_batch, P.dtype)
+        zero = np.zeros(n_batch, P.dtype)
         for s in range(indptr[j], indptr[j + 1]):
             i = pre[s]
             c = centre[s]
@@ -179,6 +184,8 @@ def _synaptic_delay_chunk(xh, xearly, first_step, n, indptr, pre, centre, taps, 
                 top += n_hist
             acc_p[:] = 0.0
             acc_q[:] = 0.0
+            acc_wp[:] = 0.0
+            acc_wq[:] = 0.0
             if n_taps == 7:
                 t0, t1, t2, t3 = taps[s, 0], taps[s, 1], taps[s, 2], taps[s, 3]
                 t4, t5, t6 = taps[s, 4], taps[s, 5], taps[s, 6]
@@ -187,10 +194,15 @@ def _synaptic_delay_chunk(xh, xearly, first_step, n, indptr, pre, centre, taps, 
                     k0, k1, k2, k3 = np.uint64(k), np.uint64(k - 1), np.uint64(k - 2), np.uint64(k - 3)
                     k4, k5, k6 = np.uint64(k - 4), np.uint64(k - 5), np.uint64(k - 6)
                     for b in range(n_batch):
-                        v = (t0 * xh[i, k0, b] + t1 * xh[i, k1, b] + t2 * xh[i, k2, b] + t3 * xh[i, k3, b]
+                        x3 = xh[i, k3, b]
+                        v = (t0 * xh[i, k0, b] + t1 * xh[i, k1, b] + t2 * xh[i, k2, b] + t3 * x3
                              + t4 * xh[i, k4, b] + t5 * xh[i, k5, b] + t6 * xh[i, k6, b])
-                        acc_p[b] += P[j, u, b] * v
-                        acc_q[b] += Q[j, u, b] * v
+                        p = P[j, u, b]
+                        q = Q[j, u, b]
+                        acc_p[b] += p * v
+                        acc_q[b] += q * v
+                        acc_wp[b] += p * x3
+                        acc_wq[b] += q * x3
             else:
                 signal[:, :] = 0.0
                 for q in range(n_taps):
@@ -200,14 +212,19 @@ def _synaptic_delay_chunk(xh, xearly, first_step, n, indptr, pre, centre, taps, 
                         for b in range(n_batch):
                             signal[u, b] += tap * xh[i, slot, b]
                 for u in range(n):
+                    slot = np.uint64(top + u - half_width)
                     for b in range(n_batch):
                         acc_p[b] += P[j, u, b] * signal[u, b]
                         acc_q[b] += Q[j, u, b] * signal[u, b]
+                        acc_wp[b] += P[j, u, b] * xh[i, slot, b]
+                        acc_wq[b] += Q[j, u, b] * xh[i, slot, b]
             edge[:] = 0.0
             for q in range(half_width - c):             # taps reading ahead of step 0
                 for b in range(n_batch):
                     edge[b] += taps[s, q] * xearly[i, half_width - c - q - 1, b]
             _finish(s, j, weight[s], acc_p, acc_q, edge, A, Pa, Qa, decay_n, ebar, grad)
+            if ebar_w.shape[0]:
+                _finish(s, j, 1.0, acc_wp, acc_wq, zero, A, A, A, decay_n, ebar_w, grad_w)
 
 
 def _unit_delay_signal(xh, xearly, first_step, n, pre_of_delay, centre, taps, signal, edge):
