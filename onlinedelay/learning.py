@@ -10,7 +10,10 @@ every ``net.step``, runs (spec section 8)::
     delay traces at tau = t - K (lagged, the Gaussian kernel is non-causal): g_D += L^tau ebar_D^tau
 
 ``flush()`` runs the last K lagged delay steps at the end of a sample (inputs after the end
-count as zero).  Updates: ``accumulate`` sums gradients over a sample/batch and applies them
+count as zero).  With the soft reset the synapse traces are not touched every step: the
+per-neuron factors (psi, L) are buffered and each synapse's traces are summed in closed form
+once per chunk of steps (kernels/chunk.py); gradients are complete after ``flush()`` and are
+brought up to date before every update.  Updates: ``accumulate`` sums gradients over a sample/batch and applies them
 once; ``online`` applies them every ``update_every_steps`` steps.  With symmetric feedback,
 the reset and recurrent spikes treated as constants, the accumulated gradients equal BPTT of
 the Gaussian-relaxed model exactly (tests/test_gradients.py).
@@ -40,6 +43,9 @@ class ThreeFactorLearner:
     net : Network, the network to train (its rings are enlarged for the Gaussian window)
     config : LearningConfig
     seed : int, seeds the random feedback matrix
+    chunk_steps : int, soft reset only: the synapse traces are summed once per this many steps
+        (kernels/chunk.py); any value gives the same gradients up to rounding.  Larger chunks
+        read and write each trace less often but hold more history (fixed, whatever T).
 
     Examples
     --------
@@ -48,7 +54,7 @@ class ThreeFactorLearner:
     >>> learner.apply(grads)                          # one optimizer step
     """
 
-    def __init__(self, net: Network, config: LearningConfig | None = None, seed: int = 0, chunk_steps: int = 16):
+    def __init__(self, net: Network, config: LearningConfig | None = None, seed: int = 0, chunk_steps: int = 32):
         if not isinstance(net, Network):
             raise TypeError(f"net must be a Network, got {type(net).__name__}")
         config = LearningConfig() if config is None else config

@@ -91,9 +91,9 @@ def _chunk_factors(psi, signal, lo, n, first_step, kappa, scale, alpha, P, Q, A,
     for u in range(n):
         early[u] = alpha ** (first_step + u + 1)
     for j in prange(n_post):
-        lam = np.zeros(n_batch)
-        pa = np.zeros(n_batch)
-        qa = np.zeros(n_batch)
+        lam = np.zeros(n_batch, P.dtype)
+        pa = np.zeros(n_batch, P.dtype)
+        qa = np.zeros(n_batch, P.dtype)
         kq = 1.0
         for u in range(n - 1, -1, -1):
             for b in range(n_batch):

@@ -75,13 +75,13 @@ def readout_traces(z, delta, decay, gain, zbar, bbar, grad_w_out, grad_bias):
     for j in range(n_hidden):
         for b in range(n_batch):
             zbar[j, b] = decay * zbar[j, b] + gain * z[j, b]
+    zbar_t = zbar.T.copy()                      # (B, n_hidden): the hidden axis innermost below
     for k in range(n_out):
         acc_b = 0.0
         for b in range(n_batch):
             acc_b += delta[k, b] * bbar[b]
         grad_bias[k] += acc_b
-        for j in range(n_hidden):
-            acc = 0.0
-            for b in range(n_batch):
-                acc += delta[k, b] * zbar[j, b]
-            grad_w_out[k, j] += acc
+        for b in range(n_batch):
+            d = delta[k, b]
+            for j in range(n_hidden):
+                grad_w_out[k, j] += d * zbar_t[b, j]
