@@ -399,6 +399,7 @@ class ThreeFactorLearner:
             self._sync_delay_grads()
         p, lc = self.net.params, self.config
         self.optimizer.step(p, self.grads)
+        self.net.parameters_changed()       # weights (and delays) changed: spikes in flight are re-read
         clipped = 0
         if lc.learn_delays and lc.lr_delays > 0:
             for proj in (p.input, p.recurrent):

@@ -14,6 +14,16 @@ Per step t (spec sections 2-4)::
 Delays are real numbers in ``[0, max_delay_steps]``; the forward pass uses
 ``floor(D + 0.5)``.  The ring holds ``n_slots >= max_delay_steps + 1`` past steps (a learner
 reserves more for its Gaussian window).
+
+The current is event-driven (push): every active presynaptic unit adds ``w x`` through its
+outgoing synapses to the future-current ring ``future[(t + d) % n_slots]`` and step t takes
+``future[t % n_slots]``; silent units cost nothing.  A step whose push would cost more than a pull
+(dense activity over a large batch) is flagged and pulled instead (``K.pulled_current``).  The sums
+equal the pull over every synapse (``K.delayed_current``) up to the order of the additions
+(bit-identical without delays).  Weights and delays are read when a spike is pushed, so after a
+parameter change mid-sample (:meth:`Network.parameters_changed`) the ring is discarded at the next
+step and the spikes still in flight are pulled from the history rings with the new parameters
+until they have arrived (at most ``max_delay_steps`` steps): exactly the pull model's semantics.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from .config import NetworkConfig
 from .state import NetworkState, Parameters, Projection, assign_tuple, copy_tuple, fill_tuple
 
 _INT = np.int32
+PULLING_BUDGET = 0.5      # fraction of a pull's cost a push may cost while earlier steps are pulled anyway
 
 
 def _build_projection(rng, rng_delay, n_pre, n_post, density, delay_mode, exclude_self, config, dtype):
@@ -98,6 +109,24 @@ def init_parameters(config: NetworkConfig, seed: int, dtype="float32") -> Parame
     return Parameters(inp, rec, w_out, b_out)
 
 
+class EventIndex(NamedTuple):
+    """Synapses of a CSR projection grouped by presynaptic unit (CSC view), for the push kernels."""
+
+    out_indptr: np.ndarray    # (n_pre + 1,) int32: unit i's outgoing synapses are out_syn[out_indptr[i]:out_indptr[i + 1]]
+    out_syn: np.ndarray       # (n_syn,) int32, CSR index of each outgoing synapse (ascending within a unit)
+    out_post: np.ndarray      # (n_syn,) int32, postsynaptic neuron of each outgoing synapse
+
+
+def event_index(proj: Projection, n_pre: int) -> EventIndex:
+    """The CSC view of ``proj`` (``n_pre`` presynaptic units); weights and delays stay in CSR order."""
+    n_post = proj.indptr.size - 1
+    out_syn = np.argsort(proj.pre, kind="stable").astype(_INT)
+    out_indptr = np.zeros(n_pre + 1, _INT)
+    np.cumsum(np.bincount(proj.pre, minlength=n_pre), out=out_indptr[1:])
+    post = np.repeat(np.arange(n_post, dtype=_INT), np.diff(proj.indptr))
+    return EventIndex(out_indptr, out_syn, post[out_syn].astype(_INT))
+
+
 def dense_weights(proj: Projection, n_pre: int) -> np.ndarray:
     """(n_post, n_pre) weight matrix of a projection, 0 where no synapse exists."""
     n_post = proj.indptr.size - 1
@@ -152,7 +181,9 @@ class Network:
         self.params = init_parameters(config, self.seed, self.dtype)
         self.n_slots = config.max_delay_steps + 1
         self.state = self._allocate(_check_batch(batch_size))
-        self.delay_version = 0        # bumped whenever delays change (learners cache derived tables)
+        self.delay_version = 0        # bumped whenever parameters change (learners cache derived tables)
+        self._future_version = 0      # the delay_version the future-current ring was built with
+        self._build_event_index()
         self.set_threads(threads)
 
     # -- allocation and reset -------------------------------------------------------------
@@ -168,6 +199,10 @@ class Network:
             y=np.zeros((c.n_outputs, batch_size), dt),
             hist_in=np.zeros((self.n_slots, c.n_inputs, batch_size), dt),
             hist_rec=np.zeros((rec_slots, n_h, batch_size), dt),
+            future=np.zeros((self.n_slots, n_h, batch_size), dt),
+            pulled_in=np.zeros(self.n_slots, np.uint8),
+            pulled_rec=np.zeros(rec_slots, np.uint8),
+            pull_until=np.zeros(2, np.int64),
             t=np.zeros(1, np.int64),
         )
 
@@ -183,11 +218,11 @@ class Network:
             self.synapse_kernels = SynapseKernels(
                 K.delayed_current_parallel, K.weight_traces_parallel, K.xi_from_taps_parallel,
                 K.delay_traces_parallel, K.synaptic_delay_traces_parallel, K.filter_presynaptic_parallel,
-                K.weight_traces_filtered_parallel, K.synaptic_delay_traces_filtered_parallel)
+                K.weight_traces_filtered_parallel, K.synaptic_delay_traces_filtered_parallel, K.pulled_current_parallel)
         else:
             self.synapse_kernels = SynapseKernels(
                 K.delayed_current, K.weight_traces, K.xi_from_taps, K.delay_traces, K.synaptic_delay_traces,
-                K.filter_presynaptic, K.weight_traces_filtered, K.synaptic_delay_traces_filtered)
+                K.filter_presynaptic, K.weight_traces_filtered, K.synaptic_delay_traces_filtered, K.pulled_current)
 
     @property
     def batch_size(self) -> int:
@@ -208,6 +243,7 @@ class Network:
         """Zero the state (start of a sample); optionally change the batch size."""
         if batch_size is not None and _check_batch(batch_size) != self.batch_size:
             self.state = self._allocate(batch_size)
+            self._set_budgets()
         else:
             fill_tuple(self.state, 0)
 
@@ -223,22 +259,54 @@ class Network:
         -------
         y : (B, n_outputs) readout after this step (a copy)
         """
-        self._step(self._check_input(x).T)
+        arr = np.asarray(x)
+        if arr.ndim == 1 and self.batch_size == 1:
+            arr = arr[None, :]
+        s = self.state
+        if arr.shape == s.hist_in.shape[2:0:-1] and arr.dtype.char in _FAST_COUNTS:   # validate + write in one kernel
+            if K.write_counts(arr, s.hist_in, int(s.t[0]) % self.n_slots):
+                _check_counts(arr, "input x")              # raises, naming the first bad count
+                raise ValueError("input x holds invalid spike counts")
+            self._forward()
+        else:
+            self._step(self._check_input(x).T)
         return self.state.y.T.copy()
 
     def _step(self, x: np.ndarray) -> None:
-        """One step on validated input ``x`` of shape (n_inputs, B) and the network dtype."""
+        """One step on validated input counts ``x`` of shape (n_inputs, B) (cast into the ring)."""
+        s = self.state
+        s.hist_in[int(s.t[0]) % self.n_slots] = x
+        self._forward()
+
+    def _forward(self) -> None:
+        """The step whose input is already in ``hist_in[t % n_slots]``."""
         c, p, s = self.config, self.params, self.state
-        current = self.synapse_kernels.current
         t = int(s.t[0])
+        if self._future_version != self.delay_version or p is not self._event_params:
+            self._discard_future(t)
         slot = t % self.n_slots
-        s.hist_in[slot] = x
-        s.current[...] = 0.0
-        current(s.hist_in, t, p.input.indptr, p.input.pre, p.input.delay_steps, p.input.weight, s.current)
+        ev = self._events_in
+        # while earlier steps are being pulled anyway, a push must be much cheaper than the pull (hysteresis)
+        budget = self._budget_in if t >= s.pull_until[0] else PULLING_BUDGET * self._budget_in
+        pushed = K.push_events(s.hist_in, slot, ev.out_indptr, ev.out_syn, ev.out_post, p.input.delay_steps,
+                               p.input.weight, s.future, budget, s.pulled_in)
+        if not pushed:
+            s.pull_until[0] = max(int(s.pull_until[0]), t + self._window_in)
         if c.recurrent:
             s.hist_rec[slot] = s.z
-            current(s.hist_rec, t, p.recurrent.indptr, p.recurrent.pre, p.recurrent.delay_steps,
-                    p.recurrent.weight, s.current)
+            ev = self._events_rec
+            # a pulled input step pulls the recurrent one too: input before recurrent, as in the pull model
+            budget = self._budget_rec if t >= s.pull_until[1] else PULLING_BUDGET * self._budget_rec
+            if not K.push_events(s.hist_rec, slot, ev.out_indptr, ev.out_syn, ev.out_post, p.recurrent.delay_steps,
+                                 p.recurrent.weight, s.future, budget if pushed else -1.0, s.pulled_rec):
+                s.pull_until[1] = max(int(s.pull_until[1]), t + self._window_rec)
+        K.take_current(s.future, slot, s.current)
+        if t < s.pull_until[0]:
+            self.synapse_kernels.pulled_current(s.hist_in, t, s.pulled_in, p.input.indptr, p.input.pre,
+                                                p.input.delay_steps, p.input.weight, s.current)
+        if c.recurrent and t < s.pull_until[1]:
+            self.synapse_kernels.pulled_current(s.hist_rec, t, s.pulled_rec, p.recurrent.indptr, p.recurrent.pre,
+                                                p.recurrent.delay_steps, p.recurrent.weight, s.current)
         K.lif_step(s.current, c.decay_mem, c.input_gain, c.threshold, c.reset == "hard",
                    s.v, s.z, s.decay_eff)
         K.readout_step(s.z, p.w_out, p.b_out, c.decay_out, c.readout_gain, s.y)
@@ -283,6 +351,47 @@ class Network:
         return _check_counts(arr, "inputs")
 
     # -- parameters -------------------------------------------------------------------------
+    def parameters_changed(self) -> None:
+        """Declare that weights or delays were changed in place (mid-sample too).
+
+        Bumps ``delay_version``.  At the next step the future-current ring (built with the old
+        parameters) is discarded and the spikes still in flight are pulled from the history rings
+        with the new parameters, exactly as the pull model delivers them.
+        """
+        self.delay_version += 1
+
+    def _build_event_index(self) -> None:
+        """CSC views of both projections (connectivity is fixed; rebuilt when ``params`` is replaced)."""
+        p, c = self.params, self.config
+        self._events_in = event_index(p.input, c.n_inputs)
+        self._events_rec = event_index(p.recurrent, c.n_hidden if c.recurrent else 0)
+        self._event_params = p
+        # a spike pushed at step q arrives by q + window - 1 (delays are clipped to max_delay_steps)
+        self._window_in = (c.max_delay_steps if p.input.delay.size else 0) + 1
+        self._window_rec = (c.max_delay_steps if p.recurrent.delay.size else 0) + 1
+        self._set_budgets()
+
+    def _set_budgets(self) -> None:
+        """Push a step only while it is estimated to cost less than pulling it (always at batch 1)."""
+        B, p = self.batch_size, self.params
+        self._budget_in, self._budget_rec = (
+            np.inf if B == 1 else K.events.pull_cost(proj.pre.size, B) for proj in (p.input, p.recurrent))
+
+    def _discard_future(self, t: int) -> None:
+        """Parameters changed before step ``t``: drop the future ring, pull the spikes still in flight."""
+        if self.params is not self._event_params:
+            self._build_event_index()
+        self._future_version = self.delay_version
+        s, n = self.state, self.n_slots
+        if t == 0:
+            return                        # nothing pushed since the reset: the ring is empty
+        s.future[...] = 0.0
+        for k, (flags, window) in enumerate(((s.pulled_in, self._window_in), (s.pulled_rec, self._window_rec))):
+            if window > 1 and flags.size:
+                for q in range(max(0, t - window + 1), t):
+                    flags[q % n] = 1
+                s.pull_until[k] = max(int(s.pull_until[k]), t - 1 + window)
+
     def set_delays(self, which: str, delays) -> None:
         """Set the real delays of the ``"input"`` or ``"recurrent"`` projection (steps).
 
@@ -299,7 +408,7 @@ class Network:
             raise ValueError(f"{which} delay [{i}] = {float(arr[i])!r} is outside [0, {self.config.max_delay_steps}]")
         proj.delay[:] = arr
         refresh_delay_steps(proj, self.config.max_delay_steps)
-        self.delay_version += 1
+        self.parameters_changed()
 
     def _projection(self, which: str) -> Projection:
         if which == "input":
@@ -318,8 +427,9 @@ class Network:
 
     # -- snapshots ----------------------------------------------------------------------------
     def snapshot(self) -> dict:
-        """Deep copy of parameters and state (rings and step counter included)."""
-        return {"params": copy_tuple(self.params), "state": copy_tuple(self.state)}
+        """Deep copy of parameters and state (rings, future-current ring and step counter included)."""
+        in_sync = self._future_version == self.delay_version and self.params is self._event_params
+        return {"params": copy_tuple(self.params), "state": copy_tuple(self.state), "future_in_sync": in_sync}
 
     def restore(self, snap: dict) -> None:
         """Restore a :meth:`snapshot` in place (shapes must match)."""
@@ -328,8 +438,17 @@ class Network:
             self.n_slots = self.state.hist_in.shape[0]
         else:
             assign_tuple(self.state, snap["state"])
+        rebuild = any(not np.array_equal(a, b) for a, b in (
+            (self.params.input.indptr, snap["params"].input.indptr), (self.params.input.pre, snap["params"].input.pre),
+            (self.params.recurrent.indptr, snap["params"].recurrent.indptr),
+            (self.params.recurrent.pre, snap["params"].recurrent.pre)))
         assign_tuple(self.params, snap["params"])
-        self.delay_version += 1
+        if rebuild:
+            self._build_event_index()
+        self._set_budgets()
+        self.parameters_changed()
+        if snap.get("future_in_sync", False):     # the restored ring was built with the restored parameters
+            self._future_version = self.delay_version
 
 
 class SynapseKernels(NamedTuple):
@@ -343,6 +462,10 @@ class SynapseKernels(NamedTuple):
     filter_presynaptic: object
     weight_traces_filtered: object
     synaptic_delay_traces_filtered: object
+    pulled_current: object    # the pull of the steps that were not pushed (forward current)
+
+
+_FAST_COUNTS = "bBhHiIlLqQfd"     # dtype.char of the counts :meth:`Network.step` checks in a kernel
 
 
 def _check_batch(batch_size) -> int:

@@ -45,6 +45,10 @@ class NetworkState(NamedTuple):
     y: np.ndarray             # (n_out, B) readout
     hist_in: np.ndarray       # (n_slots, n_in, B) ring of input counts
     hist_rec: np.ndarray      # (n_slots, N, B) ring of z^(t-1) (recurrent input); n_slots 0 without recurrence
+    future: np.ndarray        # (n_slots, N, B) current pushed but not yet arrived: step a lives in slot a % n_slots
+    pulled_in: np.ndarray     # (n_slots,) uint8, 1 where hist_in's step is not in ``future`` (pulled instead)
+    pulled_rec: np.ndarray    # (n_slots,) uint8, the same for hist_rec (0 slots without recurrence)
+    pull_until: np.ndarray    # (2,) int64, steps t < pull_until[k] receive pulled input (k: input, recurrent)
     t: np.ndarray             # (1,) int64, steps taken since reset
 
 

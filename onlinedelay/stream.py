@@ -741,7 +741,7 @@ class StreamRunner:
             return
         for a, b in zip(self._mutable(p), backup):
             a[...] = b
-        self.net.delay_version += 1
+        self.net.parameters_changed()
         opt = self.learner.optimizer
         for moments in (getattr(opt, "m", ()), getattr(opt, "v", ())):
             for arr in moments:

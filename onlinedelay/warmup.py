@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 
+from . import kernels as K
 from .config import LearningConfig, NetworkConfig
 from .learning import ThreeFactorLearner
 from .network import Network
@@ -30,5 +31,10 @@ def warmup(dtypes=("float32", "float64")) -> float:
                         learner = ThreeFactorLearner(net, LearningConfig(optimizer=optimizer, update="online"))
                         learner.run_sample(x, np.array([0, 1]), update=True)
                         net.step(x[0])
+            # the plain pull (the forward pass pushes; the pull of every synapse is kept as a reference)
+            i32 = np.int32
+            for pull in (K.delayed_current, K.delayed_current_parallel):
+                pull(np.ones((2, 1, 2), dtype), 1, np.array([0, 1], i32), np.zeros(1, i32), np.ones(1, i32),
+                     np.ones(1, dtype), np.zeros((1, 2), dtype))
         cochlea_spikes(np.zeros(480), 48000.0)                # the front end of `data generate`
     return time.perf_counter() - start

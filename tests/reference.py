@@ -67,6 +67,29 @@ def ref_delayed_current(x_hist, t, synapses, n_post):
     return out
 
 
+def ref_push_events(x_t, t, synapses, n_slots, n_post):
+    """Future-current increments of pushing step t: (n_slots, B, n_post), slot (t + d) % n_slots.
+
+    x_t: (B, n_pre) activity of step t; synapses: list of (j, i, w, d)."""
+    n_batch = x_t.shape[0]
+    out = np.zeros((n_slots, n_batch, n_post))
+    for b in range(n_batch):
+        for j, i, w, d in synapses:
+            out[(t + d) % n_slots, b, j] += w * x_t[b, i]
+    return out
+
+
+def ref_pulled_current(x_hist, t, synapses, pulled_steps, n_post):
+    """Like ref_delayed_current, counting only source steps t - d in ``pulled_steps`` (a set)."""
+    n_batch = x_hist.shape[0]
+    out = np.zeros((n_batch, n_post))
+    for b in range(n_batch):
+        for j, i, w, d in synapses:
+            if t - d >= 0 and t - d in pulled_steps:
+                out[b, j] += w * x_hist[b, t - d, i]
+    return out
+
+
 def ref_lif(current, v, z_prev, alpha, zeta, theta, hard):
     if hard:
         a = alpha * (1.0 - z_prev)

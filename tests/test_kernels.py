@@ -28,7 +28,8 @@ import pytest
 
 from onlinedelay import kernels as K
 from reference import (csr_rows, gauss_deriv, ref_adam, ref_delay_traces, ref_delayed_current,
-                       ref_learning_signal, ref_lif, ref_psi, ref_readout_error, ref_readout_step,
+                       ref_learning_signal, ref_lif, ref_psi, ref_pulled_current, ref_push_events,
+                       ref_readout_error, ref_readout_step,
                        ref_readout_traces, ref_round_delays, ref_sgd, ref_synaptic_delay_traces,
                        ref_weight_traces, ref_xi_history, ring_from_history, smoothed_train, xi_train)
 
@@ -48,7 +49,7 @@ SEEDS = [0, 1, 2]
 SERIAL, PARALLEL = "", "_parallel"
 BUILDS = [pytest.param(SERIAL, id="serial"), pytest.param(PARALLEL, id="parallel")]
 # kernels with a *_parallel build (outer prange over CSR rows / delay parameters)
-PARALLEL_KERNELS = ("delayed_current", "weight_traces", "xi_from_taps", "delay_traces",
+PARALLEL_KERNELS = ("delayed_current", "pulled_current", "weight_traces", "xi_from_taps", "delay_traces",
                     "synaptic_delay_traces", "filter_presynaptic", "weight_traces_filtered",
                     "synaptic_delay_traces_filtered")
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +145,7 @@ def spikes(rng, shape, rate):
 
 
 TESTED_KERNELS = {
-    "delayed_current", "lif_step", "readout_step", "readout_error", "readout_traces",
+    "write_counts", "delayed_current", "push_events", "take_current", "pulled_current", "lif_step", "readout_step", "readout_error", "readout_traces",
     "pseudo_derivative", "learning_signal", "weight_traces", "gaussian_taps", "xi_from_taps",
     "delay_traces", "synaptic_delay_traces", "adam_step", "sgd_step", "round_delays",
     "filter_presynaptic", "weight_traces_filtered", "synaptic_delay_traces_filtered",
@@ -278,6 +279,178 @@ def test_delayed_current_new_delay_rereads_ring(build):
         cur = np.zeros((1, 1))
         run_kernel("delayed_current", build, hist, 11, indptr, pre, np.array([d], np.int32), np.array([2.0]), cur)
         assert cur[0, 0] == 2.0 * x[11 - d]
+
+
+# ------------------------------------------------------------------------------------------------
+# push_events, take_current, pulled_current (event-driven forward current)
+# ------------------------------------------------------------------------------------------------
+def csc_of(indptr, pre, n_pre):
+    """The CSC view the network builds (onlinedelay.network.event_index), rebuilt here by hand."""
+    post = csr_rows(indptr)
+    out_syn = [s for i in range(n_pre) for s in range(pre.size) if pre[s] == i]
+    counts = np.bincount(pre, minlength=n_pre) if pre.size else np.zeros(n_pre, int)
+    out_indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    out_syn = np.array(out_syn, np.int32)
+    return out_indptr, out_syn, post[out_syn].astype(np.int32) if out_syn.size else np.zeros(0, np.int32)
+
+
+# (batch, n_pre, n_post, n_slots, slot, rate, min_fan): "sparse_batch" pushes single batch elements,
+# "dense_batch" whole rows, "mixed" both; n_pre > n_post leaves some units without synapses.
+PUSH_CASES = {
+    "basic": (3, 7, 5, 6, 2, 0.7, 0),
+    "b1": (1, 9, 6, 7, 5, 0.5, 1),
+    "single": (1, 1, 1, 4, 3, "ones", 1),
+    "sparse_batch": (16, 8, 5, 6, 4, 0.04, 1),
+    "dense_batch": (16, 6, 5, 6, 0, 2.0, 2),
+    "mixed": (24, 12, 7, 9, 8, 0.12, 2),
+    "silent": (3, 5, 4, 6, 1, 0, 1),
+    "counts": (2, 6, 5, 9, 7, 2.5, 2),
+    "no_synapses": (2, 4, 3, 5, 1, 1.0, 0),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("case", list(PUSH_CASES))
+def test_push_events(case, seed, dtype):
+    B, n_pre, n_post, n_slots, slot, rate, min_fan = PUSH_CASES[case]
+    rng = np.random.default_rng(seed)
+    indptr, pre = make_csr(rng, n_pre, n_post, min_fan=min_fan, max_fan=0 if case == "no_synapses" else None)
+    n_syn = pre.size
+    delay = random_delays(rng, n_syn, n_slots)
+    weight = f32(rng.normal(0.0, 1.0, n_syn))
+    x_t = spikes(rng, (B, n_pre), rate)
+    if case == "sparse_batch":                        # at most 2 active batch elements per unit
+        x_t[np.cumsum(x_t != 0, axis=0) > 2] = 0
+    future0 = f32(rng.normal(0.0, 1.0, (n_slots, B, n_post)))
+    syn = [(j, i, w, d) for j, i, w, d in zip(csr_rows(indptr), pre, weight, delay)]
+    ref = future0 + ref_push_events(x_t, slot, syn, n_slots, n_post)
+    scale = np.abs(future0) + ref_push_events(x_t, slot, [(j, i, abs(w), d) for j, i, w, d in syn], n_slots, n_post)
+    if case in ("silent", "no_synapses"):
+        np.testing.assert_array_equal(ref, future0)
+    else:
+        assert np.abs(ref - future0).max() > 0.1, "case pushes nothing"
+    active = (x_t != 0).sum(axis=0)[np.bincount(pre, minlength=n_pre) > 0]
+    row = 4.0 + 0.2 * B                               # events.py cost model: whole row vs one at a time
+    if case == "sparse_batch":
+        assert 0 < active.max() and (3.0 * active <= row).all()
+    if case == "dense_batch":
+        assert (3.0 * active > row).all()
+    if case == "mixed":
+        assert (3.0 * active > row).any() and ((active > 0) & (3.0 * active <= row)).any()
+
+    hist = np.zeros((n_slots, n_pre, B))
+    hist[slot] = x_t.T
+    hist[(slot + 1) % n_slots] = spikes(rng, (n_pre, B), 1.0)     # other steps must not be pushed
+    future = cast(future0.transpose(0, 2, 1), dtype)
+    pulled = np.full(n_slots, 7, np.uint8)
+    out_indptr, out_syn, out_post = csc_of(indptr, pre, n_pre)
+    pushed = K.push_events(cast(hist, dtype), slot, out_indptr, out_syn, out_post, delay, cast(weight, dtype),
+                           future, np.inf, pulled)
+    assert pushed == 1 and pulled[slot] == 0
+    assert (np.delete(pulled, slot) == 7).all()
+    assert future.dtype == dtype
+    assert_close(future.transpose(0, 2, 1), ref, dtype, scale, "push_events")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_push_events_declines_over_budget(dtype):
+    """Over budget: nothing is written, the slot is flagged for the pull; under it: the same push as inf."""
+    rng = np.random.default_rng(5)
+    B, n_pre, n_post, n_slots, slot = 8, 6, 5, 7, 3
+    indptr, pre = make_csr(rng, n_pre, n_post, min_fan=2)
+    delay = random_delays(rng, pre.size, n_slots)
+    weight = cast(f32(rng.normal(0.0, 1.0, pre.size)), dtype)
+    hist = cast(spikes(rng, (n_slots, n_pre, B), 1.5), dtype)
+    future0 = cast(f32(rng.normal(0.0, 1.0, (n_slots, n_post, B))), dtype)
+    csc = csc_of(indptr, pre, n_pre)
+    results = {}
+    for budget in (np.inf, 1e12, 1.0, 0.0):
+        future, pulled = future0.copy(), np.zeros(n_slots, np.uint8)
+        results[budget] = K.push_events(hist, slot, *csc, delay, weight, future, budget, pulled), future, pulled
+    for budget in (1.0, 0.0):
+        pushed, future, pulled = results[budget]
+        assert pushed == 0 and pulled[slot] == 1 and pulled.sum() == 1
+        assert_bitwise_equal(future, future0, "a declined push wrote")
+    pushed, future, pulled = results[1e12]
+    assert pushed == 1 and not pulled.any()
+    assert_bitwise_equal(future, results[np.inf][1], "finite budget != inf")
+    assert not np.array_equal(future, future0)
+    silent = np.zeros_like(hist)
+    pulled = np.zeros(n_slots, np.uint8)
+    assert K.push_events(silent, slot, *csc, delay, weight, future0.copy(), 0.0, pulled) == 1   # costs nothing
+    assert K.push_events(silent, slot, *csc, delay, weight, future0.copy(), -1.0, pulled) == 0  # never
+    assert pulled[slot] == 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_take_current(dtype):
+    rng = np.random.default_rng(0)
+    future = cast(f32(rng.normal(0.0, 1.0, (5, 4, 3))), dtype)
+    before = future.copy()
+    current = cast(np.full((4, 3), np.nan), dtype)
+    K.take_current(future, 2, current)
+    assert_bitwise_equal(current, before[2], "take_current")
+    assert_bitwise_equal(future[2], np.zeros((4, 3), dtype), "slot not zeroed")
+    assert_bitwise_equal(np.delete(future, 2, axis=0), np.delete(before, 2, axis=0), "other slots changed")
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("case", list(CURRENT_CASES))
+def test_pulled_current(case, seed, dtype, build):
+    B, n_pre, n_post, n_slots, t, rate, min_fan = CURRENT_CASES[case]
+    rng = np.random.default_rng(seed)
+    indptr, pre = make_csr(rng, n_pre, n_post, min_fan=min_fan)
+    delay = random_delays(rng, pre.size, n_slots)
+    weight = f32(rng.normal(0.0, 1.0, pre.size))
+    x = spikes(rng, (t + 1, B, n_pre), rate)
+    hist = ring_from_history(x, t, n_slots)
+    current0 = f32(rng.normal(0.0, 1.0, (B, n_post)))
+    pulled = (rng.random(n_slots) < 0.5).astype(np.uint8)
+    pulled[[t % n_slots, (t - n_slots + 1) % n_slots]] = [1, 0]       # delay 0 pulled, the oldest not
+    steps = {s for s in range(t - n_slots + 1, t + 1) if pulled[s % n_slots]}
+    syn = [(j, i, w, d) for j, i, w, d in zip(csr_rows(indptr), pre, weight, delay)]
+    ref = current0 + ref_pulled_current(x.transpose(1, 0, 2), t, syn, steps, n_post)
+    scale = np.abs(current0) + ref_delayed_current(x.transpose(1, 0, 2), t, [(j, i, abs(w), d) for j, i, w, d in syn],
+                                                   n_post)
+    if case in ("basic", "wrap", "all_spiking", "counts"):
+        full = current0 + ref_delayed_current(x.transpose(1, 0, 2), t, syn, n_post)
+        assert np.abs(ref - current0).max() > 0.1 and np.abs(ref - full).max() > 0.1, "flags select nothing"
+    current = batch_last(current0, dtype)
+    args = (cast(hist, dtype), t, pulled, indptr, pre, delay, cast(weight, dtype))
+    run_kernel("pulled_current", build, *args, current)
+    assert_close(current.T, ref, dtype, scale, "pulled_current")
+    # every flag set: exactly delayed_current (the same additions in the same order)
+    every, plain = batch_last(current0, dtype), batch_last(current0, dtype)
+    run_kernel("pulled_current", build, args[0], t, np.ones(n_slots, np.uint8), *args[3:], every)
+    K.delayed_current(args[0], t, *args[3:], plain)
+    assert_bitwise_equal(every, plain, "pulled_current with every flag set != delayed_current")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_dtype", [np.int64, np.int32, np.uint8, np.uint64, np.float64, np.float32])
+def test_write_counts(x_dtype, dtype):
+    rng = np.random.default_rng(0)
+    x = rng.poisson(1.5, size=(3, 5)).astype(x_dtype)
+    hist0 = cast(rng.normal(0.0, 1.0, (4, 5, 3)), dtype)
+    hist = hist0.copy()
+    assert K.write_counts(x, hist, 2) == 0
+    want = hist0.copy()
+    want[2] = x.T
+    assert_bitwise_equal(hist, want, "write_counts")
+    assert K.write_counts(x[:, ::2], hist[:, ::2], 1) == 0                      # strided views
+    np.testing.assert_array_equal(hist[1, ::2], x[:, ::2].T)
+    bad_values = [-1] if np.issubdtype(x_dtype, np.signedinteger) else []
+    if np.issubdtype(x_dtype, np.floating):
+        bad_values = [-1.0, 0.5, np.nan, np.inf, -np.inf, 1e-30]
+    for value in bad_values:
+        bad = x.copy()
+        bad[2, 4] = value
+        before = hist.copy()
+        assert K.write_counts(bad, hist, 3) == 1, value
+        assert_bitwise_equal(hist, before, f"write_counts wrote a refused step ({value})")
 
 
 # ------------------------------------------------------------------------------------------------

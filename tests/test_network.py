@@ -186,8 +186,12 @@ def test_snapshot_restore_is_bit_identical():
 ])
 def test_bad_input_is_refused_with_a_clear_message(bad, match):
     net = Network(NetworkConfig(n_inputs=5, n_hidden=3, n_outputs=2), seed=0)
+    net.step(np.ones(5, int))
+    before = net.snapshot()["state"]
     with pytest.raises(ValueError, match=match):
         net.step(bad)
+    for a, b in zip(net.state, before):            # nothing written, not even into the ring
+        np.testing.assert_array_equal(a, b)
 
 
 def test_bad_labels_delays_and_configs_are_refused():
@@ -296,6 +300,8 @@ for threads in (1, 2):
             learner.run_sample(x[:, :1], np.array([1]), update=True)
             net.reset(1)
             net.step(x[0, 0])
+            net.reset(32)                     # dense batch: pulled steps
+            learner.run_sample(np.random.default_rng(1).poisson(3.0, size=(12, 32, 4)), np.zeros(32, int), update=True)
 print("in bounds")
 """
     env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "cache"))
@@ -331,3 +337,147 @@ def test_learner_snapshot_restore_mid_sample_is_bit_identical():
     for a, b in zip(first, (net.params.input.delay, net.params.recurrent.weight, learner.grads.d_in)):
         np.testing.assert_array_equal(a, b)
     assert np.abs(first[2]).max() > 0
+
+
+# -- event-driven forward current == the pull model ----------------------------------------------------
+def _pull_current(net):
+    """Oracle: the pull model's current at the step just taken, read from the network's own rings."""
+    from onlinedelay import kernels as K
+
+    s, p, t = net.state, net.params, net.t - 1
+    cur = np.zeros_like(s.current)
+    K.delayed_current(s.hist_in, t, p.input.indptr, p.input.pre, p.input.delay_steps, p.input.weight, cur)
+    if net.config.recurrent:
+        K.delayed_current(s.hist_rec, t, p.recurrent.indptr, p.recurrent.pre, p.recurrent.delay_steps,
+                          p.recurrent.weight, cur)
+    return cur
+
+
+def _pull_run(net, x):
+    """Oracle: a whole sample through the old pull forward pass (fresh rings, K.delayed_current)."""
+    from onlinedelay import kernels as K
+
+    c, p, dt, n = net.config, net.params, net.dtype, net.n_slots
+    B = x.shape[1]
+    hin, hrec = np.zeros((n, c.n_inputs, B), dt), np.zeros((n, c.n_hidden, B), dt)
+    v, z, decay = (np.zeros((c.n_hidden, B), dt) for _ in range(3))
+    y = np.zeros((c.n_outputs, B), dt)
+    out = []
+    for t in range(x.shape[0]):
+        cur = np.zeros((c.n_hidden, B), dt)
+        hin[t % n] = x[t].T
+        K.delayed_current(hin, t, p.input.indptr, p.input.pre, p.input.delay_steps, p.input.weight, cur)
+        if c.recurrent:
+            hrec[t % n] = z
+            K.delayed_current(hrec, t, p.recurrent.indptr, p.recurrent.pre, p.recurrent.delay_steps,
+                              p.recurrent.weight, cur)
+        K.lif_step(cur, c.decay_mem, c.input_gain, c.threshold, c.reset == "hard", v, z, decay)
+        K.readout_step(z, p.w_out, p.b_out, c.decay_out, c.readout_gain, y)
+        out.append(y.T.copy())
+    return np.array(out)
+
+
+def _assert_current(got, want, dtype, exact, what):
+    if exact:
+        np.testing.assert_array_equal(got, want, err_msg=what)
+    elif dtype == "float64":
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=what)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(want).max())), err_msg=what)
+
+
+FORWARD_NETS = {   # (input delays, recurrent delays or None without recurrence)
+    "none": ("none", None), "synaptic": ("synaptic", None), "axonal": ("axonal", None),
+    "rec-none": ("none", "none"), "rec-synaptic": ("synaptic", "axonal"), "rec-axonal": ("axonal", "synaptic"),
+}
+
+
+@pytest.mark.parametrize("change", ["none", "set_delays", "weights", "learner", "learner-weights"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batch", [1, 5, 32])
+@pytest.mark.parametrize("density", [1.0, 0.3])
+@pytest.mark.parametrize("net_kind", list(FORWARD_NETS))
+def test_event_driven_current_equals_the_pull_model(net_kind, density, batch, dtype, change):
+    """The pushed current == K.delayed_current on the same rings at every step, across wrap-around, with
+    counts > 1, pulled (dense) steps, and weights / delays changed in the middle of the sample."""
+    inp, rec = FORWARD_NETS[net_kind]
+    cfg = NetworkConfig(n_inputs=6, n_hidden=7, n_outputs=3, max_delay_steps=4, input_delays=inp,
+                        recurrent=rec is not None, recurrent_delays=rec or "none", weight_init_scale=3.0,
+                        density=density, recurrent_density=density)
+    net = Network(cfg, seed=3, batch_size=batch, dtype=dtype)
+    learner = None
+    if change.startswith("learner"):              # "learner-weights": only apply()'s parameters_changed() tells
+        learner = ThreeFactorLearner(net, LearningConfig(update="online", update_every_steps=3, optimizer="sgd",
+                                                         lr_weights=0.5, lr_delays=50.0, lr_readout=0.5,
+                                                         learn_delays=change == "learner"))
+    n = net.n_slots
+    T = 4 * n + 3                                  # several wrap-arounds of the rings
+    rng = np.random.default_rng(7)
+    x = rng.poisson(0.6, size=(T, batch, 6))
+    x[::5] = rng.poisson(3.0, size=x[::5].shape)   # dense bursts: pulled steps at batch 32
+    x[T // 2 - 2] = 0                              # a silent step
+    labels = rng.integers(0, 3, size=batch)
+    exact = inp == "none" and rec in (None, "none")
+    change_at = {T // 3, T // 3 + 1, T // 3 + 3, T // 2 + 4}   # overlapping windows of spikes in flight
+    params_before = net.snapshot()["params"]
+    pulled_steps = 0
+    net.reset()
+    if learner is not None:
+        learner.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)      # clipped delays
+        for t in range(T):
+            if t in change_at and change in ("set_delays", "weights"):
+                if change == "set_delays" and net.params.input.delay.size:
+                    for which in ("input", "recurrent"):
+                        d = net._projection(which).delay
+                        net.set_delays(which, rng.uniform(0, cfg.max_delay_steps, d.size))
+                else:
+                    for proj in (net.params.input, net.params.recurrent):
+                        proj.weight[:] = rng.normal(0.0, 1.0, proj.weight.size)
+                    net.parameters_changed()
+            y = net.step(x[t])
+            pulled_steps += int(net.state.pulled_in[t % n])
+            _assert_current(net.state.current, _pull_current(net), dtype, exact, f"current at step {t}")
+            if learner is not None:
+                learner.step(labels)
+                if (t + 1) % 3 == 0:
+                    learner.apply()
+    assert np.isfinite(y).all() and np.abs(net.state.current).max() > 0
+    if batch == 1 or change == "none":             # pushed, but the dense bursts at batch 32 (cheaper to pull)
+        assert (pulled_steps > 0) == (batch == 32)
+    if batch == 32:
+        assert pulled_steps > 0
+    if change != "none":                           # the changes really changed the forward pass
+        has_delays = net.params.input.delay.size > 0
+        pairs = list(zip((net.params.input, net.params.recurrent), (params_before.input, params_before.recurrent)))
+        if change != "set_delays" or not has_delays:
+            assert all(not np.array_equal(a.weight, b.weight) for a, b in pairs if a.weight.size)
+        if change in ("set_delays", "learner") and has_delays:
+            assert not np.array_equal(net.params.input.delay_steps, params_before.input.delay_steps)
+    elif exact or dtype == "float64":              # the whole sample against the old forward pass
+        y_push, y_pull = net.run(x), _pull_run(net, x)
+        if exact:
+            np.testing.assert_array_equal(y_push, y_pull)
+        else:
+            np.testing.assert_allclose(y_push, y_pull, rtol=1e-10, atol=1e-12)
+
+
+def test_pushed_spikes_follow_a_delay_change_in_flight():
+    """A spike in flight when its delay changes arrives at its new delay (pull semantics), or at once."""
+    net = _delay_line(max_delay=5)
+    d = net.params.input.delay.copy()
+    net.step([1])                                  # one spike at t = 0, in flight on every line
+    net.step([0])
+    net.set_delays("input", d[::-1])               # line j now has delay 5 - j
+    seen = []
+    for _ in range(6):
+        net.step([0])
+        seen.append(net.state.current[:, 0].copy())
+    seen = np.array(seen)                          # steps 2..7
+    for j in range(6):
+        new_delay = 5 - j
+        expected = np.zeros(6)
+        if new_delay >= 2:                         # still in the future: arrives at t = new_delay
+            expected[new_delay - 2] = 1.0
+        np.testing.assert_array_equal(seen[:, j], expected, err_msg=f"line {j}")

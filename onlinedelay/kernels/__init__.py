@@ -6,11 +6,14 @@ always the innermost (contiguous) axis: per-neuron arrays are (n, B), per-synaps
 (n_syn, B).  Presynaptic histories are offset rings ``hist[slot, i, b]`` with
 ``slot = t % n_slots`` for the absolute step ``t`` since the last reset; nothing is ever shifted.
 Kernels named ``*_parallel`` are the same code built with ``parallel=True`` (rows over threads).
+The forward current is pushed event by event into a future-current ring (``events.py``); steps
+not pushed are pulled by ``pulled_current``; ``delayed_current`` pulls every synapse.
 """
 
+from .events import push_events, take_current
 from .lif import lif_step
 from .readout import readout_error, readout_step, readout_traces
-from .ring import delayed_current, delayed_current_parallel
+from .ring import delayed_current, delayed_current_parallel, pulled_current, pulled_current_parallel, write_counts
 from .surrogate import gaussian_taps, pseudo_derivative, xi_from_taps, xi_from_taps_parallel
 from .traces import (delay_traces, delay_traces_parallel, filter_presynaptic, filter_presynaptic_parallel,
                      learning_signal, synaptic_delay_traces, synaptic_delay_traces_filtered,
@@ -19,10 +22,11 @@ from .traces import (delay_traces, delay_traces_parallel, filter_presynaptic, fi
 from .updates import adam_step, round_delays, sgd_step
 
 __all__ = [
-    "delayed_current", "lif_step", "readout_step",
+    "write_counts", "delayed_current", "push_events", "take_current", "lif_step", "readout_step",
     "pseudo_derivative", "readout_error", "learning_signal", "readout_traces",
     "weight_traces", "gaussian_taps", "xi_from_taps", "delay_traces", "synaptic_delay_traces",
     "adam_step", "sgd_step", "round_delays",
+    "pulled_current", "pulled_current_parallel",
     "delayed_current_parallel", "weight_traces_parallel", "xi_from_taps_parallel", "delay_traces_parallel",
     "synaptic_delay_traces_parallel",
     "filter_presynaptic", "weight_traces_filtered", "synaptic_delay_traces_filtered",
