@@ -217,12 +217,11 @@ class Network:
             numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
             self.synapse_kernels = SynapseKernels(
                 K.delayed_current_parallel, K.weight_traces_parallel, K.xi_from_taps_parallel,
-                K.delay_traces_parallel, K.synaptic_delay_traces_parallel, K.filter_presynaptic_parallel,
-                K.weight_traces_filtered_parallel, K.synaptic_delay_traces_filtered_parallel, K.pulled_current_parallel)
+                K.delay_traces_parallel, K.synaptic_delay_traces_parallel, K.pulled_current_parallel)
         else:
             self.synapse_kernels = SynapseKernels(
                 K.delayed_current, K.weight_traces, K.xi_from_taps, K.delay_traces, K.synaptic_delay_traces,
-                K.filter_presynaptic, K.weight_traces_filtered, K.synaptic_delay_traces_filtered, K.pulled_current)
+                K.pulled_current)
 
     @property
     def batch_size(self) -> int:
@@ -459,9 +458,6 @@ class SynapseKernels(NamedTuple):
     xi_from_taps: object
     delay_traces: object
     synaptic_delay_traces: object
-    filter_presynaptic: object
-    weight_traces_filtered: object
-    synaptic_delay_traces_filtered: object
     pulled_current: object    # the pull of the steps that were not pushed (forward current)
 
 

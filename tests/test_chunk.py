@@ -87,7 +87,7 @@ def test_chunked_traces_equal_the_recursion(case, mode, seed, dtype, build):
     decay = np.full((B, n_post), ALPHA)
     scale = GAIN_OUT * GAIN
     w_next = d_next = 0
-    ref_t = ref_tau = 0
+    ref_t = 0
     ends = list(range(chunk, n_steps, chunk)) + [n_steps]
     for t_end in ends:
         final = t_end == n_steps

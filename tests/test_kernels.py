@@ -50,8 +50,7 @@ SERIAL, PARALLEL = "", "_parallel"
 BUILDS = [pytest.param(SERIAL, id="serial"), pytest.param(PARALLEL, id="parallel")]
 # kernels with a *_parallel build (outer prange over CSR rows / delay parameters)
 PARALLEL_KERNELS = ("delayed_current", "pulled_current", "weight_traces", "xi_from_taps", "delay_traces",
-                    "synaptic_delay_traces", "filter_presynaptic", "weight_traces_filtered",
-                    "synaptic_delay_traces_filtered")
+                    "synaptic_delay_traces")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -148,7 +147,6 @@ TESTED_KERNELS = {
     "write_counts", "delayed_current", "push_events", "take_current", "pulled_current", "lif_step", "readout_step", "readout_error", "readout_traces",
     "pseudo_derivative", "learning_signal", "weight_traces", "gaussian_taps", "xi_from_taps",
     "delay_traces", "synaptic_delay_traces", "adam_step", "sgd_step", "round_delays",
-    "filter_presynaptic", "weight_traces_filtered", "synaptic_delay_traces_filtered",
 } | {name + PARALLEL for name in PARALLEL_KERNELS}
 
 
@@ -1257,77 +1255,3 @@ def test_round_delays_half_up(dtype):
     np.testing.assert_array_equal(delay[-2:], [0.0, 4.0])
 
 
-# ------------------------------------------------------------------------------------------------
-# soft-reset kernels on the presynaptic filtered trace (filter_presynaptic, weight_traces_filtered,
-# synaptic_delay_traces_filtered): a whole sample, lag pipeline and flush, against the reference
-# recursion with a constant decay alpha (the soft reset)
-# ------------------------------------------------------------------------------------------------
-# (batch, n_pre, n_post, max_delay, K, sigma, n_steps, rate, min_fan)
-FILTERED_CASES = {
-    "basic": (2, 5, 4, 4.0, 2, 1.0, 14, 0.6, 1),
-    "batch1": (1, 4, 3, 3.0, 3, 1.0, 11, 0.8, 1),
-    "wide": (5, 6, 3, 6.0, 3, 1.2, 20, 0.5, 2),
-    "short_sample": (2, 4, 3, 3.0, 3, 1.0, 2, 1.0, 1),       # fewer steps than the lag K
-    "counts": (2, 4, 4, 5.0, 2, 0.8, 12, 2.5, 1),
-    "silent": (2, 4, 3, 3.0, 2, 1.0, 8, 0, 1),
-}
-
-
-@pytest.mark.parametrize("build", BUILDS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("case", list(FILTERED_CASES))
-def test_filtered_traces_equal_the_recursion(case, seed, dtype, build):
-    B, n_pre, n_post, max_d, K_, sigma, n_steps, rate, min_fan = FILTERED_CASES[case]
-    rng = np.random.default_rng(2100 + seed)
-    indptr, pre = make_csr(rng, n_pre, n_post, min_fan=min_fan)
-    n_syn, post = pre.size, csr_rows(indptr)
-    delay = f32(rng.uniform(0, max_d, n_syn))
-    delay[: max(1, n_syn // 3)] = f32(rng.uniform(0, K_ - 0.6, max(1, n_syn // 3)))   # taps reading ahead
-    centre, taps = _ref_taps(delay, K_, sigma)
-    assert (centre < K_).any()
-    d_int = centre.astype(np.int32)
-    weight = f32(rng.normal(0, 1, n_syn))
-    n_slots = int(max_d + 0.5) + 2 * K_ + 1
-    x = spikes(rng, (n_steps, B, n_pre), rate)
-    alpha = ALPHA
-    zeros = np.zeros((B, n_syn))
-    r_w = (zeros, zeros, np.zeros(n_syn))
-    r_d = (zeros, zeros, np.zeros(n_syn))
-    hist = np.zeros((n_slots, n_pre, B), dtype)
-    xf, xearly = np.zeros((n_slots, n_pre, B), dtype), np.zeros((K_, n_pre, B), dtype)
-    ebar_w, grad_w = np.zeros((n_syn, B), dtype), np.zeros(n_syn, dtype)
-    ebar_d, grad_d = np.zeros((n_syn, B), dtype), np.zeros(n_syn, dtype)
-    centre_k, taps_k, weight_k = d_int.copy(), cast(taps, dtype), cast(weight, dtype)
-    factors = {}
-
-    def delay_step(tau, t_last):
-        nonlocal r_d
-        psi, signal, _ = factors[tau]
-        decay = np.full((B, n_post), alpha)
-        r_d = ref_synaptic_delay_traces(x, tau, t_last, post, pre, delay, K_, sigma, weight, psi, signal, decay,
-                                        *TRACE_ARGS, *r_d)
-        run_kernel("synaptic_delay_traces_filtered", build, xf, xearly, tau, t_last, alpha, indptr, pre, centre_k,
-                   taps_k, weight_k, batch_last(psi, dtype), batch_last(signal, dtype), *TRACE_ARGS, ebar_d, grad_d)
-        assert_close(ebar_d.T, r_d[1], dtype, 1.0 + np.abs(r_d[1]).max(), f"ebar_d at tau={tau}")
-        assert_close(grad_d, r_d[2], dtype, 1.0 + np.abs(r_d[2]).max(), f"grad_d at tau={tau}")
-
-    for t in range(n_steps):
-        hist[t % n_slots] = x[t].T
-        run_kernel("filter_presynaptic", build, hist, t, alpha, xf, xearly)
-        expected = sum(alpha ** (t - u) * x[u] for u in range(t + 1)).T        # X^t = sum alpha^(t-u) x^u
-        assert_close(xf[t % n_slots], expected, dtype, 1.0 + np.abs(expected).max(), f"X at t={t}")
-        psi, signal, _ = _post_factors(rng, B, n_post)
-        factors[t] = (psi, signal, None)
-        decay = np.full((B, n_post), alpha)
-        r_w = ref_weight_traces(x, t, post, pre, d_int, psi, signal, decay, *TRACE_ARGS, *r_w)
-        run_kernel("weight_traces_filtered", build, xf, t, indptr, pre, d_int, batch_last(psi, dtype),
-                   batch_last(signal, dtype), *TRACE_ARGS, ebar_w, grad_w)
-        assert_close(ebar_w.T, r_w[1], dtype, 1.0 + np.abs(r_w[1]).max(), f"ebar_w at t={t}")
-        assert_close(grad_w, r_w[2], dtype, 1.0 + np.abs(r_w[2]).max(), f"grad_w at t={t}")
-        if t >= K_:
-            delay_step(t - K_, t)
-    for tau in range(max(0, n_steps - K_), n_steps):                           # end-of-sample flush
-        delay_step(tau, n_steps - 1)
-    if rate != 0:
-        assert np.abs(grad_d).max() > 0 and np.abs(grad_w).max() > 0

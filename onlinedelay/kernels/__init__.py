@@ -15,10 +15,8 @@ from .lif import lif_step
 from .readout import readout_error, readout_step, readout_traces
 from .ring import delayed_current, delayed_current_parallel, pulled_current, pulled_current_parallel, write_counts
 from .surrogate import gaussian_taps, pseudo_derivative, xi_from_taps, xi_from_taps_parallel
-from .traces import (delay_traces, delay_traces_parallel, filter_presynaptic, filter_presynaptic_parallel,
-                     learning_signal, synaptic_delay_traces, synaptic_delay_traces_filtered,
-                     synaptic_delay_traces_filtered_parallel, synaptic_delay_traces_parallel, weight_traces,
-                     weight_traces_filtered, weight_traces_filtered_parallel, weight_traces_parallel)
+from .traces import (delay_traces, delay_traces_parallel, learning_signal, synaptic_delay_traces,
+                     synaptic_delay_traces_parallel, weight_traces, weight_traces_parallel)
 from .updates import adam_step, round_delays, sgd_step
 
 __all__ = [
@@ -29,6 +27,4 @@ __all__ = [
     "pulled_current", "pulled_current_parallel",
     "delayed_current_parallel", "weight_traces_parallel", "xi_from_taps_parallel", "delay_traces_parallel",
     "synaptic_delay_traces_parallel",
-    "filter_presynaptic", "weight_traces_filtered", "synaptic_delay_traces_filtered",
-    "filter_presynaptic_parallel", "weight_traces_filtered_parallel", "synaptic_delay_traces_filtered_parallel",
 ]

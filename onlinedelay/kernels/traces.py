@@ -16,17 +16,9 @@ share ``D_i``) the caller sums them by presynaptic unit.  Accumulating per synap
 write inside the row being processed, so rows can run on separate threads.
 Per-neuron arrays are (n_post, B), per-synapse traces (n_syn, B): the batch is innermost.
 
-Soft reset (``a = alpha`` for every neuron and step): the recursion factorises through the
-presynaptic filtered trace ``X^t = alpha X^(t-1) + x^t`` kept in a ring like the input itself::
-
-    eps_w^t = zeta X^(t - d)                     eps_d^tau = zeta w sum_q taps_q X^(tau - m_q)
-
-(exact while w and d stay fixed within the sample; with online updates the traces follow the
-current w and d).  A tap that reads ahead (m_q < 0) must not count input from before step
--m_q (the recursion starts at step 0), so ``alpha^(tau+1) X^(-m_q-1)`` is subtracted, with the
-first K filtered values kept in ``xearly``.  The ``*_filtered`` kernels use this and keep no per-synapse eps arrays, which
-halves the per-synapse memory traffic.  Steps after ``t_last`` continue the filter with zero
-input: X^u = alpha^(u - t_last) X^(t_last).
+These per-step kernels serve the hard reset.  With the soft reset (``a = alpha`` for every neuron
+and step) the traces factorise through the presynaptic filtered trace and are summed per chunk of
+steps instead (kernels/chunk.py).
 """
 
 from numba import prange
@@ -145,111 +137,9 @@ def _synaptic_delay_traces(hist, tau, t_last, indptr, pre, centre, taps, weight,
             grad_d[s] += acc
 
 
-def _filter_presynaptic(hist, t, decay, xf, xearly):
-    """xf[t % n_slots] = decay * xf[(t - 1) % n_slots] + hist[t % n_slots]: the filtered trace X^t.
-
-    hist, xf : (n_slots, n_pre, B) rings (xf all zero after a reset); t : int absolute step.
-    xearly : (K, n_pre, B), out: X^t for the first K steps (t < K).
-    """
-    n_slots, n_pre, n_batch = hist.shape
-    now = t % n_slots
-    prev = now - 1 if now > 0 else n_slots - 1
-    early = t < xearly.shape[0]
-    for i in prange(n_pre):
-        for b in range(n_batch):
-            value = decay * xf[prev, i, b] + hist[now, i, b]
-            xf[now, i, b] = value
-            if early:
-                xearly[t, i, b] = value
-
-
-def _weight_traces_filtered(xf, t, indptr, pre, delay_steps, psi, signal,
-                            gain, decay_out, gain_out, ebar_w, grad_w):
-    """Soft-reset weight traces at step ``t`` from the filtered ring; accumulate ``grad_w``.
-
-    ebar_w = kappa ebar_w + zeta_o psi zeta X^(t - d);  grad_w[s] += sum_b L ebar_w
-    xf : (n_slots, n_pre, B); psi, signal : (n_post, B) of step t; ebar_w : (n_syn, B) in place.
-    """
-    n_slots, _, n_batch = xf.shape
-    n_post = indptr.size - 1
-    now = t % n_slots
-    scale = gain_out * gain
-    for j in prange(n_post):
-        for s in range(indptr[j], indptr[j + 1]):
-            slot = ring_slot(now, delay_steps[s], n_slots)
-            i = pre[s]
-            acc = 0.0
-            for b in range(n_batch):
-                eb = decay_out * ebar_w[s, b] + scale * psi[j, b] * xf[slot, i, b]
-                ebar_w[s, b] = eb
-                acc += signal[j, b] * eb
-            grad_w[s] += acc
-
-
-def _synaptic_delay_traces_filtered(xf, xearly, tau, t_last, decay, indptr, pre, centre, taps, weight, psi,
-                                    signal, gain, decay_out, gain_out, ebar_d, grad_d):
-    """Soft-reset per-synapse delay traces at the lagged step ``tau`` from the filtered ring.
-
-    ebar_d = kappa ebar_d + zeta_o psi zeta w sum_q taps[s, q] X^(tau - m_q),  m_q = centre[s] - K + q,
-    with X^u = decay^(u - t_last) X^(t_last) for u > t_last, minus decay^(tau+1) X^(-m_q-1) for taps
-    with m_q < 0;  grad_d[s] += sum_b L ebar_d.
-    xf : (n_slots, n_pre, B); xearly : (K, n_pre, B) from filter_presynaptic; decay : alpha;
-    centre, taps : from gaussian_taps;
-    psi, signal : (n_post, B) of step tau; ebar_d : (n_syn, B) in place; grad_d : (n_syn,).
-    """
-    n_slots, _, n_batch = xf.shape
-    n_taps = taps.shape[1]
-    half_width = (n_taps - 1) // 2
-    n_post = indptr.size - 1
-    tau_slot = tau % n_slots
-    last_slot = t_last % n_slots
-    ahead = t_last - tau                            # steps readable after tau
-    for j in prange(n_post):
-        for s in range(indptr[j], indptr[j + 1]):
-            i = pre[s]
-            offset = half_width - centre[s]         # tap q reads step tau + offset - q
-            q_first = max(0, offset - ahead)        # taps q < q_first read beyond t_last
-            wg = gain_out * gain * weight[s]
-            for b in range(n_batch):
-                ebar_d[s, b] *= decay_out
-            if q_first > 0:
-                beyond = 0.0
-                for q in range(q_first):
-                    beyond += taps[s, q] * decay ** (offset - ahead - q)
-                c = wg * beyond
-                for b in range(n_batch):
-                    ebar_d[s, b] += c * psi[j, b] * xf[last_slot, i, b]
-            slot = tau_slot + offset - q_first
-            if slot >= n_slots:
-                slot -= n_slots
-            elif slot < 0:
-                slot += n_slots
-            for q in range(q_first, n_taps):
-                c = wg * taps[s, q]
-                for b in range(n_batch):
-                    ebar_d[s, b] += c * psi[j, b] * xf[slot, i, b]
-                slot = slot - 1 if slot > 0 else n_slots - 1
-            for q in range(half_width - centre[s]):         # taps reading ahead: m_q = centre - K + q < 0
-                e = half_width - centre[s] - q - 1           # -m_q - 1, below K
-                src, extra = (e, 1.0) if e <= t_last else (t_last, decay ** (e - t_last))
-                c = wg * taps[s, q] * decay ** (tau + 1) * extra
-                for b in range(n_batch):
-                    ebar_d[s, b] -= c * psi[j, b] * xearly[src, i, b]
-            acc = 0.0
-            for b in range(n_batch):
-                acc += signal[j, b] * ebar_d[s, b]
-            grad_d[s] += acc
-
-
 weight_traces = jit(_weight_traces)
 weight_traces_parallel = jit_parallel(_weight_traces)
 delay_traces = jit(_delay_traces)
 delay_traces_parallel = jit_parallel(_delay_traces)
 synaptic_delay_traces = jit(_synaptic_delay_traces)
 synaptic_delay_traces_parallel = jit_parallel(_synaptic_delay_traces)
-filter_presynaptic = jit(_filter_presynaptic)
-filter_presynaptic_parallel = jit_parallel(_filter_presynaptic)
-weight_traces_filtered = jit(_weight_traces_filtered)
-weight_traces_filtered_parallel = jit_parallel(_weight_traces_filtered)
-synaptic_delay_traces_filtered = jit(_synaptic_delay_traces_filtered)
-synaptic_delay_traces_filtered_parallel = jit_parallel(_synaptic_delay_traces_filtered)
