@@ -183,8 +183,9 @@ class Network:
         self.state = self._allocate(_check_batch(batch_size))
         self.delay_version = 0        # bumped whenever parameters change (learners cache derived tables)
         self._future_version = 0      # the delay_version the future-current ring was built with
-        self._build_event_index()
+        self._event_params = None
         self.set_threads(threads)
+        self._build_event_index()
 
     # -- allocation and reset -------------------------------------------------------------
     def _allocate(self, batch_size: int) -> NetworkState:
@@ -222,6 +223,8 @@ class Network:
             self.synapse_kernels = SynapseKernels(
                 K.delayed_current, K.weight_traces, K.xi_from_taps, K.delay_traces, K.synaptic_delay_traces,
                 K.pulled_current)
+        if self._event_params is not None:
+            self._set_budgets()
 
     @property
     def batch_size(self) -> int:
@@ -301,15 +304,22 @@ class Network:
                 s.pull_until[1] = max(int(s.pull_until[1]), t + self._window_rec)
         K.take_current(s.future, slot, s.current)
         if t < s.pull_until[0]:
-            self.synapse_kernels.pulled_current(s.hist_in, t, s.pulled_in, p.input.indptr, p.input.pre,
-                                                p.input.delay_steps, p.input.weight, s.current)
+            self._pull(p.input)(s.hist_in, t, s.pulled_in, p.input.indptr, p.input.pre,
+                                p.input.delay_steps, p.input.weight, s.current)
         if c.recurrent and t < s.pull_until[1]:
-            self.synapse_kernels.pulled_current(s.hist_rec, t, s.pulled_rec, p.recurrent.indptr, p.recurrent.pre,
-                                                p.recurrent.delay_steps, p.recurrent.weight, s.current)
+            self._pull(p.recurrent)(s.hist_rec, t, s.pulled_rec, p.recurrent.indptr, p.recurrent.pre,
+                                    p.recurrent.delay_steps, p.recurrent.weight, s.current)
         K.lif_step(s.current, c.decay_mem, c.input_gain, c.threshold, c.reset == "hard",
                    s.v, s.z, s.decay_eff)
         K.readout_step(s.z, p.w_out, p.b_out, c.decay_out, c.readout_gain, s.y)
         s.t[0] = t + 1
+
+    def _pull(self, proj: Projection):
+        """The pull kernel for one step of ``proj``: the parallel build only where a call has enough work
+        to pay for waking the threads (about 2^20 synapse-samples; measured, 2 cores)."""
+        if proj.pre.size * self.batch_size >= PARALLEL_PULL_WORK:
+            return self.synapse_kernels.pulled_current
+        return K.pulled_current
 
     def run(self, inputs) -> np.ndarray:
         """Reset, then run a whole sample; returns the readout of every step.
@@ -371,10 +381,17 @@ class Network:
         self._set_budgets()
 
     def _set_budgets(self) -> None:
-        """Push a step only while it is estimated to cost less than pulling it (always at batch 1)."""
+        """Push a step only while it is estimated to cost less than pulling it (always at batch 1); a
+        pull that runs on several threads costs a fraction of its serial estimate."""
         B, p = self.batch_size, self.params
-        self._budget_in, self._budget_rec = (
-            np.inf if B == 1 else K.events.pull_cost(proj.pre.size, B) for proj in (p.input, p.recurrent))
+
+        def budget(proj):
+            if B == 1:
+                return np.inf
+            cost = K.events.pull_cost(proj.pre.size, B)
+            return cost / self.threads if self._pull(proj) is not K.pulled_current else cost
+
+        self._budget_in, self._budget_rec = budget(p.input), budget(p.recurrent)
 
     def _discard_future(self, t: int) -> None:
         """Parameters changed before step ``t``: drop the future ring, pull the spikes still in flight."""
@@ -461,6 +478,7 @@ class SynapseKernels(NamedTuple):
     pulled_current: object    # the pull of the steps that were not pushed (forward current)
 
 
+PARALLEL_PULL_WORK = 1 << 20      # synapses x batch of one pull below which the serial build runs
 _FAST_COUNTS = "bBhHiIlLqQfd"     # dtype.char of the counts :meth:`Network.step` checks in a kernel
 
 
