@@ -30,6 +30,7 @@ import numpy as np
 from . import kernels as K
 from .kernels import chunk as KC
 from .config import LearningConfig
+from .dense import blas_threads, dense_weight_chunk, is_dense
 from .network import Network, refresh_delay_steps
 from .state import (Gradients, LearnerState, Projection, ProjectionTraces, assign_tuple, copy_tuple,
                     fill_tuple)
@@ -78,6 +79,10 @@ class ThreeFactorLearner:
             mode == "synaptic" and proj.delay.size for proj, mode in
             zip((net.params.input, net.params.recurrent), (net.config.input_delays, net.config.recurrent_delays)))
         self._no_trace, self._no_grad = np.zeros((0, 1), net.dtype), np.zeros(0, net.dtype)
+        # dense projections whose delays depend on the presynaptic unit only: weight traces by BLAS
+        self._dense = tuple(self._chunked and mode != "synaptic" and is_dense(proj, n_pre) for proj, mode, n_pre in
+                            zip((net.params.input, net.params.recurrent), (net.config.input_delays, net.config.recurrent_delays),
+                                (net.config.n_inputs, net.config.n_hidden)))
         n_h, n_out = net.config.n_hidden, net.config.n_outputs
         if config.feedback == "random":
             rng = np.random.default_rng(self.seed)
@@ -117,17 +122,20 @@ class ThreeFactorLearner:
         n_syn = proj.weight.size
         n_d = n_syn if self._learns_delays(proj) else 0
         chunked = self._chunked and n_syn > 0
+        dense = self._dense[0 if proj is self.net.params.input else 1]
         hard = 0 if self._chunked else 1
         n_pre = self._n_pre(proj) if chunked else 0
         n_units = proj.delay.size if n_d and mode == "axonal" else 0
         return ProjectionTraces(
-            eps_w=np.zeros((n_syn * hard, batch), dt), ebar_w=np.zeros((n_syn, batch), dt),
+            eps_w=np.zeros((n_syn * hard, batch), dt),
+            ebar_w=np.zeros((batch, n_syn) if dense else (n_syn, batch), dt),
             eps_d=np.zeros((n_d * hard, batch), dt), ebar_d=np.zeros((n_d, batch), dt),
             xi=np.zeros((n_units * hard, batch), dt),
             xh=np.zeros((n_pre, 2 * self._n_hist, batch), dt),
             xearly=np.zeros((n_pre, self.lag_steps, batch), dt),
             unit_signal=np.zeros((n_units * (1 - hard), self._n_buf, batch), dt),
-            unit_edge=np.zeros((n_units * (1 - hard), batch), dt))
+            unit_edge=np.zeros((n_units * (1 - hard), batch), dt),
+            windows=np.zeros(n_pre * self._n_buf * batch if dense else 0, dt))
 
     def _n_pre(self, proj: Projection) -> int:
         """Presynaptic population size of a projection (input or hidden)."""
@@ -264,16 +272,15 @@ class ThreeFactorLearner:
         if n > 0 and not fused:
             factors(s.psi_buf, s.signal_buf, w_first - d_first, n, w_first, c.decay_out, scale, c.decay_mem,
                     P, Q, A, Pa, Qa)
-            for proj, tr, _, g_w, _ in self._projections():
-                self._kernel("weight_chunk")(tr.xh, w_first, n, proj.indptr, proj.pre, proj.delay_steps,
-                                             P, Q, A, c.decay_out ** n, tr.ebar_w, g_w)
+            for k, (proj, tr, _, g_w, _) in enumerate(self._projections()):
+                self._weight_chunk(k, proj, tr, w_first, n, g_w)
         n = d_end - d_first
         if n > 0 and (fused or any(self._learns_delays(proj) for proj, *_ in self._projections())):
             self._refresh_taps()
             factors(s.psi_buf, s.signal_buf, 0, n, d_first, c.decay_out, scale, c.decay_mem, P, Q, A, Pa, Qa)
             decay_n = c.decay_out ** n
-            for (proj, tr, _, g_w, g_d), (centre, taps), mode in zip(self._projections(), self._taps,
-                                                                      self._delay_modes):
+            for k, ((proj, tr, _, g_w, g_d), (centre, taps), mode) in enumerate(
+                    zip(self._projections(), self._taps, self._delay_modes)):
                 learns = self._learns_delays(proj)
                 if learns and mode == "synaptic":
                     ebar_w, grad_w = (tr.ebar_w, g_w) if fused else (self._no_trace, self._no_grad)
@@ -288,13 +295,27 @@ class ThreeFactorLearner:
                                                      proj.delay_of_syn, proj.weight, P, Q, A, Pa, Qa, decay_n,
                                                      tr.ebar_d, g_d)
                 if fused:
-                    self._kernel("weight_chunk")(tr.xh, d_first, n, proj.indptr, proj.pre, proj.delay_steps,
-                                                 P, Q, A, decay_n, tr.ebar_w, g_w)
+                    self._weight_chunk(k, proj, tr, d_first, n, g_w)
         keep = t_end - d_end                        # buffered steps still pending for the delays
         if d_end > d_first and keep > 0:
             for buf in (s.psi_buf, s.signal_buf):
                 buf[:keep] = buf[d_end - d_first:t_end - d_first].copy()
         s.cursor[:] = w_end, d_end, max(x_first, x_end)
+
+    def _weight_chunk(self, k: int, proj: Projection, tr, first: int, n: int, grad) -> None:
+        """Weight traces of projection ``k`` over the ``n`` steps from ``first`` (factors already computed)."""
+        s, c = self.state, self.net.config
+        P, Q, A = s.factors[0], s.factors[1], s.factors_b[0]
+        if not self._dense[k]:
+            self._kernel("weight_chunk")(tr.xh, first, n, proj.indptr, proj.pre, proj.delay_steps,
+                                         P, Q, A, c.decay_out ** n, tr.ebar_w, grad)
+            return
+        n_pre = tr.xh.shape[0]
+        shift = proj.delay_steps[:n_pre]            # row 0 holds every unit in order: its delays
+        with blas_threads(self.net.threads):
+            dense_weight_chunk(tr.xh, first, n, shift, P, Q, A, c.decay_out ** n,
+                               tr.ebar_w.reshape(-1, proj.indptr.size - 1, n_pre), grad, tr.windows,
+                               self.net.threads > 1)
 
     def _catch_up(self) -> None:
         """Soft reset, mid-sample: sum every pending weight step (delays stay K behind), so the

@@ -61,7 +61,7 @@ class ProjectionTraces(NamedTuple):
     """
 
     eps_w: np.ndarray         # (n_syn, B) hard reset, else (0, B)
-    ebar_w: np.ndarray        # (n_syn, B)
+    ebar_w: np.ndarray        # (n_syn, B); (B, n_syn) for a dense projection summed by BLAS (dense.py)
     eps_d: np.ndarray         # (n_syn, B) hard reset with learned delays, else (0, B)
     ebar_d: np.ndarray        # (n_syn, B) with learned delays, else (0, B)
     xi: np.ndarray            # (n_delays, B) hard reset, axonal: Gaussian delay derivative (scratch)
@@ -69,6 +69,7 @@ class ProjectionTraces(NamedTuple):
     xearly: np.ndarray        # (n_pre, K, B) soft reset: filtered trace of the first K steps
     unit_signal: np.ndarray   # (n_delays, n_buf, B) soft reset, axonal: tap sums of a chunk (scratch)
     unit_edge: np.ndarray     # (n_delays, B) soft reset, axonal: read-ahead correction (scratch)
+    windows: np.ndarray       # (n_pre * n_buf * B,) soft reset, dense without per-synapse delays: scratch
 
 
 class LearnerState(NamedTuple):

@@ -139,3 +139,44 @@ def test_chunked_traces_equal_the_recursion(case, mode, seed, dtype, build):
     if rate != 0:
         assert np.abs(grad_d).max() > 0 and np.abs(grad_w).max() > 0
 
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B, shifted", [(1, False), (3, True), (4, False)])
+def test_dense_projection_by_blas_equals_the_recursion(B, shifted, dtype, parallel):
+    """dense.py: every unit connected to every neuron, one delay per presynaptic unit (axonal or 0)."""
+    from onlinedelay.dense import dense_weight_chunk
+
+    rng = np.random.default_rng(40 + B)
+    n_pre, n_post, max_d, n_steps, chunk = 5, 4, 4, 23, 6
+    indptr = (np.arange(n_post + 1) * n_pre).astype(np.int32)
+    pre = np.tile(np.arange(n_pre, dtype=np.int32), n_post)
+    post = csr_rows(indptr)
+    shift = (rng.integers(0, max_d + 1, n_pre) if shifted else np.zeros(n_pre)).astype(np.int32)
+    d_int = shift[pre]
+    x = spikes(rng, (n_steps, B, n_pre), 0.7)
+    factors = [_post_factors(rng, B, n_post) for _ in range(n_steps)]
+    psi_all = cast(np.stack([f[0].T for f in factors]), dtype)
+    sig_all = cast(np.stack([f[1].T for f in factors]), dtype)
+    n_hist = KC.history_slots(chunk, max_d, 0)
+    hist = np.zeros((n_steps, n_pre, B), dtype)
+    xh, xearly = np.zeros((n_pre, 2 * n_hist, B), dtype), np.zeros((n_pre, 0, B), dtype)
+    P, Q = np.zeros((n_post, chunk, B), dtype), np.zeros((n_post, chunk, B), dtype)
+    A, Pa, Qa = (np.zeros((n_post, B), dtype) for _ in range(3))
+    ebar, grad = np.zeros((B, n_post, n_pre), dtype), np.zeros(n_post * n_pre, dtype)
+    windows = np.zeros(n_pre * chunk * B, dtype)
+    decay = np.full((B, n_post), ALPHA)
+    r_w = (np.zeros((B, pre.size)), np.zeros((B, pre.size)), np.zeros(pre.size))
+    for first in range(0, n_steps, chunk):
+        n = min(chunk, n_steps - first)
+        hist[first:first + n] = x[first:first + n].transpose(0, 2, 1)
+        KC.filter_history(hist, first, first + n, n_steps - 1, ALPHA, xh, xearly)
+        KC.chunk_factors(psi_all, sig_all, first, n, first, DECAY_OUT, GAIN_OUT * GAIN, ALPHA, P, Q, A, Pa, Qa)
+        dense_weight_chunk(xh, first, n, shift, P, Q, A, DECAY_OUT ** n, ebar, grad, windows, parallel)
+        for t in range(first, first + n):
+            psi, signal, _ = factors[t]
+            r_w = ref_weight_traces(x, t, post, pre, d_int, psi, signal, decay, *TRACE_ARGS, *r_w)
+        assert_close(ebar.reshape(B, -1), r_w[1], dtype, 1.0 + np.abs(r_w[1]).max(), f"ebar at {first + n}")
+        assert_close(grad, r_w[2], dtype, 1.0 + np.abs(r_w[2]).max(), f"grad at {first + n}")
+    assert np.abs(grad).max() > 0

@@ -292,3 +292,38 @@ unit_delay_signal = jit(_unit_delay_signal, contract=True)
 unit_delay_signal_parallel = jit_parallel(_unit_delay_signal, contract=True)
 unit_delay_chunk = jit(_unit_delay_chunk, contract=True)
 unit_delay_chunk_parallel = jit_parallel(_unit_delay_chunk, contract=True)
+
+
+def _unit_windows(xh, first_step, n, shift, out):
+    """out[i, u, b] = X_i^(first_step + u - shift[i]) for u < n: the filtered trace of every presynaptic
+    unit over a chunk, delayed by its unit's delay (axonal) or not at all (shift 0).
+
+    xh : (n_pre, 2H, B) mirrored ring; shift : (n_pre,) int32; out : (n_pre, n, B) C-contiguous.
+    """
+    n_hist = xh.shape[1] // 2
+    n_batch = xh.shape[2]
+    for i in prange(out.shape[0]):
+        start = (first_step - shift[i]) % n_hist
+        for u in range(n):
+            slot = np.uint64(start + u)
+            for b in range(n_batch):
+                out[i, u, b] = xh[i, slot, b]
+
+
+def _dense_trace_gradient(ebar, A, grad):
+    """grad[j, i] += sum_b A[j, b] ebar[b, j, i]: the carried-over part of a dense projection's chunk.
+
+    ebar : (B, n_post, n_pre) weight traces (batch outermost); A : (n_post, B); grad : (n_post, n_pre).
+    """
+    n_batch, n_post, n_pre = ebar.shape
+    for j in prange(n_post):
+        for b in range(n_batch):
+            a = A[j, b]
+            for i in range(n_pre):
+                grad[j, i] += a * ebar[b, j, i]
+
+
+unit_windows = jit(_unit_windows, contract=True)
+unit_windows_parallel = jit_parallel(_unit_windows, contract=True)
+dense_trace_gradient = jit(_dense_trace_gradient, contract=True)
+dense_trace_gradient_parallel = jit_parallel(_dense_trace_gradient, contract=True)
