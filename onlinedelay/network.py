@@ -20,10 +20,12 @@ outgoing synapses to the future-current ring ``future[(t + d) % n_slots]`` and s
 ``future[t % n_slots]``; silent units cost nothing.  A step whose push would cost more than a pull
 (dense activity over a large batch) is flagged and pulled instead (``K.pulled_current``).  The sums
 equal the pull over every synapse (``K.delayed_current``) up to the order of the additions
-(bit-identical without delays).  Weights and delays are read when a spike is pushed, so after a
-parameter change mid-sample (:meth:`Network.parameters_changed`) the ring is discarded at the next
-step and the spikes still in flight are pulled from the history rings with the new parameters
-until they have arrived (at most ``max_delay_steps`` steps): exactly the pull model's semantics.
+(bit-identical without delays).  The push reads copies of the weights and integer delays in
+presynaptic (CSC) order, refreshed at :meth:`Network.reset` and at the first step after
+:meth:`Network.parameters_changed`; after a parameter change mid-sample the ring is discarded at
+the next step and the spikes still in flight are pulled from the history rings with the new
+parameters until they have arrived (at most ``max_delay_steps`` steps): exactly the pull model's
+semantics.  A step that pulls nothing runs as one kernel call (``K.forward_step``).
 """
 
 from __future__ import annotations
@@ -110,21 +112,36 @@ def init_parameters(config: NetworkConfig, seed: int, dtype="float32") -> Parame
 
 
 class EventIndex(NamedTuple):
-    """Synapses of a CSR projection grouped by presynaptic unit (CSC view), for the push kernels."""
+    """Synapses of a CSR projection grouped by presynaptic unit (CSC view), for the push kernels.
+
+    ``delay_csc``/``weight_csc`` are copies of the projection's ``delay_steps``/``weight`` in this
+    order (``delay_csc[k] = delay_steps[out_syn[k]]``), refreshed by :func:`refresh_event_copies`.
+    """
 
     out_indptr: np.ndarray    # (n_pre + 1,) int32: unit i's outgoing synapses are out_syn[out_indptr[i]:out_indptr[i + 1]]
     out_syn: np.ndarray       # (n_syn,) int32, CSR index of each outgoing synapse (ascending within a unit)
     out_post: np.ndarray      # (n_syn,) int32, postsynaptic neuron of each outgoing synapse
+    delay_csc: np.ndarray     # (n_syn,) int32, copy of delay_steps[out_syn]
+    weight_csc: np.ndarray    # (n_syn,) float, copy of weight[out_syn]
 
 
 def event_index(proj: Projection, n_pre: int) -> EventIndex:
-    """The CSC view of ``proj`` (``n_pre`` presynaptic units); weights and delays stay in CSR order."""
+    """The CSC view of ``proj`` (``n_pre`` presynaptic units) with fresh copies of its delays and weights."""
     n_post = proj.indptr.size - 1
     out_syn = np.argsort(proj.pre, kind="stable").astype(_INT)
     out_indptr = np.zeros(n_pre + 1, _INT)
     np.cumsum(np.bincount(proj.pre, minlength=n_pre), out=out_indptr[1:])
     post = np.repeat(np.arange(n_post, dtype=_INT), np.diff(proj.indptr))
-    return EventIndex(out_indptr, out_syn, post[out_syn].astype(_INT))
+    index = EventIndex(out_indptr, out_syn, post[out_syn].astype(_INT), np.empty(out_syn.size, _INT),
+                       np.empty(out_syn.size, proj.weight.dtype))
+    refresh_event_copies(index, proj)
+    return index
+
+
+def refresh_event_copies(index: EventIndex, proj: Projection) -> None:
+    """Copy ``proj``'s current integer delays and weights into ``index`` (CSC order), in place."""
+    np.take(proj.delay_steps, index.out_syn, out=index.delay_csc)
+    np.take(proj.weight, index.out_syn, out=index.weight_csc)
 
 
 def dense_weights(proj: Projection, n_pre: int) -> np.ndarray:
@@ -163,6 +180,16 @@ class Network:
     dtype : "float32" (default) or "float64"
     threads : int, threads for the per-synapse kernels (1: serial; >1: rows spread over threads)
 
+    Notes
+    -----
+    The forward pass reads copies of the weights and delays (presynaptic order, see
+    :class:`EventIndex`), refreshed by :meth:`reset` and at the next step after
+    :meth:`parameters_changed`.  Parameters written in place in the middle of a sample (after a
+    step since the last reset) must be followed by :meth:`parameters_changed` before the next
+    step, as they must for the spikes already in flight; :meth:`set_delays`, the learners'
+    ``apply`` and :meth:`restore` call it.  Between samples nothing is needed: :meth:`reset`
+    (and :meth:`run`, which resets) picks up whatever was written.
+
     Examples
     --------
     >>> net = Network(NetworkConfig(n_inputs=4, n_hidden=8, n_outputs=2), seed=0)
@@ -184,6 +211,8 @@ class Network:
         self.delay_version = 0        # bumped whenever parameters change (learners cache derived tables)
         self._future_version = 0      # the delay_version the future-current ring was built with
         self._event_params = None
+        self._bound_state = None      # the state the arguments of K.forward_step were taken from
+        self._set_constants()
         self.set_threads(threads)
         self._build_event_index()
 
@@ -248,6 +277,8 @@ class Network:
             self._set_budgets()
         else:
             fill_tuple(self.state, 0)
+        if self.params is self._event_params:     # weights written in place since the last sample
+            self._refresh_event_copies()
 
     # -- stepping -------------------------------------------------------------------------
     def step(self, x) -> np.ndarray:
@@ -261,12 +292,20 @@ class Network:
         -------
         y : (B, n_outputs) readout after this step (a copy)
         """
-        arr = np.asarray(x)
-        if arr.ndim == 1 and self.batch_size == 1:
-            arr = arr[None, :]
+        arr = x if type(x) is np.ndarray else np.asarray(x)
         s = self.state
-        if arr.shape == s.hist_in.shape[2:0:-1] and arr.dtype.char in _FAST_COUNTS:   # validate + write in one kernel
-            if K.write_counts(arr, s.hist_in, int(s.t[0]) % self.n_slots):
+        if (s is not self._bound_state or self.params is not self._event_params
+                or self._future_version != self.delay_version):
+            self._bind()
+        if arr.ndim == 1 and s.v.shape[1] == 1:
+            arr = arr[None, :]
+        if arr.shape == self._x_shape and arr.dtype.char in _FAST_COUNTS:   # validate + write in a kernel
+            done = _forward_step(arr, *self._fused_args) if self._fused else 2
+            if done == 0:                           # no pull this step: the whole step in one call
+                return s.y.T.copy()
+            if done == 2:                           # a pull is due (or batch > 1): step by step
+                done = K.write_counts(arr, s.hist_in, int(s.t[0]) % self.n_slots)
+            if done:
                 _check_counts(arr, "input x")              # raises, naming the first bad count
                 raise ValueError("input x holds invalid spike counts")
             self._forward()
@@ -290,8 +329,8 @@ class Network:
         ev = self._events_in
         # while earlier steps are being pulled anyway, a push must be much cheaper than the pull (hysteresis)
         budget = self._budget_in if t >= s.pull_until[0] else PULLING_BUDGET * self._budget_in
-        pushed = K.push_events(s.hist_in, slot, ev.out_indptr, ev.out_syn, ev.out_post, p.input.delay_steps,
-                               p.input.weight, s.future, budget, s.pulled_in)
+        pushed = K.push_events(s.hist_in, slot, ev.out_indptr, ev.out_post, ev.delay_csc, ev.weight_csc,
+                               s.future, budget, s.pulled_in)
         if not pushed:
             s.pull_until[0] = max(int(s.pull_until[0]), t + self._window_in)
         if c.recurrent:
@@ -299,8 +338,8 @@ class Network:
             ev = self._events_rec
             # a pulled input step pulls the recurrent one too: input before recurrent, as in the pull model
             budget = self._budget_rec if t >= s.pull_until[1] else PULLING_BUDGET * self._budget_rec
-            if not K.push_events(s.hist_rec, slot, ev.out_indptr, ev.out_syn, ev.out_post, p.recurrent.delay_steps,
-                                 p.recurrent.weight, s.future, budget if pushed else -1.0, s.pulled_rec):
+            if not K.push_events(s.hist_rec, slot, ev.out_indptr, ev.out_post, ev.delay_csc, ev.weight_csc,
+                                 s.future, budget if pushed else -1.0, s.pulled_rec):
                 s.pull_until[1] = max(int(s.pull_until[1]), t + self._window_rec)
         K.take_current(s.future, slot, s.current)
         if t < s.pull_until[0]:
@@ -309,10 +348,29 @@ class Network:
         if c.recurrent and t < s.pull_until[1]:
             self._pull(p.recurrent)(s.hist_rec, t, s.pulled_rec, p.recurrent.indptr, p.recurrent.pre,
                                     p.recurrent.delay_steps, p.recurrent.weight, s.current)
-        K.lif_step(s.current, c.decay_mem, c.input_gain, c.threshold, c.reset == "hard",
-                   s.v, s.z, s.decay_eff)
-        K.readout_step(s.z, p.w_out, p.b_out, c.decay_out, c.readout_gain, s.y)
+        K.lif_step(s.current, *self._lif_constants, s.v, s.z, s.decay_eff)
+        K.readout_step(s.z, p.w_out, p.b_out, *self._readout_constants, s.y)
         s.t[0] = t + 1
+
+    def _set_constants(self) -> None:
+        """The config's derived scalars the kernels take (the config is frozen)."""
+        c = self.config
+        self._lif_constants = (float(c.decay_mem), float(c.input_gain), float(c.threshold), c.reset == "hard")
+        self._readout_constants = (float(c.decay_out), float(c.readout_gain))
+
+    def _bind(self) -> None:
+        """Bring the event copies up to date, then take the arguments of ``K.forward_step`` from the
+        current state and parameters (:meth:`step` calls this whenever either was replaced)."""
+        if self._future_version != self.delay_version or self.params is not self._event_params:
+            self._discard_future(int(self.state.t[0]))
+        s, p, ei, er = self.state, self.params, self._events_in, self._events_rec
+        self._x_shape = s.hist_in.shape[2:0:-1]
+        self._fused = self._budget_in == np.inf and self._budget_rec == np.inf    # batch 1: always pushed
+        self._fused_args = (s.t, s.pull_until, s.hist_in, ei.out_indptr, ei.out_post, ei.delay_csc, ei.weight_csc,
+                            s.pulled_in, s.hist_rec, er.out_indptr, er.out_post, er.delay_csc, er.weight_csc,
+                            s.pulled_rec, s.future, s.current, *self._lif_constants, s.v, s.z, s.decay_eff,
+                            p.w_out, p.b_out, *self._readout_constants, s.y)
+        self._bound_state = s
 
     def _pull(self, proj: Projection):
         """The pull kernel for one step of ``proj``: the parallel build only where a call has enough work
@@ -375,6 +433,7 @@ class Network:
         self._events_in = event_index(p.input, c.n_inputs)
         self._events_rec = event_index(p.recurrent, c.n_hidden if c.recurrent else 0)
         self._event_params = p
+        self._bound_state = None
         # a spike pushed at step q arrives by q + window - 1 (delays are clipped to max_delay_steps)
         self._window_in = (c.max_delay_steps if p.input.delay.size else 0) + 1
         self._window_rec = (c.max_delay_steps if p.recurrent.delay.size else 0) + 1
@@ -392,12 +451,14 @@ class Network:
             return cost / self.threads if self._pull(proj) is not K.pulled_current else cost
 
         self._budget_in, self._budget_rec = budget(p.input), budget(p.recurrent)
+        self._bound_state = None
 
     def _discard_future(self, t: int) -> None:
         """Parameters changed before step ``t``: drop the future ring, pull the spikes still in flight."""
         if self.params is not self._event_params:
             self._build_event_index()
         self._future_version = self.delay_version
+        self._refresh_event_copies()
         s, n = self.state, self.n_slots
         if t == 0:
             return                        # nothing pushed since the reset: the ring is empty
@@ -407,6 +468,11 @@ class Network:
                 for q in range(max(0, t - window + 1), t):
                     flags[q % n] = 1
                 s.pull_until[k] = max(int(s.pull_until[k]), t - 1 + window)
+
+    def _refresh_event_copies(self) -> None:
+        """Copy the current weights and delays into the event indices (CSC order)."""
+        refresh_event_copies(self._events_in, self.params.input)
+        refresh_event_copies(self._events_rec, self.params.recurrent)
 
     def set_delays(self, which: str, delays) -> None:
         """Set the real delays of the ``"input"`` or ``"recurrent"`` projection (steps).
@@ -461,6 +527,8 @@ class Network:
         assign_tuple(self.params, snap["params"])
         if rebuild:
             self._build_event_index()
+        else:
+            self._refresh_event_copies()
         self._set_budgets()
         self.parameters_changed()
         if snap.get("future_in_sync", False):     # the restored ring was built with the restored parameters
@@ -480,6 +548,7 @@ class SynapseKernels(NamedTuple):
 
 PARALLEL_PULL_WORK = 1 << 20      # synapses x batch of one pull below which the serial build runs
 _FAST_COUNTS = "bBhHiIlLqQfd"     # dtype.char of the counts :meth:`Network.step` checks in a kernel
+_forward_step = K.forward_step
 
 
 def _check_batch(batch_size) -> int:

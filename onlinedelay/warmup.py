@@ -31,6 +31,9 @@ def warmup(dtypes=("float32", "float64")) -> float:
                         learner = ThreeFactorLearner(net, LearningConfig(optimizer=optimizer, update="online"))
                         learner.run_sample(x, np.array([0, 1]), update=True)
                         net.step(x[0])
+                    net.reset(1)                                  # batch 1: whole steps in one kernel call
+                    for counts in (x[1, 0], x[2, 0].astype(np.uint8), x[3, 0].astype(dtype)):
+                        net.step(counts)
             # the plain pull (the forward pass pushes; the pull of every synapse is kept as a reference)
             i32 = np.int32
             for pull in (K.delayed_current, K.delayed_current_parallel):

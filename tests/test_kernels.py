@@ -144,7 +144,7 @@ def spikes(rng, shape, rate):
 
 
 TESTED_KERNELS = {
-    "write_counts", "delayed_current", "push_events", "take_current", "pulled_current", "lif_step", "readout_step", "readout_error", "readout_traces",
+    "write_counts", "delayed_current", "push_events", "take_current", "forward_step", "pulled_current", "lif_step", "readout_step", "readout_error", "readout_traces",
     "pseudo_derivative", "learning_signal", "weight_traces", "gaussian_taps", "xi_from_taps",
     "delay_traces", "synaptic_delay_traces", "adam_step", "sgd_step", "round_delays",
 } | {name + PARALLEL for name in PARALLEL_KERNELS}
@@ -343,7 +343,7 @@ def test_push_events(case, seed, dtype):
     future = cast(future0.transpose(0, 2, 1), dtype)
     pulled = np.full(n_slots, 7, np.uint8)
     out_indptr, out_syn, out_post = csc_of(indptr, pre, n_pre)
-    pushed = K.push_events(cast(hist, dtype), slot, out_indptr, out_syn, out_post, delay, cast(weight, dtype),
+    pushed = K.push_events(cast(hist, dtype), slot, out_indptr, out_post, delay[out_syn], cast(weight, dtype)[out_syn],
                            future, np.inf, pulled)
     assert pushed == 1 and pulled[slot] == 0
     assert (np.delete(pulled, slot) == 7).all()
@@ -361,7 +361,9 @@ def test_push_events_declines_over_budget(dtype):
     weight = cast(f32(rng.normal(0.0, 1.0, pre.size)), dtype)
     hist = cast(spikes(rng, (n_slots, n_pre, B), 1.5), dtype)
     future0 = cast(f32(rng.normal(0.0, 1.0, (n_slots, n_post, B))), dtype)
-    csc = csc_of(indptr, pre, n_pre)
+    out_indptr, out_syn, out_post = csc_of(indptr, pre, n_pre)
+    csc = (out_indptr, out_post)
+    delay, weight = delay[out_syn], weight[out_syn]                 # the CSC copies the network keeps
     results = {}
     for budget in (np.inf, 1e12, 1.0, 0.0):
         future, pulled = future0.copy(), np.zeros(n_slots, np.uint8)
@@ -391,6 +393,126 @@ def test_take_current(dtype):
     assert_bitwise_equal(current, before[2], "take_current")
     assert_bitwise_equal(future[2], np.zeros((4, 3), dtype), "slot not zeroed")
     assert_bitwise_equal(np.delete(future, 2, axis=0), np.delete(before, 2, axis=0), "other slots changed")
+
+
+# (batch, n_in, n_hidden, n_out, n_slots, t, recurrent, hard reset)
+FORWARD_CASES = {
+    "b1": (1, 9, 6, 3, 5, 13, False, False),
+    "b1_rec_hard": (1, 7, 6, 3, 5, 4, True, True),
+    "b1_first_step": (1, 5, 4, 2, 4, 0, True, False),
+    "b3_rec": (3, 5, 4, 2, 6, 11, True, False),
+}
+
+
+def _forward_case(case, seed, dtype):
+    """Random inputs of a forward_step case: the float64 reference's arrays and the kernel's arguments."""
+    B, n_in, n_h, n_out, n_slots, t, recurrent, hard = FORWARD_CASES[case]
+    rng = np.random.default_rng(seed)
+    projections = []
+    for n_pre in (n_in, n_h if recurrent else 0):
+        if n_pre:
+            indptr, pre = make_csr(rng, n_pre, n_h, min_fan=1)
+        else:
+            indptr, pre = np.zeros(n_h + 1, np.int32), np.zeros(0, np.int32)
+        delay = random_delays(rng, pre.size, n_slots)
+        weight = f32(rng.normal(0.0, 1.0, pre.size))
+        out_indptr, out_syn, out_post = csc_of(indptr, pre, n_pre)
+        syn = [(j, i, w, d) for j, i, w, d in zip(csr_rows(indptr), pre, weight, delay)]
+        projections.append((syn, (out_indptr, out_post, delay[out_syn], cast(weight[out_syn], dtype))))
+    ref = dict(
+        x=rng.poisson(1.2, (B, n_in)).astype(np.uint8),                       # counts > 1 included
+        hist_in=spikes(rng, (n_slots, n_in, B), 1.0),
+        hist_rec=spikes(rng, (n_slots if recurrent else 0, n_h, B), 1.0),
+        future=f32(rng.normal(0.0, 1.0, (n_slots, n_h, B))),
+        v=f32(rng.normal(0.5, 0.8, (n_h, B))), z=(rng.random((n_h, B)) < 0.4).astype(float),
+        decay_eff=f32(rng.normal(0.0, 1.0, (n_h, B))),
+        w_out=f32(rng.normal(0.0, 1.0, (n_out, n_h))), b_out=f32(rng.normal(0.0, 1.0, n_out)),
+        y=f32(rng.normal(0.0, 1.0, (n_out, B))))
+    state = {k: cast(ref[k], dtype) for k in ("hist_in", "hist_rec", "future", "v", "z", "decay_eff", "y")}
+    state.update(t=np.array([t], np.int64), pull_until=np.array([t, t], np.int64), current=cast(np.full((n_h, B), np.nan), dtype),
+                 pulled_in=np.full(n_slots, 7, np.uint8), pulled_rec=np.full(n_slots if recurrent else 0, 7, np.uint8))
+    return ref, projections, state, (n_slots, t, hard)
+
+
+def _forward_args(x, state, projections, hard, w_out, b_out):
+    (_, inp), (_, rec) = projections
+    st = state
+    return (x, st["t"], st["pull_until"], st["hist_in"], *inp, st["pulled_in"], st["hist_rec"], *rec, st["pulled_rec"],
+            st["future"], st["current"], LIF_DECAY, LIF_GAIN, sf(1.0), hard, st["v"], st["z"], st["decay_eff"],
+            w_out, b_out, READOUT_DECAY, READOUT_GAIN, st["y"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("case", list(FORWARD_CASES))
+def test_forward_step(case, seed, dtype):
+    """One whole step in one call == the float64 reference (push, take, LIF, readout), and bit for bit
+    the step-by-step kernels; a due pull or invalid counts leave everything untouched."""
+    ref, projections, state, (n_slots, t, hard) = _forward_case(case, seed, dtype)
+    slot = t % n_slots
+    theta = sf(1.0)
+    # float64 reference: push x^t and z^(t-1) (batch-first layouts), take the slot, LIF, readout
+    future = ref["future"].transpose(0, 2, 1) + ref_push_events(ref["x"].astype(float), t, projections[0][0], n_slots,
+                                                                 ref["v"].shape[0])
+    scale = np.abs(future)
+    if ref["hist_rec"].shape[0]:
+        future = future + ref_push_events(ref["z"].T, t, projections[1][0], n_slots, ref["v"].shape[0])
+        scale = scale + ref_push_events(ref["z"].T, t, [(j, i, abs(w), d) for j, i, w, d in projections[1][0]],
+                                        n_slots, ref["v"].shape[0])
+    current = future[slot].copy()
+    future[slot] = 0.0
+    v_ref, z_ref, a_ref = ref_lif(current, ref["v"].T, ref["z"].T, LIF_DECAY, LIF_GAIN, theta, hard)
+    assert np.abs(v_ref - theta).min() > 1e-3, "spike decision too close to the threshold for float32"
+    y_ref = ref_readout_step(z_ref, ref["w_out"], ref["b_out"], READOUT_DECAY, READOUT_GAIN, ref["y"].T)
+    hist_in = ref["hist_in"].copy()
+    hist_in[slot] = ref["x"].T
+    hist_rec = ref["hist_rec"].copy()
+    if hist_rec.shape[0]:
+        hist_rec[slot] = ref["z"]
+
+    w_out, b_out = cast(ref["w_out"], dtype), cast(ref["b_out"], dtype)
+    untouched = {k: a.copy() for k, a in state.items()}
+    bad = ref["x"].astype(np.float64)
+    bad[-1, -1] = 0.5                                # not a whole number: refused, nothing written
+    for pull_until, x in (([t + 1, 0], ref["x"]), ([0, t + 1], ref["x"]), ([t, t], bad)):
+        if pull_until[1] and not ref["hist_rec"].shape[0]:
+            continue                                 # (pull_until[1] is checked with or without recurrence)
+        state["pull_until"][:] = pull_until
+        assert K.forward_step(x, *_forward_args(x, state, projections, hard, w_out, b_out)[1:]) == (
+            1 if x.dtype.kind == "f" else 2)
+        for k, a in state.items():
+            assert_bitwise_equal(a, untouched[k] if k != "pull_until" else np.array(pull_until, np.int64), k)
+    state["pull_until"][:] = [t, t]
+    twin = {k: a.copy() for k, a in state.items()}
+    assert K.forward_step(*_forward_args(ref["x"], state, projections, hard, w_out, b_out)) == 0
+    assert state["t"][0] == t + 1 and (state["pull_until"] == [t, t]).all()
+    assert state["pulled_in"][slot] == 0 and (np.delete(state["pulled_in"], slot) == 7).all()
+    if ref["hist_rec"].shape[0]:
+        assert state["pulled_rec"][slot] == 0 and (np.delete(state["pulled_rec"], slot) == 7).all()
+    assert_bitwise_equal(state["hist_in"], cast(hist_in, dtype), "hist_in")
+    assert_bitwise_equal(state["hist_rec"], cast(hist_rec, dtype), "hist_rec")
+    assert_close(state["future"].transpose(0, 2, 1), future, dtype, scale, "future")
+    assert_close(state["current"].T, current, dtype, scale[slot], "current")
+    vscale = LIF_DECAY * np.abs(ref["v"].T) + LIF_GAIN * np.abs(scale[slot]) + theta
+    assert_close(state["v"].T, v_ref, dtype, vscale, "v")
+    np.testing.assert_array_equal(state["z"].T, z_ref)
+    assert_close(state["decay_eff"].T, a_ref, dtype, 1.0, "decay_eff")
+    yscale = ref_readout_step(z_ref, np.abs(ref["w_out"]), np.abs(ref["b_out"]), READOUT_DECAY, READOUT_GAIN,
+                              np.abs(ref["y"].T))
+    assert_close(state["y"].T, y_ref, dtype, yscale, "y")
+    # the same kernels one by one: bit for bit
+    (_, inp), (_, rec) = projections
+    K.write_counts(ref["x"], twin["hist_in"], slot)
+    K.push_events(twin["hist_in"], slot, *inp, twin["future"], np.inf, twin["pulled_in"])
+    if ref["hist_rec"].shape[0]:
+        twin["hist_rec"][slot] = twin["z"]
+        K.push_events(twin["hist_rec"], slot, *rec, twin["future"], np.inf, twin["pulled_rec"])
+    K.take_current(twin["future"], slot, twin["current"])
+    K.lif_step(twin["current"], LIF_DECAY, LIF_GAIN, theta, hard, twin["v"], twin["z"], twin["decay_eff"])
+    K.readout_step(twin["z"], w_out, b_out, READOUT_DECAY, READOUT_GAIN, twin["y"])
+    twin["t"][0] += 1
+    for k, a in state.items():
+        assert_bitwise_equal(a, twin[k], f"forward_step != the step-by-step kernels: {k}")
 
 
 @pytest.mark.parametrize("build", BUILDS)

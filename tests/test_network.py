@@ -299,7 +299,10 @@ for threads in (1, 2):
             learner.run_sample(x, np.array([0, 1, 1]), update=True)
             learner.run_sample(x[:, :1], np.array([1]), update=True)
             net.reset(1)
-            net.step(x[0, 0])
+            for t in range(12):               # batch 1: whole steps in one kernel (wrap-around, spikes)
+                net.step(x[t, 0])
+            net.parameters_changed()          # ... and the step-by-step path while pulling
+            net.step(x[0, 0].astype(np.uint8))
             net.reset(32)                     # dense batch: pulled steps
             learner.run_sample(np.random.default_rng(1).poisson(3.0, size=(12, 32, 4)), np.zeros(32, int), update=True)
 print("in bounds")
@@ -481,3 +484,54 @@ def test_pushed_spikes_follow_a_delay_change_in_flight():
         if new_delay >= 2:                         # still in the future: arrives at t = new_delay
             expected[new_delay - 2] = 1.0
         np.testing.assert_array_equal(seen[:, j], expected, err_msg=f"line {j}")
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_in_place_weights_act_after_parameters_changed_mid_sample_and_after_reset(recurrent):
+    """The push reads copies of the weights: a weight written in place mid-sample acts at the next step
+    once parameters_changed() is called (spikes in flight too); between samples reset() picks it up."""
+    net = _delay_line(max_delay=3)
+    if recurrent:                                  # the recurrent copies follow the same rules
+        cfg = NetworkConfig(n_inputs=3, n_hidden=4, n_outputs=2, max_delay_steps=3, input_delays="synaptic",
+                            recurrent=True, recurrent_delays="synaptic", weight_init_scale=4.0)
+        net = Network(cfg, seed=2, dtype="float64")
+    rng = np.random.default_rng(0)
+    x = rng.poisson(1.0, size=(12, net.config.n_inputs))
+    projections = (net.params.input, net.params.recurrent)
+
+    def step_checked(t):
+        net.step(x[t])
+        _assert_current(net.state.current, _pull_current(net), "float64", False, f"step {t}")
+
+    net.reset()
+    for t in range(5):
+        step_checked(t)
+    for proj in projections:                       # mid-sample: in place, then declared
+        proj.weight[...] *= 2.0
+    net.parameters_changed()
+    for t in range(5, 12):
+        step_checked(t)
+    before = net.state.current.copy()
+    # acts at once: a delay-0 line sees the new weight at the very next step
+    if not recurrent:
+        net.reset()
+        net.step([1])
+        assert net.state.current[0, 0] == 2.0
+        net.params.input.weight[0] = 5.0
+        net.parameters_changed()
+        net.step([1])
+        assert net.state.current[0, 0] == 5.0 and net.state.current[1, 0] == 2.0   # line 1: the t = 0 spike, pulled
+    # between samples: written in place, no call; reset() (and run(), which resets) picks it up
+    for proj in projections:
+        proj.weight[:] = rng.normal(0.0, 2.0, proj.weight.size)
+    net.reset()
+    for t in range(12):
+        step_checked(t)
+    for proj in projections:
+        proj.weight[...] *= -1.0
+    y = net.run(x)
+    net.reset()
+    for t in range(12):
+        step_checked(t)
+    np.testing.assert_array_equal(net.state.y.T, y[-1])
+    assert not np.array_equal(before, net.state.current)

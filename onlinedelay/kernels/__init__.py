@@ -10,7 +10,7 @@ The forward current is pushed event by event into a future-current ring (``event
 not pushed are pulled by ``pulled_current``; ``delayed_current`` pulls every synapse.
 """
 
-from .events import push_events, take_current
+from .events import forward_step, push_events, take_current
 from .lif import lif_step
 from .readout import readout_error, readout_step, readout_traces
 from .ring import delayed_current, delayed_current_parallel, pulled_current, pulled_current_parallel, write_counts
@@ -20,7 +20,7 @@ from .traces import (delay_traces, delay_traces_parallel, learning_signal, synap
 from .updates import adam_step, round_delays, sgd_step
 
 __all__ = [
-    "write_counts", "delayed_current", "push_events", "take_current", "lif_step", "readout_step",
+    "write_counts", "delayed_current", "push_events", "take_current", "forward_step", "lif_step", "readout_step",
     "pseudo_derivative", "readout_error", "learning_signal", "readout_traces",
     "weight_traces", "gaussian_taps", "xi_from_taps", "delay_traces", "synaptic_delay_traces",
     "adam_step", "sgd_step", "round_delays",

@@ -1,9 +1,11 @@
 """Event-driven (push) delayed current: presynaptic activity is scattered into a future-current ring.
 
 A projection's synapses are also indexed by presynaptic unit (a CSC view of the CSR arrays, built
-once because connectivity never changes): ``out_indptr`` (n_pre + 1,), ``out_syn`` (n_syn,) the
-CSR index of each outgoing synapse, ``out_post`` (n_syn,) its postsynaptic neuron.  Weights and
-delays are read live from the CSR arrays through ``out_syn`` when a spike is pushed.
+once because connectivity never changes): ``out_indptr`` (n_pre + 1,), ``out_post`` (n_syn,) the
+postsynaptic neuron of each outgoing synapse.  The push reads copies of the weights and integer
+delays in the same CSC order (``weight_csc``, ``delay_csc``: the synapses of one unit lie side by
+side, one cache line for 16 of them instead of two lines per synapse through the CSR index); the
+network refreshes them whenever its parameters change (``Network.parameters_changed``) and at reset.
 
 ``future[slot, j, b]`` (n_slots, n_post, B) holds the current that will reach neuron ``j`` at the
 absolute step ``a`` with ``slot = a % n_slots``; activity pushed at step ``t`` through a synapse
@@ -14,6 +16,9 @@ pushed: it is flagged in ``pulled`` and read by ``ring.pulled_current`` instead.
 the pull model (``ring.delayed_current``) up to the order of the additions into one
 ``current[j, b]`` (the same order without delays).
 
+``forward_step`` is one whole network step (counts written, input and recurrent spikes pushed,
+current taken, LIF and readout) in a single call, for the steps that need no pull.
+
 Cost model (ns per synapse, float32, measured on the 2-core development machine): pushing one
 unit's spikes to ``a`` of ``B`` batch elements one at a time costs ~3a, pushing its whole row
 ~4 + 0.2 B, pulling a synapse for the whole batch ~5 + 0.12 B.  Only ratios matter.
@@ -22,6 +27,9 @@ unit's spikes to ``a`` of ``B`` batch elements one at a time costs ~3a, pushing 
 import numpy as np
 
 from ._jit import jit
+from .lif import lif_step
+from .readout import readout_step
+from .ring import write_counts
 
 SCALAR_COST = 3.0        # per synapse and active batch element, pushed one at a time
 ROW_COST = 4.0           # per synapse, whole row: ROW_COST + ROW_COST_PER_LANE * B
@@ -36,20 +44,20 @@ def pull_cost(n_syn: int, n_batch: int) -> float:
 
 
 @jit
-def push_events(hist, slot, out_indptr, out_syn, out_post, delay_steps, weight, future, budget, pulled):
+def push_events(hist, slot, out_indptr, out_post, delay_csc, weight_csc, future, budget, pulled):
     """Scatter the activity in ``hist[slot]`` into the future ring, unless that would cost more than ``budget``.
 
-    future[(slot + d_s) % n_slots, out_post[k], b] += weight[s] * hist[slot, i, b]
-    for every presynaptic unit i with some activity, every k in [out_indptr[i], out_indptr[i + 1]),
-    s = out_syn[k], d_s = delay_steps[s].  Silent units cost nothing; a unit with few active batch
-    elements pushes only those, one with many its whole contiguous row of B values (SIMD).
+    future[(slot + delay_csc[k]) % n_slots, out_post[k], b] += weight_csc[k] * hist[slot, i, b]
+    for every presynaptic unit i with some activity and every k in [out_indptr[i], out_indptr[i + 1]).
+    Silent units cost nothing; a unit with few active batch elements pushes only those, one with
+    many its whole contiguous row of B values (SIMD).
 
     Parameters
     ----------
     hist : (n_slots, n_pre, B) float, presynaptic activity ring (counts per step)
     slot : int, ring slot of the pushing step (the same in ``hist``, ``future`` and ``pulled``)
-    out_indptr : (n_pre + 1,) int32; out_syn, out_post : (n_syn,) int32, CSC view of the CSR arrays
-    delay_steps : (n_syn,) int32, CSR order, 0 <= d < n_slots; weight : (n_syn,) float, CSR order
+    out_indptr : (n_pre + 1,) int32; out_post : (n_syn,) int32, CSC view of the CSR arrays
+    delay_csc : (n_syn,) int32, CSC order, 0 <= d < n_slots; weight_csc : (n_syn,) float, CSC order
     future : (n_slots, n_post, B) float, future-current ring, accumulated in place
     budget : float, push only if the estimated cost (module cost model) is at most this; inf: always
         (no estimate is made), negative: never
@@ -80,20 +88,12 @@ def push_events(hist, slot, out_indptr, out_syn, out_post, delay_steps, weight, 
             pulled[now] = 1
             return 0
     pulled[now] = 0
+    if n_batch == 1:                                    # streaming: one scalar per unit
+        _push_single(hist, now, out_indptr, out_post, delay_csc, weight_csc, future)
+        return 1
     for i in range(n_pre):
         start, stop = np.uint64(out_indptr[i]), np.uint64(out_indptr[i + 1])
         if start == stop:
-            continue
-        if n_batch == 1:                                # streaming: one scalar per unit
-            xv = hist[now, i, 0]
-            if xv == 0:
-                continue
-            for k in range(start, stop):
-                s = np.uint64(out_syn[k])
-                dst = now + np.uint64(delay_steps[s])
-                if dst >= n_slots:
-                    dst -= n_slots
-                future[dst, np.uint64(out_post[k]), 0] += weight[s] * xv
             continue
         active = 0
         for b in range(n_batch):
@@ -103,12 +103,11 @@ def push_events(hist, slot, out_indptr, out_syn, out_post, delay_steps, weight, 
             continue
         if SCALAR_COST * active > row_cost:             # many active: the whole row (SIMD)
             for k in range(start, stop):
-                s = np.uint64(out_syn[k])
-                dst = now + np.uint64(delay_steps[s])
+                dst = now + np.uint64(delay_csc[k])
                 if dst >= n_slots:
                     dst -= n_slots
                 j = np.uint64(out_post[k])
-                w = weight[s]
+                w = weight_csc[k]
                 for b in range(n_batch):
                     future[dst, j, b] += w * hist[now, i, b]
         else:                                           # few active: only those batch elements
@@ -117,12 +116,26 @@ def push_events(hist, slot, out_indptr, out_syn, out_post, delay_steps, weight, 
                 if xv == 0:
                     continue
                 for k in range(start, stop):
-                    s = np.uint64(out_syn[k])
-                    dst = now + np.uint64(delay_steps[s])
+                    dst = now + np.uint64(delay_csc[k])
                     if dst >= n_slots:
                         dst -= n_slots
-                    future[dst, np.uint64(out_post[k]), b] += weight[s] * xv
+                    future[dst, np.uint64(out_post[k]), b] += weight_csc[k] * xv
     return 1
+
+
+@jit
+def _push_single(hist, now, out_indptr, out_post, delay_csc, weight_csc, future):
+    """push_events at batch 1 (always pushed; ``now`` is the slot as uint64)."""
+    n_slots = np.uint64(future.shape[0])
+    for i in range(np.uint64(out_indptr.size - 1)):
+        xv = hist[now, i, 0]
+        if xv == 0:
+            continue
+        for k in range(np.uint64(out_indptr[i]), np.uint64(out_indptr[i + 1])):
+            dst = now + np.uint64(delay_csc[k])
+            if dst >= n_slots:
+                dst -= n_slots
+            future[dst, np.uint64(out_post[k]), 0] += weight_csc[k] * xv
 
 
 @jit
@@ -136,3 +149,52 @@ def take_current(future, slot, current):
         for b in range(n_batch):
             current[j, b] = future[slot, j, b]
             future[slot, j, b] = 0.0
+
+
+@jit
+def forward_step(x, t, pull_until, hist_in, in_indptr, in_post, in_delay, in_weight, pulled_in,
+                 hist_rec, rec_indptr, rec_post, rec_delay, rec_weight, pulled_rec, future, current,
+                 decay, gain, threshold, hard_reset, v, z, decay_eff, w_out, b_out, decay_out, gain_out, y):
+    """One whole network step whose spikes are all pushed (no pull window open), in one call.
+
+    At the step ``now = t[0]``, ``slot = now % n_slots``: ``write_counts(x, hist_in, slot)``, push
+    ``hist_in[slot]`` (``push_events``, budget inf); with recurrence (``hist_rec`` has slots)
+    ``hist_rec[slot] = z`` and push it; ``take_current(future, slot, current)``; ``lif_step``;
+    ``readout_step``; ``t[0] = now + 1``.  The same kernels in the same order as the step-by-step
+    path, so the results are identical.
+
+    Parameters
+    ----------
+    x : (B, n_in) spike counts (any dtype ``write_counts`` takes); t : (1,) int64, steps since reset
+    pull_until : (2,) int64, nothing is done while ``now < pull_until[k]`` (a step that pulls)
+    hist_in, in_indptr, in_post, in_delay, in_weight, pulled_in : the input projection's ring, CSC
+        view, CSC copies of delays and weights, pull flags (as for ``push_events``)
+    hist_rec, rec_indptr, rec_post, rec_delay, rec_weight, pulled_rec : the same for the recurrent
+        projection (``hist_rec`` with 0 slots: no recurrence)
+    future : (n_slots, N, B) future-current ring; current : (N, B) out
+    decay, gain, threshold, hard_reset, v, z, decay_eff : as for ``lif_step``
+    w_out, b_out, decay_out, gain_out, y : as for ``readout_step``
+
+    Returns
+    -------
+    0 done; 1 invalid counts (nothing written, ``t`` unchanged); 2 a pull is due at this step
+    (nothing done: the caller takes the step-by-step path).
+    """
+    now = t[0]
+    if now < pull_until[0] or now < pull_until[1]:
+        return 2
+    slot = now % hist_in.shape[0]
+    if write_counts(x, hist_in, slot):
+        return 1
+    push_events(hist_in, slot, in_indptr, in_post, in_delay, in_weight, future, np.inf, pulled_in)
+    if hist_rec.shape[0]:
+        n_rec, n_batch = z.shape
+        for j in range(n_rec):
+            for b in range(n_batch):
+                hist_rec[slot, j, b] = z[j, b]
+        push_events(hist_rec, slot, rec_indptr, rec_post, rec_delay, rec_weight, future, np.inf, pulled_rec)
+    take_current(future, slot, current)
+    lif_step(current, decay, gain, threshold, hard_reset, v, z, decay_eff)
+    readout_step(z, w_out, b_out, decay_out, gain_out, y)
+    t[0] = now + 1
+    return 0
