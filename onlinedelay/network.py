@@ -114,14 +114,15 @@ def init_parameters(config: NetworkConfig, seed: int, dtype="float32") -> Parame
 class EventIndex(NamedTuple):
     """Synapses of a CSR projection grouped by presynaptic unit (CSC view), for the push kernels.
 
-    ``delay_csc``/``weight_csc`` are copies of the projection's ``delay_steps``/``weight`` in this
-    order (``delay_csc[k] = delay_steps[out_syn[k]]``), refreshed by :func:`refresh_event_copies`.
+    ``target``/``weight_csc`` are copies of the projection's ``delay_steps``/``weight`` in this
+    order (``target[k] = delay_steps[s] * n_post + out_post[k]``, ``weight_csc[k] = weight[s]``,
+    ``s = out_syn[k]``), refreshed by :func:`refresh_event_copies`.
     """
 
     out_indptr: np.ndarray    # (n_pre + 1,) int32: unit i's outgoing synapses are out_syn[out_indptr[i]:out_indptr[i + 1]]
     out_syn: np.ndarray       # (n_syn,) int32, CSR index of each outgoing synapse (ascending within a unit)
     out_post: np.ndarray      # (n_syn,) int32, postsynaptic neuron of each outgoing synapse
-    delay_csc: np.ndarray     # (n_syn,) int32, copy of delay_steps[out_syn]
+    target: np.ndarray        # (n_syn,) int32, delay_steps[out_syn] * n_post + out_post (K.push_events)
     weight_csc: np.ndarray    # (n_syn,) float, copy of weight[out_syn]
 
 
@@ -140,7 +141,9 @@ def event_index(proj: Projection, n_pre: int) -> EventIndex:
 
 def refresh_event_copies(index: EventIndex, proj: Projection) -> None:
     """Copy ``proj``'s current integer delays and weights into ``index`` (CSC order), in place."""
-    np.take(proj.delay_steps, index.out_syn, out=index.delay_csc)
+    np.take(proj.delay_steps, index.out_syn, out=index.target)
+    np.multiply(index.target, proj.indptr.size - 1, out=index.target)
+    np.add(index.target, index.out_post, out=index.target)
     np.take(proj.weight, index.out_syn, out=index.weight_csc)
 
 
@@ -329,8 +332,8 @@ class Network:
         ev = self._events_in
         # while earlier steps are being pulled anyway, a push must be much cheaper than the pull (hysteresis)
         budget = self._budget_in if t >= s.pull_until[0] else PULLING_BUDGET * self._budget_in
-        pushed = K.push_events(s.hist_in, slot, ev.out_indptr, ev.out_post, ev.delay_csc, ev.weight_csc,
-                               s.future, budget, s.pulled_in)
+        pushed = K.push_events(s.hist_in, slot, ev.out_indptr, ev.target, ev.weight_csc, s.future, budget,
+                               s.pulled_in)
         if not pushed:
             s.pull_until[0] = max(int(s.pull_until[0]), t + self._window_in)
         if c.recurrent:
@@ -338,8 +341,8 @@ class Network:
             ev = self._events_rec
             # a pulled input step pulls the recurrent one too: input before recurrent, as in the pull model
             budget = self._budget_rec if t >= s.pull_until[1] else PULLING_BUDGET * self._budget_rec
-            if not K.push_events(s.hist_rec, slot, ev.out_indptr, ev.out_post, ev.delay_csc, ev.weight_csc,
-                                 s.future, budget if pushed else -1.0, s.pulled_rec):
+            if not K.push_events(s.hist_rec, slot, ev.out_indptr, ev.target, ev.weight_csc, s.future,
+                                 budget if pushed else -1.0, s.pulled_rec):
                 s.pull_until[1] = max(int(s.pull_until[1]), t + self._window_rec)
         K.take_current(s.future, slot, s.current)
         if t < s.pull_until[0]:
@@ -366,10 +369,10 @@ class Network:
         s, p, ei, er = self.state, self.params, self._events_in, self._events_rec
         self._x_shape = s.hist_in.shape[2:0:-1]
         self._fused = self._budget_in == np.inf and self._budget_rec == np.inf    # batch 1: always pushed
-        self._fused_args = (s.t, s.pull_until, s.hist_in, ei.out_indptr, ei.out_post, ei.delay_csc, ei.weight_csc,
-                            s.pulled_in, s.hist_rec, er.out_indptr, er.out_post, er.delay_csc, er.weight_csc,
-                            s.pulled_rec, s.future, s.current, *self._lif_constants, s.v, s.z, s.decay_eff,
-                            p.w_out, p.b_out, *self._readout_constants, s.y)
+        self._fused_args = (s.t, s.pull_until, s.hist_in, ei.out_indptr, ei.target, ei.weight_csc, s.pulled_in,
+                            s.hist_rec, er.out_indptr, er.target, er.weight_csc, s.pulled_rec, s.future, s.current,
+                            *self._lif_constants, s.v, s.z, s.decay_eff, p.w_out, p.b_out, *self._readout_constants,
+                            s.y)
         self._bound_state = s
 
     def _pull(self, proj: Projection):
@@ -430,6 +433,8 @@ class Network:
     def _build_event_index(self) -> None:
         """CSC views of both projections (connectivity is fixed; rebuilt when ``params`` is replaced)."""
         p, c = self.params, self.config
+        if (c.max_delay_steps + 1) * c.n_hidden >= 2**31:
+            raise ValueError(f"n_hidden={c.n_hidden} x max_delay_steps={c.max_delay_steps} overflows the int32 push targets")
         self._events_in = event_index(p.input, c.n_inputs)
         self._events_rec = event_index(p.recurrent, c.n_hidden if c.recurrent else 0)
         self._event_params = p

@@ -343,7 +343,8 @@ def test_push_events(case, seed, dtype):
     future = cast(future0.transpose(0, 2, 1), dtype)
     pulled = np.full(n_slots, 7, np.uint8)
     out_indptr, out_syn, out_post = csc_of(indptr, pre, n_pre)
-    pushed = K.push_events(cast(hist, dtype), slot, out_indptr, out_post, delay[out_syn], cast(weight, dtype)[out_syn],
+    target = (delay[out_syn] * n_post + out_post).astype(np.int32)     # the network's CSC copies
+    pushed = K.push_events(cast(hist, dtype), slot, out_indptr, target, cast(weight, dtype)[out_syn],
                            future, np.inf, pulled)
     assert pushed == 1 and pulled[slot] == 0
     assert (np.delete(pulled, slot) == 7).all()
@@ -362,12 +363,12 @@ def test_push_events_declines_over_budget(dtype):
     hist = cast(spikes(rng, (n_slots, n_pre, B), 1.5), dtype)
     future0 = cast(f32(rng.normal(0.0, 1.0, (n_slots, n_post, B))), dtype)
     out_indptr, out_syn, out_post = csc_of(indptr, pre, n_pre)
-    csc = (out_indptr, out_post)
-    delay, weight = delay[out_syn], weight[out_syn]                 # the CSC copies the network keeps
+    csc = (out_indptr, (delay[out_syn] * n_post + out_post).astype(np.int32))   # the CSC copies the network keeps
+    weight = weight[out_syn]
     results = {}
     for budget in (np.inf, 1e12, 1.0, 0.0):
         future, pulled = future0.copy(), np.zeros(n_slots, np.uint8)
-        results[budget] = K.push_events(hist, slot, *csc, delay, weight, future, budget, pulled), future, pulled
+        results[budget] = K.push_events(hist, slot, *csc, weight, future, budget, pulled), future, pulled
     for budget in (1.0, 0.0):
         pushed, future, pulled = results[budget]
         assert pushed == 0 and pulled[slot] == 1 and pulled.sum() == 1
@@ -378,8 +379,8 @@ def test_push_events_declines_over_budget(dtype):
     assert not np.array_equal(future, future0)
     silent = np.zeros_like(hist)
     pulled = np.zeros(n_slots, np.uint8)
-    assert K.push_events(silent, slot, *csc, delay, weight, future0.copy(), 0.0, pulled) == 1   # costs nothing
-    assert K.push_events(silent, slot, *csc, delay, weight, future0.copy(), -1.0, pulled) == 0  # never
+    assert K.push_events(silent, slot, *csc, weight, future0.copy(), 0.0, pulled) == 1   # costs nothing
+    assert K.push_events(silent, slot, *csc, weight, future0.copy(), -1.0, pulled) == 0  # never
     assert pulled[slot] == 1
 
 
@@ -418,7 +419,8 @@ def _forward_case(case, seed, dtype):
         weight = f32(rng.normal(0.0, 1.0, pre.size))
         out_indptr, out_syn, out_post = csc_of(indptr, pre, n_pre)
         syn = [(j, i, w, d) for j, i, w, d in zip(csr_rows(indptr), pre, weight, delay)]
-        projections.append((syn, (out_indptr, out_post, delay[out_syn], cast(weight[out_syn], dtype))))
+        target = (delay[out_syn] * n_h + out_post).astype(np.int32)
+        projections.append((syn, (out_indptr, target, cast(weight[out_syn], dtype))))
     ref = dict(
         x=rng.poisson(1.2, (B, n_in)).astype(np.uint8),                       # counts > 1 included
         hist_in=spikes(rng, (n_slots, n_in, B), 1.0),

@@ -1,11 +1,12 @@
 """Event-driven (push) delayed current: presynaptic activity is scattered into a future-current ring.
 
 A projection's synapses are also indexed by presynaptic unit (a CSC view of the CSR arrays, built
-once because connectivity never changes): ``out_indptr`` (n_pre + 1,), ``out_post`` (n_syn,) the
-postsynaptic neuron of each outgoing synapse.  The push reads copies of the weights and integer
-delays in the same CSC order (``weight_csc``, ``delay_csc``: the synapses of one unit lie side by
-side, one cache line for 16 of them instead of two lines per synapse through the CSR index); the
-network refreshes them whenever its parameters change (``Network.parameters_changed``) and at reset.
+once because connectivity never changes): ``out_indptr`` (n_pre + 1,).  The push reads copies in
+this order of the weights (``weight_csc``) and of the integer delays, folded with the postsynaptic
+neuron into one index ``target = delay * n_post + post`` (the synapses of one unit lie side by
+side: one cache line for 16 of them instead of two lines per synapse through the CSR index, and
+one flat index per synapse); the network refreshes them whenever its parameters change
+(``Network.parameters_changed``) and at reset.
 
 ``future[slot, j, b]`` (n_slots, n_post, B) holds the current that will reach neuron ``j`` at the
 absolute step ``a`` with ``slot = a % n_slots``; activity pushed at step ``t`` through a synapse
@@ -44,10 +45,10 @@ def pull_cost(n_syn: int, n_batch: int) -> float:
 
 
 @jit
-def push_events(hist, slot, out_indptr, out_post, delay_csc, weight_csc, future, budget, pulled):
+def push_events(hist, slot, out_indptr, target, weight_csc, future, budget, pulled):
     """Scatter the activity in ``hist[slot]`` into the future ring, unless that would cost more than ``budget``.
 
-    future[(slot + delay_csc[k]) % n_slots, out_post[k], b] += weight_csc[k] * hist[slot, i, b]
+    future[(slot + d) % n_slots, j, b] += weight_csc[k] * hist[slot, i, b], target[k] = d * n_post + j,
     for every presynaptic unit i with some activity and every k in [out_indptr[i], out_indptr[i + 1]).
     Silent units cost nothing; a unit with few active batch elements pushes only those, one with
     many its whole contiguous row of B values (SIMD).
@@ -56,9 +57,11 @@ def push_events(hist, slot, out_indptr, out_post, delay_csc, weight_csc, future,
     ----------
     hist : (n_slots, n_pre, B) float, presynaptic activity ring (counts per step)
     slot : int, ring slot of the pushing step (the same in ``hist``, ``future`` and ``pulled``)
-    out_indptr : (n_pre + 1,) int32; out_post : (n_syn,) int32, CSC view of the CSR arrays
-    delay_csc : (n_syn,) int32, CSC order, 0 <= d < n_slots; weight_csc : (n_syn,) float, CSC order
-    future : (n_slots, n_post, B) float, future-current ring, accumulated in place
+    out_indptr : (n_pre + 1,) int32, CSC pointers: unit i's synapses are k in [out_indptr[i], out_indptr[i + 1])
+    target : (n_syn,) int32, CSC order, ``delay * n_post + post`` (0 <= delay < n_slots): the synapse's
+        row of the flattened ring ``future.reshape(n_slots * n_post, B)`` counted from ``slot``
+    weight_csc : (n_syn,) float, CSC order
+    future : (n_slots, n_post, B) float, C-contiguous future-current ring, accumulated in place
     budget : float, push only if the estimated cost (module cost model) is at most this; inf: always
         (no estimate is made), negative: never
     pulled : (n_slots,) uint8, set to 0 at ``slot`` when pushed, to 1 when declined (to be pulled)
@@ -68,7 +71,6 @@ def push_events(hist, slot, out_indptr, out_post, delay_csc, weight_csc, future,
     1 if the step was pushed, 0 if declined (``future`` untouched).
     """
     # Indices are unsigned: numba then emits no negative-index wrap-around (half the time here).
-    n_slots = np.uint64(future.shape[0])
     n_batch = future.shape[2]
     now = np.uint64(slot)
     n_pre = np.uint64(out_indptr.size - 1)
@@ -89,8 +91,11 @@ def push_events(hist, slot, out_indptr, out_post, delay_csc, weight_csc, future,
             return 0
     pulled[now] = 0
     if n_batch == 1:                                    # streaming: one scalar per unit
-        _push_single(hist, now, out_indptr, out_post, delay_csc, weight_csc, future)
+        _push_single(hist, now, out_indptr, target, weight_csc, future)
         return 1
+    n_rows = np.uint64(future.shape[0] * future.shape[1])
+    base = now * np.uint64(future.shape[1])
+    rows = future.reshape(future.shape[0] * future.shape[1], n_batch)
     for i in range(n_pre):
         start, stop = np.uint64(out_indptr[i]), np.uint64(out_indptr[i + 1])
         if start == stop:
@@ -103,39 +108,40 @@ def push_events(hist, slot, out_indptr, out_post, delay_csc, weight_csc, future,
             continue
         if SCALAR_COST * active > row_cost:             # many active: the whole row (SIMD)
             for k in range(start, stop):
-                dst = now + np.uint64(delay_csc[k])
-                if dst >= n_slots:
-                    dst -= n_slots
-                j = np.uint64(out_post[k])
+                row = base + np.uint64(target[k])
+                if row >= n_rows:
+                    row -= n_rows
                 w = weight_csc[k]
                 for b in range(n_batch):
-                    future[dst, j, b] += w * hist[now, i, b]
+                    rows[row, b] += w * hist[now, i, b]
         else:                                           # few active: only those batch elements
             for b in range(n_batch):
                 xv = hist[now, i, b]
                 if xv == 0:
                     continue
                 for k in range(start, stop):
-                    dst = now + np.uint64(delay_csc[k])
-                    if dst >= n_slots:
-                        dst -= n_slots
-                    future[dst, np.uint64(out_post[k]), b] += weight_csc[k] * xv
+                    row = base + np.uint64(target[k])
+                    if row >= n_rows:
+                        row -= n_rows
+                    rows[row, b] += weight_csc[k] * xv
     return 1
 
 
 @jit
-def _push_single(hist, now, out_indptr, out_post, delay_csc, weight_csc, future):
-    """push_events at batch 1 (always pushed; ``now`` is the slot as uint64)."""
-    n_slots = np.uint64(future.shape[0])
+def _push_single(hist, now, out_indptr, target, weight_csc, future):
+    """push_events at batch 1 (always pushed; ``now`` is the slot as uint64): one flat index per synapse."""
+    n_rows = np.uint64(future.shape[0] * future.shape[1])
+    base = now * np.uint64(future.shape[1])
+    flat = future.reshape(future.size)
     for i in range(np.uint64(out_indptr.size - 1)):
         xv = hist[now, i, 0]
         if xv == 0:
             continue
         for k in range(np.uint64(out_indptr[i]), np.uint64(out_indptr[i + 1])):
-            dst = now + np.uint64(delay_csc[k])
-            if dst >= n_slots:
-                dst -= n_slots
-            future[dst, np.uint64(out_post[k]), 0] += weight_csc[k] * xv
+            row = base + np.uint64(target[k])
+            if row >= n_rows:
+                row -= n_rows
+            flat[row] += weight_csc[k] * xv
 
 
 @jit
@@ -152,8 +158,8 @@ def take_current(future, slot, current):
 
 
 @jit
-def forward_step(x, t, pull_until, hist_in, in_indptr, in_post, in_delay, in_weight, pulled_in,
-                 hist_rec, rec_indptr, rec_post, rec_delay, rec_weight, pulled_rec, future, current,
+def forward_step(x, t, pull_until, hist_in, in_indptr, in_target, in_weight, pulled_in,
+                 hist_rec, rec_indptr, rec_target, rec_weight, pulled_rec, future, current,
                  decay, gain, threshold, hard_reset, v, z, decay_eff, w_out, b_out, decay_out, gain_out, y):
     """One whole network step whose spikes are all pushed (no pull window open), in one call.
 
@@ -167,9 +173,9 @@ def forward_step(x, t, pull_until, hist_in, in_indptr, in_post, in_delay, in_wei
     ----------
     x : (B, n_in) spike counts (any dtype ``write_counts`` takes); t : (1,) int64, steps since reset
     pull_until : (2,) int64, nothing is done while ``now < pull_until[k]`` (a step that pulls)
-    hist_in, in_indptr, in_post, in_delay, in_weight, pulled_in : the input projection's ring, CSC
-        view, CSC copies of delays and weights, pull flags (as for ``push_events``)
-    hist_rec, rec_indptr, rec_post, rec_delay, rec_weight, pulled_rec : the same for the recurrent
+    hist_in, in_indptr, in_target, in_weight, pulled_in : the input projection's ring, CSC pointers,
+        CSC copies of the targets (delay * n_post + post) and weights, pull flags (as for ``push_events``)
+    hist_rec, rec_indptr, rec_target, rec_weight, pulled_rec : the same for the recurrent
         projection (``hist_rec`` with 0 slots: no recurrence)
     future : (n_slots, N, B) future-current ring; current : (N, B) out
     decay, gain, threshold, hard_reset, v, z, decay_eff : as for ``lif_step``
@@ -186,13 +192,13 @@ def forward_step(x, t, pull_until, hist_in, in_indptr, in_post, in_delay, in_wei
     slot = now % hist_in.shape[0]
     if write_counts(x, hist_in, slot):
         return 1
-    push_events(hist_in, slot, in_indptr, in_post, in_delay, in_weight, future, np.inf, pulled_in)
+    push_events(hist_in, slot, in_indptr, in_target, in_weight, future, np.inf, pulled_in)
     if hist_rec.shape[0]:
         n_rec, n_batch = z.shape
         for j in range(n_rec):
             for b in range(n_batch):
                 hist_rec[slot, j, b] = z[j, b]
-        push_events(hist_rec, slot, rec_indptr, rec_post, rec_delay, rec_weight, future, np.inf, pulled_rec)
+        push_events(hist_rec, slot, rec_indptr, rec_target, rec_weight, future, np.inf, pulled_rec)
     take_current(future, slot, current)
     lif_step(current, decay, gain, threshold, hard_reset, v, z, decay_eff)
     readout_step(z, w_out, b_out, decay_out, gain_out, y)
