@@ -424,9 +424,11 @@ class Network:
     def parameters_changed(self) -> None:
         """Declare that weights or delays were changed in place (mid-sample too).
 
-        Bumps ``delay_version``.  At the next step the future-current ring (built with the old
-        parameters) is discarded and the spikes still in flight are pulled from the history rings
-        with the new parameters, exactly as the pull model delivers them.
+        Bumps ``delay_version``.  At the next step the push's copies of the weights and delays are
+        refreshed, the future-current ring (built with the old parameters) is discarded and the
+        spikes still in flight are pulled from the history rings with the new parameters, exactly
+        as the pull model delivers them.  Needed after every in-place write in the middle of a
+        sample; writes between samples are picked up by :meth:`reset`.
         """
         self.delay_version += 1
 
