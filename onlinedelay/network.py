@@ -319,6 +319,12 @@ class Network:
     def _step(self, x: np.ndarray) -> None:
         """One step on validated input counts ``x`` of shape (n_inputs, B) (cast into the ring)."""
         s = self.state
+        if s.v.shape[1] == 1 and x.dtype.char in _FAST_COUNTS:       # batch 1: one kernel call if no pull
+            if (s is not self._bound_state or self.params is not self._event_params
+                    or self._future_version != self.delay_version):
+                self._bind()
+            if self._fused and x.shape == self._x_shape[::-1] and _forward_step(x.T, *self._fused_args) == 0:
+                return
         s.hist_in[int(s.t[0]) % self.n_slots] = x
         self._forward()
 
