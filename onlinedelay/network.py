@@ -122,18 +122,24 @@ class EventIndex(NamedTuple):
     out_indptr: np.ndarray    # (n_pre + 1,) int32: unit i's outgoing synapses are out_syn[out_indptr[i]:out_indptr[i + 1]]
     out_syn: np.ndarray       # (n_syn,) int32, CSR index of each outgoing synapse (ascending within a unit)
     out_post: np.ndarray      # (n_syn,) int32, postsynaptic neuron of each outgoing synapse
-    target: np.ndarray        # (n_syn,) int32, delay_steps[out_syn] * n_post + out_post (K.push_events)
+    target: np.ndarray        # (n_syn,) delay_steps[out_syn] * n_post + out_post (K.push_events): uint16 where
+                              # (max_delay_steps + 1) * n_post <= 2^16 (fewer bytes per pushed synapse), else int32
     weight_csc: np.ndarray    # (n_syn,) float, copy of weight[out_syn]
 
 
-def event_index(proj: Projection, n_pre: int) -> EventIndex:
-    """The CSC view of ``proj`` (``n_pre`` presynaptic units) with fresh copies of its delays and weights."""
+def event_index(proj: Projection, n_pre: int, max_delay_steps: int) -> EventIndex:
+    """The CSC view of ``proj`` (``n_pre`` presynaptic units) with fresh copies of its delays and weights
+    (integer delays at most ``max_delay_steps``: they are clipped to it)."""
     n_post = proj.indptr.size - 1
     out_syn = np.argsort(proj.pre, kind="stable").astype(_INT)
     out_indptr = np.zeros(n_pre + 1, _INT)
     np.cumsum(np.bincount(proj.pre, minlength=n_pre), out=out_indptr[1:])
     post = np.repeat(np.arange(n_post, dtype=_INT), np.diff(proj.indptr))
-    index = EventIndex(out_indptr, out_syn, post[out_syn].astype(_INT), np.empty(out_syn.size, _INT),
+    n_targets = (max_delay_steps + 1) * max(n_post, 1)
+    if n_targets > 2**31:
+        raise ValueError(f"{n_post} neurons x {max_delay_steps + 1} delay steps overflow the int32 push targets")
+    target_dtype = np.uint16 if n_targets <= 2**16 else _INT
+    index = EventIndex(out_indptr, out_syn, post[out_syn].astype(_INT), np.empty(out_syn.size, target_dtype),
                        np.empty(out_syn.size, proj.weight.dtype))
     refresh_event_copies(index, proj)
     return index
@@ -141,9 +147,10 @@ def event_index(proj: Projection, n_pre: int) -> EventIndex:
 
 def refresh_event_copies(index: EventIndex, proj: Projection) -> None:
     """Copy ``proj``'s current integer delays and weights into ``index`` (CSC order), in place."""
-    np.take(proj.delay_steps, index.out_syn, out=index.target)
-    np.multiply(index.target, proj.indptr.size - 1, out=index.target)
-    np.add(index.target, index.out_post, out=index.target)
+    target = proj.delay_steps.take(index.out_syn)
+    target *= proj.indptr.size - 1
+    target += index.out_post
+    index.target[:] = target
     np.take(proj.weight, index.out_syn, out=index.weight_csc)
 
 
@@ -441,10 +448,8 @@ class Network:
     def _build_event_index(self) -> None:
         """CSC views of both projections (connectivity is fixed; rebuilt when ``params`` is replaced)."""
         p, c = self.params, self.config
-        if (c.max_delay_steps + 1) * c.n_hidden >= 2**31:
-            raise ValueError(f"n_hidden={c.n_hidden} x max_delay_steps={c.max_delay_steps} overflows the int32 push targets")
-        self._events_in = event_index(p.input, c.n_inputs)
-        self._events_rec = event_index(p.recurrent, c.n_hidden if c.recurrent else 0)
+        self._events_in = event_index(p.input, c.n_inputs, c.max_delay_steps)
+        self._events_rec = event_index(p.recurrent, c.n_hidden if c.recurrent else 0, c.max_delay_steps)
         self._event_params = p
         self._bound_state = None
         # a spike pushed at step q arrives by q + window - 1 (delays are clipped to max_delay_steps)

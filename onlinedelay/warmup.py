@@ -34,6 +34,10 @@ def warmup(dtypes=("float32", "float64")) -> float:
                     net.reset(1)                                  # batch 1: whole steps in one kernel call
                     for counts in (x[1, 0], x[2, 0].astype(np.uint8), x[3, 0].astype(dtype)):
                         net.step(counts)
+            # int32 push targets ((max_delay_steps + 1) * n_hidden > 2^16; smaller networks use uint16)
+            wide = NetworkConfig(n_inputs=1, n_hidden=2**15 + 1, n_outputs=2, max_delay_steps=1, input_delays="synaptic")
+            for batch in (1, 2):
+                Network(wide, seed=0, batch_size=batch, dtype=dtype).step(np.ones((batch, 1), np.int64))
             # the plain pull (the forward pass pushes; the pull of every synapse is kept as a reference)
             i32 = np.int32
             for pull in (K.delayed_current, K.delayed_current_parallel):

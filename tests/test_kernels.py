@@ -307,10 +307,14 @@ PUSH_CASES = {
 }
 
 
+TARGET_DTYPES = [pytest.param(np.int32, id="i32"), pytest.param(np.uint16, id="u16")]   # (the network picks)
+
+
+@pytest.mark.parametrize("target_dtype", TARGET_DTYPES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("case", list(PUSH_CASES))
-def test_push_events(case, seed, dtype):
+def test_push_events(case, seed, dtype, target_dtype):
     B, n_pre, n_post, n_slots, slot, rate, min_fan = PUSH_CASES[case]
     rng = np.random.default_rng(seed)
     indptr, pre = make_csr(rng, n_pre, n_post, min_fan=min_fan, max_fan=0 if case == "no_synapses" else None)
@@ -343,7 +347,7 @@ def test_push_events(case, seed, dtype):
     future = cast(future0.transpose(0, 2, 1), dtype)
     pulled = np.full(n_slots, 7, np.uint8)
     out_indptr, out_syn, out_post = csc_of(indptr, pre, n_pre)
-    target = (delay[out_syn] * n_post + out_post).astype(np.int32)     # the network's CSC copies
+    target = (delay[out_syn] * n_post + out_post).astype(target_dtype)     # the network's CSC copies
     pushed = K.push_events(cast(hist, dtype), slot, out_indptr, target, cast(weight, dtype)[out_syn],
                            future, np.inf, pulled)
     assert pushed == 1 and pulled[slot] == 0
@@ -405,7 +409,7 @@ FORWARD_CASES = {
 }
 
 
-def _forward_case(case, seed, dtype):
+def _forward_case(case, seed, dtype, target_dtype):
     """Random inputs of a forward_step case: the float64 reference's arrays and the kernel's arguments."""
     B, n_in, n_h, n_out, n_slots, t, recurrent, hard = FORWARD_CASES[case]
     rng = np.random.default_rng(seed)
@@ -419,7 +423,7 @@ def _forward_case(case, seed, dtype):
         weight = f32(rng.normal(0.0, 1.0, pre.size))
         out_indptr, out_syn, out_post = csc_of(indptr, pre, n_pre)
         syn = [(j, i, w, d) for j, i, w, d in zip(csr_rows(indptr), pre, weight, delay)]
-        target = (delay[out_syn] * n_h + out_post).astype(np.int32)
+        target = (delay[out_syn] * n_h + out_post).astype(target_dtype)
         projections.append((syn, (out_indptr, target, cast(weight[out_syn], dtype))))
     ref = dict(
         x=rng.poisson(1.2, (B, n_in)).astype(np.uint8),                       # counts > 1 included
@@ -444,13 +448,14 @@ def _forward_args(x, state, projections, hard, w_out, b_out):
             w_out, b_out, READOUT_DECAY, READOUT_GAIN, st["y"])
 
 
+@pytest.mark.parametrize("target_dtype", TARGET_DTYPES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("case", list(FORWARD_CASES))
-def test_forward_step(case, seed, dtype):
+def test_forward_step(case, seed, dtype, target_dtype):
     """One whole step in one call == the float64 reference (push, take, LIF, readout), and bit for bit
     the step-by-step kernels; a due pull or invalid counts leave everything untouched."""
-    ref, projections, state, (n_slots, t, hard) = _forward_case(case, seed, dtype)
+    ref, projections, state, (n_slots, t, hard) = _forward_case(case, seed, dtype, target_dtype)
     slot = t % n_slots
     theta = sf(1.0)
     # float64 reference: push x^t and z^(t-1) (batch-first layouts), take the slot, LIF, readout

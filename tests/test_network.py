@@ -486,6 +486,25 @@ def test_pushed_spikes_follow_a_delay_change_in_flight():
         np.testing.assert_array_equal(seen[:, j], expected, err_msg=f"line {j}")
 
 
+@pytest.mark.parametrize("max_delay, target_dtype", [(24, np.int32), (4, np.uint16)])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_push_targets_wide_and_narrow_equal_the_pull_model(max_delay, target_dtype, batch):
+    """(max_delay + 1) x n_hidden above 2^16 takes int32 push targets, below uint16: both == the pull."""
+    cfg = NetworkConfig(n_inputs=3, n_hidden=2700, n_outputs=2, max_delay_steps=max_delay, input_delays="synaptic",
+                        weight_init_scale=3.0)
+    net = Network(cfg, seed=0, batch_size=batch, dtype="float64")
+    assert net._events_in.target.dtype == target_dtype
+    d = net.params.input.delay
+    d[:3] = [0.0, max_delay, max_delay - 0.4]            # the largest targets
+    net.set_delays("input", d)
+    x = np.random.default_rng(0).poisson(1.0, size=(2 * max_delay + 5, batch, 3))
+    net.reset()
+    for t in range(x.shape[0]):
+        net.step(x[t])
+        _assert_current(net.state.current, _pull_current(net), "float64", False, f"step {t}")
+    assert np.abs(net.state.current).max() > 0
+
+
 @pytest.mark.parametrize("recurrent", [False, True])
 def test_in_place_weights_act_after_parameters_changed_mid_sample_and_after_reset(recurrent):
     """The push reads copies of the weights: a weight written in place mid-sample acts at the next step

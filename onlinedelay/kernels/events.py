@@ -58,8 +58,8 @@ def push_events(hist, slot, out_indptr, target, weight_csc, future, budget, pull
     hist : (n_slots, n_pre, B) float, presynaptic activity ring (counts per step)
     slot : int, ring slot of the pushing step (the same in ``hist``, ``future`` and ``pulled``)
     out_indptr : (n_pre + 1,) int32, CSC pointers: unit i's synapses are k in [out_indptr[i], out_indptr[i + 1])
-    target : (n_syn,) int32, CSC order, ``delay * n_post + post`` (0 <= delay < n_slots): the synapse's
-        row of the flattened ring ``future.reshape(n_slots * n_post, B)`` counted from ``slot``
+    target : (n_syn,) int32 or uint16, CSC order, ``delay * n_post + post`` (0 <= delay < n_slots): the
+        synapse's row of the flattened ring ``future.reshape(n_slots * n_post, B)`` counted from ``slot``
     weight_csc : (n_syn,) float, CSC order
     future : (n_slots, n_post, B) float, C-contiguous future-current ring, accumulated in place
     budget : float, push only if the estimated cost (module cost model) is at most this; inf: always
