@@ -23,7 +23,10 @@ def warmup(dtypes=("float32", "float64")) -> float:
         warnings.simplefilter("ignore", RuntimeWarning)       # tiny random nets clip delays
         for dtype in dtypes:
             for threads in (1, 2):
-                for reset, (inp, rec) in (("soft", ("synaptic", "axonal")), ("hard", ("axonal", "synaptic"))):
+                # soft: chunk kernels (synaptic input; axonal recurrent), BLAS for a dense input without
+                # per-synapse delays; hard: per-step kernels
+                for reset, (inp, rec) in (("soft", ("synaptic", "axonal")), ("soft", ("none", "none")),
+                                          ("hard", ("axonal", "synaptic"))):
                     cfg = NetworkConfig(n_inputs=3, n_hidden=2, n_outputs=2, max_delay_steps=2, reset=reset,
                                         recurrent=True, input_delays=inp, recurrent_delays=rec)
                     for optimizer in ("adam", "sgd"):
