@@ -9,8 +9,9 @@ products over (step, batch).  With ``Xs[i, u, b]`` the filtered trace of unit ``
     E[b]       <- kappa^n E[b] + Q[:, :, b] Xs[:, :, b]^T                          (one GEMM per b)
 
 The traces ``E`` are stored batch-outermost, (B, n_post, n_pre), so each update is one GEMM
-writing in place (beta = kappa^n).  BLAS runs on the network's thread count (threadpoolctl), so
-``threads=1`` means one core here too.
+writing in place (beta = kappa^n).  BLAS runs on one thread (threadpoolctl): OpenBLAS's own
+threads spin between calls and, next to numba's workers on 2 cores, made ``threads=2`` 2-8x
+slower than one thread (measured with ``onlinedelay bench``, 700-256-20 and 140-256-20 dense).
 """
 
 from __future__ import annotations

@@ -312,7 +312,7 @@ class ThreeFactorLearner:
             return
         n_pre = tr.xh.shape[0]
         shift = proj.delay_steps[:n_pre]            # row 0 holds every unit in order: its delays
-        with blas_threads(self.net.threads):
+        with blas_threads(1):                       # see dense.py: BLAS threads fight numba's
             dense_weight_chunk(tr.xh, first, n, shift, P, Q, A, c.decay_out ** n,
                                tr.ebar_w.reshape(-1, proj.indptr.size - 1, n_pre), grad, tr.windows,
                                self.net.threads > 1)
