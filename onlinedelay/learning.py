@@ -55,7 +55,7 @@ class ThreeFactorLearner:
     >>> learner.apply(grads)                          # one optimizer step
     """
 
-    def __init__(self, net: Network, config: LearningConfig | None = None, seed: int = 0, chunk_steps: int = 32):
+    def __init__(self, net: Network, config: LearningConfig | None = None, seed: int = 0, chunk_steps: int = 64):
         if not isinstance(net, Network):
             raise TypeError(f"net must be a Network, got {type(net).__name__}")
         config = LearningConfig() if config is None else config
