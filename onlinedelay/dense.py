@@ -42,13 +42,14 @@ def is_dense(proj, n_pre: int) -> bool:
 
 
 def dense_weight_chunk(xh, first_step: int, n: int, shift, P, Q, A, decay_n: float, ebar, grad, windows,
-                       parallel: bool) -> None:
+                       parallel: bool, keep: bool = True) -> None:
     """Weight traces and gradient of a dense projection over ``n`` steps from ``first_step``.
 
     xh : (n_pre, 2H, B) mirrored filtered-trace ring; shift : (n_pre,) int32 delay of each unit's
     synapses (zeros without delays); P, Q : (n_post, >= n, B); A : (n_post, B); decay_n : kappa^n;
     ebar : (B, n_post, n_pre) in place; grad : (n_post * n_pre,) accumulated;
-    windows : flat scratch of at least n_pre * n * B elements; parallel : use the parallel builds.
+    windows : flat scratch of at least n_pre * n * B elements; parallel : use the parallel builds;
+    keep : False for the last chunk of a sample (the traces are not updated: no per-b products).
     """
     n_pre, _, n_batch = xh.shape
     n_post = P.shape[0]
@@ -60,7 +61,7 @@ def dense_weight_chunk(xh, first_step: int, n: int, shift, P, Q, A, decay_n: flo
     gemm = blas.sgemm if ebar.dtype == np.float32 else blas.dgemm
     p = np.ascontiguousarray(P[:, :n, :]).reshape(n_post, n * n_batch)
     grad2 += p @ xs.reshape(n_pre, n * n_batch).T
-    for b in range(n_batch):
+    for b in range(n_batch if keep else 0):
         # E[b]^T (n_pre, n_post) is a Fortran-ordered view of the C-ordered E[b]: updated in place
         out = gemm(1.0, xs[:, :, b], Q[:, :n, b], beta=decay_n, c=ebar[b].T, trans_b=True, overwrite_c=True)
         if not np.shares_memory(out, ebar):

@@ -55,7 +55,7 @@ class ThreeFactorLearner:
     >>> learner.apply(grads)                          # one optimizer step
     """
 
-    def __init__(self, net: Network, config: LearningConfig | None = None, seed: int = 0, chunk_steps: int = 64):
+    def __init__(self, net: Network, config: LearningConfig | None = None, seed: int = 0, chunk_steps: int = 128):
         if not isinstance(net, Network):
             raise TypeError(f"net must be a Network, got {type(net).__name__}")
         config = LearningConfig() if config is None else config
@@ -259,6 +259,7 @@ class ThreeFactorLearner:
         d_end = t_end if final else max(d_first, t_end - self.lag_steps)
         w_end = max(w_first, d_end) if self._fuse and not (final or catch_up) else t_end
         fused = self._fuse and (w_first, w_end) == (d_first, d_end)
+        keep = not final                            # after the last chunk the traces are spent
         P, Q = s.factors[0], s.factors[1]
         A, Pa, Qa = s.factors_b[0], s.factors_b[1], s.factors_b[2]
         factors = self._kernel("chunk_factors")
@@ -273,7 +274,7 @@ class ThreeFactorLearner:
             factors(s.psi_buf, s.signal_buf, w_first - d_first, n, w_first, c.decay_out, scale, c.decay_mem,
                     P, Q, A, Pa, Qa)
             for k, (proj, tr, _, g_w, _) in enumerate(self._projections()):
-                self._weight_chunk(k, proj, tr, w_first, n, g_w)
+                self._weight_chunk(k, proj, tr, w_first, n, g_w, keep)
         n = d_end - d_first
         if n > 0 and (fused or any(self._learns_delays(proj) for proj, *_ in self._projections())):
             self._refresh_taps()
@@ -285,37 +286,38 @@ class ThreeFactorLearner:
                 if learns and mode == "synaptic":
                     ebar_w, grad_w = (tr.ebar_w, g_w) if fused else (self._no_trace, self._no_grad)
                     self._kernel("synaptic_delay_chunk")(tr.xh, tr.xearly, d_first, n, proj.indptr, proj.pre,
-                                                         centre, taps, proj.weight, P, Q, A, Pa, Qa, decay_n,
-                                                         tr.ebar_d, g_d, ebar_w, grad_w)
+                                                         centre, taps, proj.weight, P, Q, s.factors_b, decay_n,
+                                                         tr.ebar_d, g_d, ebar_w, grad_w, keep)
                     continue
                 if learns:
                     self._kernel("unit_delay_signal")(tr.xh, tr.xearly, d_first, n, proj.pre_of_delay, centre,
                                                       taps, tr.unit_signal, tr.unit_edge)
                     self._kernel("unit_delay_chunk")(tr.unit_signal, tr.unit_edge, n, proj.indptr,
                                                      proj.delay_of_syn, proj.weight, P, Q, A, Pa, Qa, decay_n,
-                                                     tr.ebar_d, g_d)
+                                                     tr.ebar_d, g_d, keep)
                 if fused:
-                    self._weight_chunk(k, proj, tr, d_first, n, g_w)
-        keep = t_end - d_end                        # buffered steps still pending for the delays
-        if d_end > d_first and keep > 0:
+                    self._weight_chunk(k, proj, tr, d_first, n, g_w, keep)
+        pending = t_end - d_end                     # buffered steps still pending for the delays
+        if d_end > d_first and pending > 0:
             for buf in (s.psi_buf, s.signal_buf):
-                buf[:keep] = buf[d_end - d_first:t_end - d_first].copy()
+                buf[:pending] = buf[d_end - d_first:t_end - d_first].copy()
         s.cursor[:] = w_end, d_end, max(x_first, x_end)
 
-    def _weight_chunk(self, k: int, proj: Projection, tr, first: int, n: int, grad) -> None:
-        """Weight traces of projection ``k`` over the ``n`` steps from ``first`` (factors already computed)."""
+    def _weight_chunk(self, k: int, proj: Projection, tr, first: int, n: int, grad, keep: bool) -> None:
+        """Weight traces of projection ``k`` over the ``n`` steps from ``first`` (factors already computed);
+        ``keep`` False: last chunk of the sample, the traces are not carried on."""
         s, c = self.state, self.net.config
         P, Q, A = s.factors[0], s.factors[1], s.factors_b[0]
         if not self._dense[k]:
             self._kernel("weight_chunk")(tr.xh, first, n, proj.indptr, proj.pre, proj.delay_steps,
-                                         P, Q, A, c.decay_out ** n, tr.ebar_w, grad)
+                                         P, Q, A, c.decay_out ** n, tr.ebar_w, grad, keep)
             return
         n_pre = tr.xh.shape[0]
         shift = proj.delay_steps[:n_pre]            # row 0 holds every unit in order: its delays
         with blas_threads(1):                       # see dense.py: BLAS threads fight numba's
             dense_weight_chunk(tr.xh, first, n, shift, P, Q, A, c.decay_out ** n,
                                tr.ebar_w.reshape(-1, proj.indptr.size - 1, n_pre), grad, tr.windows,
-                               self.net.threads > 1)
+                               self.net.threads > 1, keep)
 
     def _catch_up(self) -> None:
         """Soft reset, mid-sample: sum every pending weight step (delays stay K behind), so the
@@ -345,7 +347,11 @@ class ThreeFactorLearner:
                                      c.input_gain, c.decay_out, c.readout_gain, tr.eps_d, tr.ebar_d, g_d)
 
     def flush(self) -> None:
-        """End of sample: finish the pending traces and the last ``K`` lagged delay steps (idempotent)."""
+        """End of sample: finish the pending traces and the last ``K`` lagged delay steps (idempotent).
+
+        The gradients are then complete; the traces themselves are spent (the last chunk does not
+        update them), so ``reset()`` comes before the next sample, as always.
+        """
         s = self.state
         if s.flushed[0]:
             return

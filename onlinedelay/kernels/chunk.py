@@ -112,11 +112,12 @@ def _chunk_factors(psi, signal, lo, n, first_step, kappa, scale, alpha, P, Q, A,
             Qa[j, b] = qa[b]
 
 
-def _weight_chunk(xh, first_step, n, indptr, pre, delay_steps, P, Q, A, decay_n, ebar, grad):
+def _weight_chunk(xh, first_step, n, indptr, pre, delay_steps, P, Q, A, decay_n, ebar, grad, keep):
     """Weight traces of one projection over ``n`` steps from ``first_step``.
 
     V^u = X^(u - d) read from the mirrored ring; decay_n : kappa^n.
     ebar : (n_syn, B) in place; grad : (n_syn,) accumulated (summed over the batch).
+    keep : False for the last chunk of a sample: the traces are not carried on (not updated).
     """
     n_hist = xh.shape[1] // 2
     n_batch = xh.shape[2]
@@ -132,32 +133,41 @@ def _weight_chunk(xh, first_step, n, indptr, pre, delay_steps, P, Q, A, decay_n,
             acc_q[:] = 0.0
             for u in range(n):
                 slot = np.uint64(start + u)               # unsigned: no wrap-around test, so LLVM vectorises
-                for b in range(n_batch):
-                    v = xh[i, slot, b]
-                    acc_p[b] += P[j, u, b] * v
-                    acc_q[b] += Q[j, u, b] * v
-            _finish(s, j, 1.0, acc_p, acc_q, zero, A, A, A, decay_n, ebar, grad)
+                if keep:
+                    for b in range(n_batch):
+                        v = xh[i, slot, b]
+                        acc_p[b] += P[j, u, b] * v
+                        acc_q[b] += Q[j, u, b] * v
+                else:
+                    for b in range(n_batch):
+                        acc_p[b] += P[j, u, b] * xh[i, slot, b]
+            _finish(s, j, 1.0, acc_p, acc_q, zero, A, A, A, decay_n, ebar, grad, keep)
 
 
-def _finish(s, j, w, acc_p, acc_q, edge, A, Pa, Qa, decay_n, ebar, grad):
-    """End of a synapse's chunk: g += sum_b E A + w (acc_p - edge Pa); E <- kappa^n E + w (acc_q - edge Qa)."""
+def _finish(s, j, w, acc_p, acc_q, edge, A, Pa, Qa, decay_n, ebar, grad, keep):
+    """End of a synapse's chunk: g += sum_b E A + w (acc_p - edge Pa); E <- kappa^n E + w (acc_q - edge Qa)
+    (the trace only if ``keep``)."""
     g = 0.0
     for b in range(acc_p.size):
         e = ebar[s, b]
         g += e * A[j, b] + w * (acc_p[b] - edge[b] * Pa[j, b])
-        ebar[s, b] = decay_n * e + w * (acc_q[b] - edge[b] * Qa[j, b])
+        if keep:
+            ebar[s, b] = decay_n * e + w * (acc_q[b] - edge[b] * Qa[j, b])
     grad[s] += g
 
 
 def _synaptic_delay_chunk(xh, xearly, first_step, n, indptr, pre, centre, taps, weight,
-                          P, Q, A, Pa, Qa, decay_n, ebar, grad, ebar_w, grad_w):
+                          P, Q, APQ, decay_n, ebar, grad, ebar_w, grad_w, keep):
     """Per-synapse delay traces over ``n`` lagged steps from ``first_step`` (and the weight traces).
 
     V^u = sum_q taps[s, q] X^(u - m_q) - sum_{m_q < 0} taps[s, q] alpha^(u+1) X^(-m_q-1),
-    m_q = centre[s] - K + q.  centre, taps : from gaussian_taps; weight : (n_syn,).
-    ebar : (n_syn, B) in place; grad : (n_syn,) accumulated.
+    m_q = centre[s] - K + q.  centre, taps : from gaussian_taps; weight : (n_syn,);
+    APQ : (3, n_post, B) = A, Pa, Qa (one array: numba calls with 20 or more arguments were measured
+    to leave a tuple behind per call).  ebar : (n_syn, B) in place; grad : (n_syn,) accumulated.
     The weight traces of the same steps read the centre tap (centre = the forward delay): pass
     ebar_w (n_syn, B) and grad_w (n_syn,) to update them in the same pass, or empty arrays.
+    keep : False for the last chunk of a sample: the traces are not carried on (not updated), which
+    drops the Q half of the work.
     The default window (K = 3, seven taps) sums the taps in registers; other widths go through a
     per-synapse buffer.
     """
@@ -166,6 +176,7 @@ def _synaptic_delay_chunk(xh, xearly, first_step, n, indptr, pre, centre, taps, 
     n_taps = taps.shape[1]
     half_width = (n_taps - 1) // 2
     n_post = indptr.size - 1
+    A, Pa, Qa = APQ[0], APQ[1], APQ[2]
     for j in prange(n_post):
         signal = np.empty((n, n_batch), P.dtype)
         acc_p = np.empty(n_batch, P.dtype)
@@ -193,16 +204,25 @@ def _synaptic_delay_chunk(xh, xearly, first_step, n, indptr, pre, centre, taps, 
                     k = top + u
                     k0, k1, k2, k3 = np.uint64(k), np.uint64(k - 1), np.uint64(k - 2), np.uint64(k - 3)
                     k4, k5, k6 = np.uint64(k - 4), np.uint64(k - 5), np.uint64(k - 6)
-                    for b in range(n_batch):
-                        x3 = xh[i, k3, b]
-                        v = (t0 * xh[i, k0, b] + t1 * xh[i, k1, b] + t2 * xh[i, k2, b] + t3 * x3
-                             + t4 * xh[i, k4, b] + t5 * xh[i, k5, b] + t6 * xh[i, k6, b])
-                        p = P[j, u, b]
-                        q = Q[j, u, b]
-                        acc_p[b] += p * v
-                        acc_q[b] += q * v
-                        acc_wp[b] += p * x3
-                        acc_wq[b] += q * x3
+                    if keep:                                # two copies of the loop: each vectorises
+                        for b in range(n_batch):
+                            x3 = xh[i, k3, b]
+                            v = (t0 * xh[i, k0, b] + t1 * xh[i, k1, b] + t2 * xh[i, k2, b] + t3 * x3
+                                 + t4 * xh[i, k4, b] + t5 * xh[i, k5, b] + t6 * xh[i, k6, b])
+                            p = P[j, u, b]
+                            q = Q[j, u, b]
+                            acc_p[b] += p * v
+                            acc_q[b] += q * v
+                            acc_wp[b] += p * x3
+                            acc_wq[b] += q * x3
+                    else:
+                        for b in range(n_batch):
+                            x3 = xh[i, k3, b]
+                            v = (t0 * xh[i, k0, b] + t1 * xh[i, k1, b] + t2 * xh[i, k2, b] + t3 * x3
+                                 + t4 * xh[i, k4, b] + t5 * xh[i, k5, b] + t6 * xh[i, k6, b])
+                            p = P[j, u, b]
+                            acc_p[b] += p * v
+                            acc_wp[b] += p * x3
             else:
                 signal[:, :] = 0.0
                 for q in range(n_taps):
@@ -222,9 +242,9 @@ def _synaptic_delay_chunk(xh, xearly, first_step, n, indptr, pre, centre, taps, 
             for q in range(half_width - c):             # taps reading ahead of step 0
                 for b in range(n_batch):
                     edge[b] += taps[s, q] * xearly[i, half_width - c - q - 1, b]
-            _finish(s, j, weight[s], acc_p, acc_q, edge, A, Pa, Qa, decay_n, ebar, grad)
+            _finish(s, j, weight[s], acc_p, acc_q, edge, A, Pa, Qa, decay_n, ebar, grad, keep)
             if ebar_w.shape[0]:
-                _finish(s, j, 1.0, acc_wp, acc_wq, zero, A, A, A, decay_n, ebar_w, grad_w)
+                _finish(s, j, 1.0, acc_wp, acc_wq, zero, A, A, A, decay_n, ebar_w, grad_w, keep)
 
 
 def _unit_delay_signal(xh, xearly, first_step, n, pre_of_delay, centre, taps, signal, edge):
@@ -256,11 +276,12 @@ def _unit_delay_signal(xh, xearly, first_step, n, pre_of_delay, centre, taps, si
                 edge[p, b] += taps[p, q] * xearly[i, half_width - c - q - 1, b]
 
 
-def _unit_delay_chunk(signal, edge, n, indptr, delay_of_syn, weight, P, Q, A, Pa, Qa, decay_n, ebar, grad):
+def _unit_delay_chunk(signal, edge, n, indptr, delay_of_syn, weight, P, Q, A, Pa, Qa, decay_n, ebar, grad, keep):
     """Delay traces of synapses that share a delay parameter (axonal) over ``n`` lagged steps.
 
     signal, edge : from :func:`unit_delay_signal`; delay_of_syn : (n_syn,) int32.
-    ebar : (n_syn, B) in place; grad : (n_syn,) accumulated per synapse (summed by unit later).
+    ebar : (n_syn, B) in place; grad : (n_syn,) accumulated per synapse (summed by unit later);
+    keep : False for the last chunk of a sample (traces not updated).
     """
     n_batch = signal.shape[2]
     n_post = indptr.size - 1
@@ -276,7 +297,7 @@ def _unit_delay_chunk(signal, edge, n, indptr, delay_of_syn, weight, P, Q, A, Pa
                     v = signal[p, u, b]
                     acc_p[b] += P[j, u, b] * v
                     acc_q[b] += Q[j, u, b] * v
-            _finish(s, j, weight[s], acc_p, acc_q, edge[p], A, Pa, Qa, decay_n, ebar, grad)
+            _finish(s, j, weight[s], acc_p, acc_q, edge[p], A, Pa, Qa, decay_n, ebar, grad, keep)
 
 
 _finish = jit(_finish, contract=True)
