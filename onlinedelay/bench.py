@@ -15,7 +15,9 @@ count, the harness measures through the public API only (``Network``, ``ThreeFac
   the GIL-free kernel), timed alternately with the training repeats so both see the same machine;
   ``bound_ns_per_synapse_step = triad_ns_per_element x trace_arrays`` (each trace array streamed
   once per step: about 12 bytes per trace, 48 per synapse-step with delays, close to the 44 of
-  performance.md), and every training figure is also given as a ratio to it;
+  performance.md), and every training figure is also given as a ratio to it.  This is the bound
+  of an online rule that streams every trace every step; the chunked soft-reset kernels
+  (kernels/chunk.py) touch each trace once per chunk, so their ratio can be below 1;
 * **peak resident memory** -- the high-water mark of a fresh child process per sequence length T
   that builds the network and runs one training sample of length T (batch 1, 1 thread), so the
   peaks of different T never mix (see :func:`measure_memory` for why not ``ru_maxrss``).
