@@ -74,15 +74,15 @@ class ThreeFactorLearner:
                                 self.chunk_steps + self.lag_steps + 1))
         self._n_hist = KC.history_slots(self.chunk_steps, net.config.max_delay_steps, self.lag_steps)
         self._n_buf = self.chunk_steps + self.lag_steps
+        self._delay_modes = (net.config.input_delays, net.config.recurrent_delays)
+        projections = (net.params.input, net.params.recurrent)
         # weight traces trail the delay pipeline where a synaptic-delay pass can update them too
         self._fuse = self._chunked and config.learn_delays and any(
-            mode == "synaptic" and proj.delay.size for proj, mode in
-            zip((net.params.input, net.params.recurrent), (net.config.input_delays, net.config.recurrent_delays)))
+            mode == "synaptic" and proj.delay.size for proj, mode in zip(projections, self._delay_modes))
         self._no_trace, self._no_grad = np.zeros((0, 1), net.dtype), np.zeros(0, net.dtype)
         # dense projections whose delays depend on the presynaptic unit only: weight traces by BLAS
         self._dense = tuple(self._chunked and mode != "synaptic" and is_dense(proj, n_pre) for proj, mode, n_pre in
-                            zip((net.params.input, net.params.recurrent), (net.config.input_delays, net.config.recurrent_delays),
-                                (net.config.n_inputs, net.config.n_hidden)))
+                            zip(projections, self._delay_modes, (net.config.n_inputs, net.config.n_hidden)))
         n_h, n_out = net.config.n_hidden, net.config.n_outputs
         if config.feedback == "random":
             rng = np.random.default_rng(self.seed)
@@ -96,7 +96,6 @@ class ThreeFactorLearner:
             w_out=np.zeros_like(p.w_out), b_out=np.zeros_like(p.b_out))
         self.optimizer = Optimizer(config, self.grads)
         # delay gradients accumulate per synapse (race-free over rows); axonal ones are summed by unit
-        self._delay_modes = (net.config.input_delays, net.config.recurrent_delays)
         self._grad_d_syn = []
         for proj, g_d, mode in zip((p.input, p.recurrent), (self.grads.d_in, self.grads.d_rec), self._delay_modes):
             if not self._learns_delays(proj):

@@ -256,12 +256,11 @@ class Network:
 
             numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
             self.synapse_kernels = SynapseKernels(
-                K.delayed_current_parallel, K.weight_traces_parallel, K.xi_from_taps_parallel,
-                K.delay_traces_parallel, K.synaptic_delay_traces_parallel, K.pulled_current_parallel)
+                K.weight_traces_parallel, K.xi_from_taps_parallel, K.delay_traces_parallel,
+                K.synaptic_delay_traces_parallel, K.pulled_current_parallel)
         else:
             self.synapse_kernels = SynapseKernels(
-                K.delayed_current, K.weight_traces, K.xi_from_taps, K.delay_traces, K.synaptic_delay_traces,
-                K.pulled_current)
+                K.weight_traces, K.xi_from_taps, K.delay_traces, K.synaptic_delay_traces, K.pulled_current)
         if self._event_params is not None:
             self._set_budgets()
 
@@ -304,8 +303,7 @@ class Network:
         """
         arr = x if type(x) is np.ndarray else np.asarray(x)
         s = self.state
-        if (s is not self._bound_state or self.params is not self._event_params
-                or self._future_version != self.delay_version):
+        if self._unbound():
             self._bind()
         if arr.ndim == 1 and s.v.shape[1] == 1:
             arr = arr[None, :]
@@ -327,8 +325,7 @@ class Network:
         """One step on validated input counts ``x`` of shape (n_inputs, B) (cast into the ring)."""
         s = self.state
         if s.v.shape[1] == 1 and x.dtype.char in _FAST_COUNTS:       # batch 1: one kernel call if no pull
-            if (s is not self._bound_state or self.params is not self._event_params
-                    or self._future_version != self.delay_version):
+            if self._unbound():
                 self._bind()
             if self._fused and x.shape == self._x_shape[::-1] and _forward_step(x.T, *self._fused_args) == 0:
                 return
@@ -373,6 +370,11 @@ class Network:
         c = self.config
         self._lif_constants = (float(c.decay_mem), float(c.input_gain), float(c.threshold), c.reset == "hard")
         self._readout_constants = (float(c.decay_out), float(c.readout_gain))
+
+    def _unbound(self) -> bool:
+        """True when the state or parameters were replaced or changed since :meth:`_bind`."""
+        return (self.state is not self._bound_state or self.params is not self._event_params
+                or self._future_version != self.delay_version)
 
     def _bind(self) -> None:
         """Bring the event copies up to date, then take the arguments of ``K.forward_step`` from the
@@ -550,9 +552,9 @@ class Network:
 
 
 class SynapseKernels(NamedTuple):
-    """The per-synapse kernels in use (serial or parallel builds)."""
+    """The per-synapse kernels in use (serial or parallel builds); the chunk kernels of the soft
+    reset are picked by the learner (``ThreeFactorLearner._kernel``)."""
 
-    current: object
     weight_traces: object
     xi_from_taps: object
     delay_traces: object

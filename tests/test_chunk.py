@@ -13,22 +13,15 @@ import pytest
 
 from onlinedelay.kernels import chunk as KC
 from reference import csr_rows, ref_synaptic_delay_traces, ref_weight_traces
-from test_kernels import (ALPHA, BUILDS, DTYPES, PARALLEL, SERIAL, TRACE_ARGS, _post_factors, _ref_taps,
-                          assert_bitwise_equal, assert_close, cast, f32, make_csr, spikes)
+from test_kernels import (ALPHA, BUILDS, DTYPES, TRACE_ARGS, _post_factors, _ref_taps, assert_close, cast, f32,
+                          make_csr, run_kernel, spikes)
 
 GAIN, DECAY_OUT, GAIN_OUT = TRACE_ARGS
 
 
 def run(name, build, *args):
     """Kernel ``name`` of kernels/chunk.py; the parallel build must equal the serial one bit for bit."""
-    if build == SERIAL:
-        return getattr(KC, name)(*args)
-    twin = [np.array(a, copy=True) if isinstance(a, np.ndarray) else a for a in args]
-    getattr(KC, name)(*twin)
-    getattr(KC, name + PARALLEL)(*args)
-    for k, (got, want) in enumerate(zip(args, twin)):
-        if isinstance(got, np.ndarray):
-            assert_bitwise_equal(got, want, f"{name}: argument {k}, parallel build != serial build")
+    return run_kernel(name, build, *args, module=KC)
 
 
 # (batch, n_pre, n_post, max_delay, K, sigma, n_steps, rate, min_fan, chunk)

@@ -98,17 +98,17 @@ def assert_bitwise_equal(got, want, what=""):
         raise AssertionError(f"{what}: equal values, different bits (signed zeros or NaN payloads)")
 
 
-def run_kernel(name, build, *args):
-    """Call kernel ``name`` in ``build`` (SERIAL or PARALLEL) with ``args``.
+def run_kernel(name, build, *args, module=K):
+    """Call kernel ``name`` of ``module`` in ``build`` (SERIAL or PARALLEL) with ``args``.
 
     For the parallel build the serial build first runs on copies of the same arguments, and every
     array argument (inputs and outputs) and the return value must then be bit-for-bit identical.
     """
-    kernel = getattr(K, name + build)
+    kernel = getattr(module, name + build)
     if build == SERIAL:
         return kernel(*args)
     twin = [np.array(a, copy=True) if isinstance(a, np.ndarray) else a for a in args]
-    expected = getattr(K, name)(*twin)
+    expected = getattr(module, name)(*twin)
     result = kernel(*args)
     assert result == expected
     for k, (got, want) in enumerate(zip(args, twin)):
