@@ -9,7 +9,7 @@ from .learning import ThreeFactorLearner
 from .network import Network, dense_mask, dense_weights, synapse_delays
 from .state import Gradients
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["NetworkConfig", "LearningConfig", "Network", "ThreeFactorLearner", "Gradients",
            "dense_weights", "dense_mask", "synapse_delays", "__version__"]

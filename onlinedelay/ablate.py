@@ -71,7 +71,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .config import LearningConfig, NetworkConfig, RunConfig
 
 __all__ = ["GRID_NAMES", "GRID_SUMMARIES", "DENSITIES", "SIGMAS", "PRUNE_FRACTIONS", "PRUNE_ORDERS",

@@ -54,7 +54,7 @@ from typing import Callable
 import numba
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .atomic import atomic_path
 from .config import LearningConfig, NetworkConfig
 from .learning import ThreeFactorLearner

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import __version__
+from ._version import __version__
 from .datasets.cli import data
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .atomic import atomic_path
 from .config import LearningConfig, NetworkConfig
 from .network import Network, refresh_delay_steps

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .config import LearningConfig, NetworkConfig, RunConfig
 from .atomic import atomic_path
 from .io import load_model, restore_optimizer, save_model

@@ -1,0 +1,60 @@
+"""One error type for bad input, and the shared validators that raise it.
+
+Every problem a user can cause -- a bad option, a malformed dataset, model or stream record --
+raises :class:`OnlineDelayError` (a ``ValueError``) or a subclass, with a one-line message that
+names the file or option, the field and the value.  The command line turns it into that line and
+exit status 2; anything else is a bug.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class OnlineDelayError(ValueError):
+    """Bad input: the message is one line naming the file or option, the field and the value."""
+
+
+def check_choice(name: str, value, allowed, error=OnlineDelayError) -> None:
+    """``value`` must be one of ``allowed``."""
+    if value not in allowed:
+        raise error(f"{name}={value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}")
+
+
+def check_positive(name: str, value, allow_zero: bool = False, error=OnlineDelayError) -> None:
+    """``value`` must be a finite real number > 0 (>= 0 with ``allow_zero``)."""
+    bad = not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+    if bad or value < 0 or (value == 0 and not allow_zero):
+        need = "a finite number >= 0" if allow_zero else "a finite number > 0"
+        raise error(f"{name}={value!r} is not allowed; expected {need}")
+
+
+def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None,
+              error=OnlineDelayError) -> None:
+    """``value`` must be an int (not a bool) in ``[minimum, maximum]`` (either bound optional)."""
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if ok and minimum is not None and value < minimum:
+        ok = False
+    if ok and maximum is not None and value > maximum:
+        ok = False
+    if not ok:
+        if minimum is not None and maximum is not None:
+            need = f"an integer in [{minimum}, {maximum}]"
+        elif minimum is not None:
+            need = f"an integer >= {minimum}"
+        elif maximum is not None:
+            need = f"an integer <= {maximum}"
+        else:
+            need = "an integer"
+        raise error(f"{name}={value!r} is not allowed; expected {need}")
+
+
+def check_fraction(name: str, value, low_open: bool = True, high_open: bool = False,
+                   error=OnlineDelayError) -> None:
+    """``value`` must be a real number in the unit interval, ends open or closed as asked."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > 0 if low_open else value >= 0) and (value < 1 if high_open else value <= 1)
+    if not ok:
+        interval = ("(" if low_open else "[") + "0, 1" + (")" if high_open else "]")
+        raise error(f"{name}={value!r} is not allowed; expected a number in {interval}")
