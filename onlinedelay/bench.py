@@ -352,7 +352,7 @@ def _summary_ms(times_ns) -> dict:
 
 
 def _synapses(net: Network) -> int:
-    return int(net.params.input.pre.size + net.params.recurrent.pre.size)
+    return int(sum(proj.pre.size for _, _, proj in net.params.projections()))
 
 
 # -- measurements --------------------------------------------------------------------------------------
