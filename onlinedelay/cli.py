@@ -12,6 +12,9 @@ from .datasets.cli import data
 @click.version_option(__version__, prog_name="onlinedelay")
 def main():
     """Online three-factor learning of weights and delays in spiking neural networks."""
+    from .kernels._jit import configure_threading
+
+    configure_threading()
 
 
 @main.command()

@@ -20,6 +20,7 @@ import numpy as np
 from scipy.linalg import blas
 
 from .kernels import chunk as KC
+from .kernels._jit import build
 
 _CONTROLLER = None
 
@@ -54,10 +55,9 @@ def dense_weight_chunk(xh, first_step: int, n: int, shift, P, Q, A, decay_n: flo
     n_pre, _, n_batch = xh.shape
     n_post = P.shape[0]
     xs = windows[:n_pre * n * n_batch].reshape(n_pre, n, n_batch)
-    suffix = "_parallel" if parallel else ""
-    getattr(KC, "unit_windows" + suffix)(xh, first_step, n, shift, xs)
+    build(KC, "unit_windows", parallel)(xh, first_step, n, shift, xs)
     grad2 = grad.reshape(n_post, n_pre)
-    getattr(KC, "dense_trace_gradient" + suffix)(ebar, A, grad2)          # uses E before its update
+    build(KC, "dense_trace_gradient", parallel)(ebar, A, grad2)          # uses E before its update
     gemm = blas.sgemm if ebar.dtype == np.float32 else blas.dgemm
     p = np.ascontiguousarray(P[:, :n, :]).reshape(n_post, n * n_batch)
     grad2 += p @ xs.reshape(n_pre, n * n_batch).T

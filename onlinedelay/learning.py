@@ -36,6 +36,7 @@ import numpy as np
 
 from . import kernels as K
 from .kernels import chunk as KC
+from .kernels._jit import build
 from .config import LayerSpec, LearningConfig
 from .dense import blas_threads, dense_weight_chunk, is_dense
 from .errors import OnlineDelayError
@@ -100,6 +101,7 @@ class _LayerRule:
             psi_buf=np.zeros((n_buf, n, batch), dt), signal_buf=np.zeros((n_buf, n, batch), dt),
             factors=np.zeros((2, n, n_buf, batch), dt), factors_b=np.zeros((3, n, batch), dt),
             signal=np.zeros((n, batch), dt),
+            scratch=np.zeros((n if self.chunked else 0, KC.SCRATCH_ROWS, batch), dt),
             feedforward=self._traces(0, lp.feedforward, batch), recurrent=self._traces(1, lp.recurrent, batch),
             cursor=np.zeros(3, np.int64))
 
@@ -155,7 +157,7 @@ class _LayerRule:
 
     def _kernel(self, name: str):
         """The serial or parallel build of a chunk kernel, following the network's thread count."""
-        return getattr(KC, name + "_parallel" if self.net.threads > 1 else name)
+        return build(KC, name, self.net.threads > 1)
 
     # -- per-step rule --------------------------------------------------------------------------
     def step(self, state: LayerLearnerState, t: int, delta: np.ndarray, w_out_block) -> None:
@@ -230,14 +232,14 @@ class _LayerRule:
                     ebar_w, grad_w = (tr.ebar_w, g_w) if fused else (self.no_trace, self.no_grad)
                     self._kernel("synaptic_delay_chunk")(tr.xh, tr.xearly, d_first, n, proj.indptr, proj.pre,
                                                          centre, taps, proj.weight, P, Q, s.factors_b, decay_n,
-                                                         tr.ebar_d, g_d, ebar_w, grad_w, keep)
+                                                         tr.ebar_d, g_d, ebar_w, grad_w, keep, s.scratch)
                     continue
                 if learns:
                     self._kernel("unit_delay_signal")(tr.xh, tr.xearly, d_first, n, proj.pre_of_delay, centre,
                                                       taps, tr.unit_signal, tr.unit_edge)
                     self._kernel("unit_delay_chunk")(tr.unit_signal, tr.unit_edge, n, proj.indptr,
                                                      proj.delay_of_syn, proj.weight, P, Q, A, Pa, Qa, decay_n,
-                                                     tr.ebar_d, g_d, keep)
+                                                     tr.ebar_d, g_d, keep, s.scratch)
                 if fused:
                     self._weight_chunk(s, k, proj, tr, d_first, n, g_w, keep)
         pending = t_end - d_end                     # buffered steps still pending for the delays
@@ -253,7 +255,7 @@ class _LayerRule:
         P, Q, A = s.factors[0], s.factors[1], s.factors_b[0]
         if not self.dense[k]:
             self._kernel("weight_chunk")(tr.xh, first, n, proj.indptr, proj.pre, proj.delay_steps,
-                                         P, Q, A, c.decay_out ** n, tr.ebar_w, grad, keep)
+                                         P, Q, A, c.decay_out ** n, tr.ebar_w, grad, keep, s.scratch)
             return
         n_pre = tr.xh.shape[0]
         shift = proj.delay_steps[:n_pre]            # row 0 holds every unit in order: its delays
@@ -364,7 +366,8 @@ class ThreeFactorLearner:
         dt, c = self.net.dtype, self.net.config
         return LearnerState(
             probs=np.zeros((c.n_outputs, batch), dt), delta=np.zeros((c.n_outputs, batch), dt),
-            zbar=np.zeros((c.n_readout_inputs, batch), dt), bbar=np.zeros(batch, dt),
+            zbar=np.zeros((c.n_readout_inputs, batch), dt), zbar_t=np.zeros((batch, c.n_readout_inputs), dt),
+            bbar=np.zeros(batch, dt),
             layers=tuple(rule.allocate(batch) for rule in self.rules),
             t=np.zeros(1, np.int64), flushed=np.zeros(1, np.int64))
 
@@ -407,7 +410,7 @@ class ThreeFactorLearner:
             block = None if offset is None else p.w_out[:, offset:offset + rule.spec.n_neurons]
             rule.step(ls, t, s.delta, block)
         K.readout_traces(net.readout_spikes(), s.delta, c.decay_out, c.readout_gain, s.zbar, s.bbar,
-                         self.grads.w_out, self.grads.b_out)
+                         self.grads.w_out, self.grads.b_out, s.zbar_t)
         s.t[0] = t + 1
 
     def _catch_up(self) -> None:

@@ -39,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import kernels as K
+from .kernels._jit import build, configure_threading
 from .config import LayerSpec, NetworkConfig, ProjectionSpec
 from .errors import OnlineDelayError
 from .state import (PROJECTION_KINDS, LayerParameters, LayerState, NetworkState, Parameters, Projection,
@@ -321,6 +322,7 @@ class Network:
         if self.threads > 1:
             import numba
 
+            configure_threading()
             numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
         self.synapse_kernels = synapse_kernels(self.threads > 1)
         if self._event_params is not None:
@@ -678,8 +680,7 @@ class SynapseKernels(NamedTuple):
 
 def synapse_kernels(parallel: bool) -> SynapseKernels:
     """The serial or parallel builds of the per-step per-synapse kernels."""
-    suffix = "_parallel" if parallel else ""
-    return SynapseKernels(*(getattr(K, name + suffix) for name in SynapseKernels._fields))
+    return SynapseKernels(*(build(K, name, parallel) for name in SynapseKernels._fields))
 
 
 PARALLEL_PULL_WORK = 1 << 20      # synapses x batch of one pull below which the serial build runs

@@ -164,6 +164,7 @@ class LayerLearnerState(NamedTuple):
     factors: np.ndarray       # (2, N, n_buf, B) soft reset scratch: P and Q of a chunk
     factors_b: np.ndarray     # (3, N, B) soft reset scratch: A, Pa, Qa of a chunk
     signal: np.ndarray        # (N, B) scratch: the learning signal of the current step
+    scratch: np.ndarray       # (N, SCRATCH_ROWS, B) soft reset: per-neuron vectors of the chunk kernels
     feedforward: ProjectionTraces
     recurrent: ProjectionTraces
     cursor: np.ndarray        # (3,) int64 soft reset: first step whose weight / delay traces are pending, first unfiltered step
@@ -175,6 +176,7 @@ class LearnerState(NamedTuple):
     probs: np.ndarray         # (n_out, B) softmax of the readout
     delta: np.ndarray         # (n_out, B) weighted error dE/dy
     zbar: np.ndarray          # (n_readout_inputs, B) readout-filtered spikes
+    zbar_t: np.ndarray        # (B, n_readout_inputs) scratch: zbar transposed (readout gradient)
     bbar: np.ndarray          # (B,) readout-filtered constant (bias trace)
     layers: tuple             # (L,) LayerLearnerState
     t: np.ndarray             # (1,) int64, steps seen since reset

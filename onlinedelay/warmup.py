@@ -7,7 +7,6 @@ import warnings
 
 import numpy as np
 
-from . import kernels as K
 from .config import LearningConfig, NetworkConfig
 from .learning import ThreeFactorLearner
 from .network import Network
@@ -47,10 +46,5 @@ def warmup(dtypes=("float32", "float64")) -> float:
             wide = NetworkConfig(n_inputs=1, n_hidden=2**15 + 1, n_outputs=2, max_delay_steps=1, input_delays="synaptic")
             for batch in (1, 2):
                 Network(wide, seed=0, batch_size=batch, dtype=dtype).step(np.ones((batch, 1), np.int64))
-            # the plain pull (the forward pass pushes; the pull of every synapse is kept as a reference)
-            i32 = np.int32
-            for pull in (K.delayed_current, K.delayed_current_parallel):
-                pull(np.ones((2, 1, 2), dtype), 1, np.array([0, 1], i32), np.zeros(1, i32), np.ones(1, i32),
-                     np.ones(1, dtype), np.zeros((1, 2), dtype))
         cochlea_spikes(np.zeros(480), 48000.0)                # the front end of `data generate`
     return time.perf_counter() - start

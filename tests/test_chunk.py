@@ -66,6 +66,7 @@ def test_chunked_traces_equal_the_recursion(case, mode, seed, dtype, build):
     n_buf = n_steps + K_
     P, Q = np.zeros((n_post, n_buf, B), dtype), np.zeros((n_post, n_buf, B), dtype)
     A, Pa, Qa = (np.zeros((n_post, B), dtype) for _ in range(3))
+    scratch = np.full((n_post, KC.SCRATCH_ROWS, B), np.nan, dtype)      # the kernels must not read it first
     ebar_w, grad_w = np.zeros((n_syn, B), dtype), np.zeros(n_syn, dtype)
     ebar_d, grad_d = np.zeros((n_syn, B), dtype), np.zeros(n_syn, dtype)
     fused_w, fused_g = np.zeros((n_syn, B), dtype), np.zeros(n_syn, dtype)   # weights in the delay pass
@@ -96,7 +97,8 @@ def test_chunked_traces_equal_the_recursion(case, mode, seed, dtype, build):
         run("chunk_factors", build, psi_all, sig_all, w_next, n, w_next, DECAY_OUT, scale, ALPHA, P, Q, A, Pa, Qa)
         keep = not final                  # the last chunk of a sample leaves the traces as they were
         before_w, before_d = ebar_w.copy(), ebar_d.copy()
-        run("weight_chunk", build, xh, w_next, n, indptr, pre, d_int, P, Q, A, DECAY_OUT ** n, ebar_w, grad_w, keep)
+        run("weight_chunk", build, xh, w_next, n, indptr, pre, d_int, P, Q, A, DECAY_OUT ** n, ebar_w, grad_w, keep,
+            scratch)
         for ref_t in range(ref_t, t_end):
             psi, signal, _ = factors[ref_t]
             r_w = ref_weight_traces(x, ref_t, post, pre, d_int, psi, signal, decay, *TRACE_ARGS, *r_w)
@@ -118,7 +120,7 @@ def test_chunked_traces_equal_the_recursion(case, mode, seed, dtype, build):
                 run("synaptic_delay_chunk", build, xh, xearly, d_next, n, indptr, pre, centre_k, taps_k, weight_k,
                     P, Q, np.stack([A, Pa, Qa]), DECAY_OUT ** n, ebar_d, grad_d,
                     *((fused_w, fused_g) if fused else (no_w, no_g)),
-                    keep)
+                    keep, scratch)
                 if fused:
                     ref = r_w_at[d_end]
                     if keep:
@@ -128,7 +130,7 @@ def test_chunked_traces_equal_the_recursion(case, mode, seed, dtype, build):
                 run("unit_delay_signal", build, xh, xearly, d_next, n, pre_of_delay, centre_k, taps_k,
                     signal_u, edge_u)
                 run("unit_delay_chunk", build, signal_u, edge_u, n, indptr, delay_of_syn, weight_k,
-                    P, Q, A, Pa, Qa, DECAY_OUT ** n, ebar_d, grad_d, keep)
+                    P, Q, A, Pa, Qa, DECAY_OUT ** n, ebar_d, grad_d, keep, scratch)
             for tau in range(d_next, d_end):
                 psi, signal, _ = factors[tau]
                 r_d = ref_synaptic_delay_traces(x, tau, min(tau + K_, n_steps - 1), post, pre, delay, K_, sigma,

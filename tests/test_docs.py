@@ -1,5 +1,6 @@
 """The README's example runs, the CLI answers, and no kernel hard-codes fastmath."""
 
+import os
 import re
 import subprocess
 import sys
@@ -56,7 +57,20 @@ def test_kernels_allow_no_fast_math_beyond_contraction():
 
 def test_importing_the_package_compiles_nothing():
     code = ("import onlinedelay, onlinedelay.kernels as k, sys;"
-            "assert all(not f.signatures for f in (k.delayed_current, k.lif_step, k.weight_traces)), 'compiled';"
+            "assert all(not f.signatures for f in (k.pulled_current, k.lif_step, k.weight_traces)), 'compiled';"
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_importing_the_package_changes_no_global_threading_setting():
+    code = ("import os, numba; before = list(numba.config.THREADING_LAYER_PRIORITY);"
+            "import onlinedelay, onlinedelay.kernels, onlinedelay.cli;"
+            "assert list(numba.config.THREADING_LAYER_PRIORITY) == before, 'layer priority changed';"
+            "assert 'OMP_WAIT_POLICY' not in os.environ, 'OMP_WAIT_POLICY set';"
+            "from onlinedelay import Network, NetworkConfig; Network(NetworkConfig(), threads=2);"
+            "assert numba.config.THREADING_LAYER_PRIORITY[0] == 'omp';"
+            "print('ok')")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.stdout.strip() == "ok", out.stderr

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from onlinedelay import kernels as K
+import pull_kernels as PK
 from reference import (csr_rows, gauss_deriv, ref_adam, ref_delay_traces, ref_delayed_current,
                        ref_learning_signal, ref_lif, ref_psi, ref_pulled_current, ref_push_events,
                        ref_readout_error, ref_readout_step,
@@ -49,7 +50,7 @@ SEEDS = [0, 1, 2]
 SERIAL, PARALLEL = "", "_parallel"
 BUILDS = [pytest.param(SERIAL, id="serial"), pytest.param(PARALLEL, id="parallel")]
 # kernels with a *_parallel build (outer prange over CSR rows / delay parameters)
-PARALLEL_KERNELS = ("delayed_current", "pulled_current", "weight_traces", "xi_from_taps", "delay_traces",
+PARALLEL_KERNELS = ("pulled_current", "weight_traces", "xi_from_taps", "delay_traces",
                     "synaptic_delay_traces")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,7 +145,7 @@ def spikes(rng, shape, rate):
 
 
 TESTED_KERNELS = {
-    "write_counts", "delayed_current", "push_events", "take_current", "forward_step", "pulled_current", "lif_step", "readout_step", "readout_error", "readout_traces",
+    "write_counts", "push_events", "take_current", "forward_step", "pulled_current", "lif_step", "readout_step", "readout_error", "readout_traces",
     "pseudo_derivative", "learning_signal", "weight_traces", "gaussian_taps", "xi_from_taps",
     "delay_traces", "synaptic_delay_traces", "adam_step", "sgd_step", "round_delays",
 } | {name + PARALLEL for name in PARALLEL_KERNELS}
@@ -170,7 +171,7 @@ def test_parallel_build_is_the_same_code(name):
     assert not serial.targetoptions.get("parallel", False)
 
 
-# Runs in a fresh interpreter with an empty numba disk cache: the serial build of delayed_current,
+# Runs in a fresh interpreter with an empty numba disk cache: the serial build of pulled_current,
 # then its parallel build (float64).  Prints which threading layer had started after each, and
 # how many compilations were loaded from the (initially empty) disk cache.  One kernel is enough
 # to catch the build wiring of _jit.py (every build comes from jit / jit_parallel, see
@@ -186,14 +187,14 @@ def layer():
         return None
 
 i32 = np.int32
-args = (np.ones((4, 2, 2)), 3, np.array([0, 1, 2], i32), np.array([0, 1], i32), np.array([0, 1], i32),
-        np.ones(2), np.zeros((2, 2)))
-K.delayed_current(*args)
+args = (np.ones((4, 2, 2)), 3, np.ones(4, np.uint8), np.array([0, 1, 2], i32), np.array([0, 1], i32),
+        np.array([0, 1], i32), np.ones(2), np.zeros((2, 2)))
+K.pulled_current(*args)
 after_serial = layer()
-K.delayed_current_parallel(*args)
+K.pulled_current_parallel(*args)
 after_parallel = layer()
 hits = {name: sum(getattr(K, name).stats.cache_hits.values())
-        for name in ("delayed_current", "delayed_current_parallel")}
+        for name in ("pulled_current", "pulled_current_parallel")}
 print(json.dumps({"after_serial": after_serial, "after_parallel": after_parallel, "hits": hits}))
 """
 
@@ -259,7 +260,8 @@ def test_delayed_current(case, seed, dtype, build):
         assert delay.min() == 0 and delay.max() == n_slots - 1
 
     current = batch_last(current0, dtype)
-    run_kernel("delayed_current", build, cast(hist, dtype), t, indptr, pre, delay, cast(weight, dtype), current)
+    run_kernel("delayed_current", build, cast(hist, dtype), t, indptr, pre, delay, cast(weight, dtype), current,
+               module=PK)
     assert current.dtype == dtype
     assert_close(current.T, ref, dtype, scale, "delayed_current")
 
@@ -275,7 +277,8 @@ def test_delayed_current_new_delay_rereads_ring(build):
     pre = np.array([0], np.int32)
     for d in range(5):
         cur = np.zeros((1, 1))
-        run_kernel("delayed_current", build, hist, 11, indptr, pre, np.array([d], np.int32), np.array([2.0]), cur)
+        run_kernel("delayed_current", build, hist, 11, indptr, pre, np.array([d], np.int32), np.array([2.0]), cur,
+                   module=PK)
         assert cur[0, 0] == 2.0 * x[11 - d]
 
 
@@ -552,7 +555,7 @@ def test_pulled_current(case, seed, dtype, build):
     # every flag set: exactly delayed_current (the same additions in the same order)
     every, plain = batch_last(current0, dtype), batch_last(current0, dtype)
     run_kernel("pulled_current", build, args[0], t, np.ones(n_slots, np.uint8), *args[3:], every)
-    K.delayed_current(args[0], t, *args[3:], plain)
+    PK.delayed_current(args[0], t, *args[3:], plain)
     assert_bitwise_equal(every, plain, "pulled_current with every flag set != delayed_current")
 
 
@@ -781,7 +784,7 @@ def test_readout_traces(case, seed, dtype):
         r = ref_readout_traces(z, delta, READOUT_DECAY, READOUT_GAIN, *r)
         r_abs = ref_readout_traces(z, np.abs(delta), READOUT_DECAY, READOUT_GAIN, *r_abs)
         K.readout_traces(batch_last(z, dtype), batch_last(delta, dtype), READOUT_DECAY, READOUT_GAIN,
-                         zbar, bbar, gw, gb)
+                         zbar, bbar, gw, gb, np.full((B, n_h), np.nan, dtype))
         # zbar is (n_hidden, B); bbar (B,), grad_w_out (n_out, n_hidden), grad_bias (n_out,) keep their layout
         for got, ref, scale, name in zip((zbar.T, bbar, gw, gb), r, r_abs, ("zbar", "bbar", "gw", "gb")):
             assert_close(got, ref, dtype, scale, f"{name} at step {step}")

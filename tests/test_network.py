@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from onlinedelay import LearningConfig, Network, NetworkConfig, ThreeFactorLearner, dense_mask, dense_weights
+import pull_kernels as PK
 
 
 def _delay_line(max_delay=5, dtype="float64"):
@@ -312,6 +313,13 @@ for threads in (1, 2):
             net.step(x[0, 0].astype(np.uint8))
             net.reset(32)                     # dense batch: pulled steps
             learner.run_sample(np.random.default_rng(1).poisson(3.0, size=(12, 32, 4)), np.zeros(32, int), update=True)
+        # two layers, conv recurrence, delays between layers, the readout reading both
+        deep = NetworkConfig(n_inputs=4, n_outputs=2, max_delay_steps=3, reset=reset, n_layers=2, n_hidden=5,
+                             input_delays="synaptic", hidden_delays="axonal", recurrent="conv",
+                             recurrent_delays="synaptic", readout="all", weight_init_scale=3.0)
+        net = Network(deep, seed=1, batch_size=3, dtype="float64", threads=threads)
+        ThreeFactorLearner(net, LearningConfig(update="online", update_every_steps=3)).run_sample(
+            x, np.array([0, 1, 1]), update=True)
 print("in bounds")
 """
     env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "cache"))
@@ -356,9 +364,9 @@ def _pull_current(net):
 
     s, p, t = net.state, net.params, net.t - 1
     cur = np.zeros_like(s.current)
-    K.delayed_current(s.hist_in, t, p.input.indptr, p.input.pre, p.input.delay_steps, p.input.weight, cur)
-    if net.config.recurrent:
-        K.delayed_current(s.hist_rec, t, p.recurrent.indptr, p.recurrent.pre, p.recurrent.delay_steps,
+    PK.delayed_current(s.hist_in, t, p.input.indptr, p.input.pre, p.input.delay_steps, p.input.weight, cur)
+    if net.config.recurrent != "none":
+        PK.delayed_current(s.hist_rec, t, p.recurrent.indptr, p.recurrent.pre, p.recurrent.delay_steps,
                           p.recurrent.weight, cur)
     return cur
 
@@ -376,10 +384,10 @@ def _pull_run(net, x):
     for t in range(x.shape[0]):
         cur = np.zeros((c.n_hidden, B), dt)
         hin[t % n] = x[t].T
-        K.delayed_current(hin, t, p.input.indptr, p.input.pre, p.input.delay_steps, p.input.weight, cur)
+        PK.delayed_current(hin, t, p.input.indptr, p.input.pre, p.input.delay_steps, p.input.weight, cur)
         if c.recurrent:
             hrec[t % n] = z
-            K.delayed_current(hrec, t, p.recurrent.indptr, p.recurrent.pre, p.recurrent.delay_steps,
+            PK.delayed_current(hrec, t, p.recurrent.indptr, p.recurrent.pre, p.recurrent.delay_steps,
                               p.recurrent.weight, cur)
         K.lif_step(cur, c.decay_mem, c.input_gain, c.threshold, c.reset == "hard", v, z, decay)
         K.readout_step(z, p.w_out, p.b_out, c.decay_out, c.readout_gain, y)

@@ -16,14 +16,22 @@ from numba import njit
 
 CACHE = os.environ.get("ONLINEDELAY_NUMBA_CACHE", "1") != "0"
 
-# Threading layer (unless NUMBA_THREADING_LAYER says otherwise): OpenMP where numba has it, with
-# passive waiting.  Measured on the 2-core project machine, 2 threads, batch 32: OpenMP launches
-# cost far less than the workqueue layer's (140-256-20 at 20 % density: 516 samples/s with
-# workqueue, 816 passive OpenMP, 1049 spinning OpenMP when idle), and passive threads do not fight
-# other work for the cores (with one core busy: 725 passive vs 330 spinning vs 344 workqueue).
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+def configure_threading() -> None:
+    """Prefer numba's OpenMP threading layer with passive waiting (unless NUMBA_THREADING_LAYER says
+    otherwise).  Called by the entry points that run parallel kernels (the command line,
+    ``Network.set_threads`` with threads > 1) before the first parallel launch; importing the
+    package changes no global setting.  Why OpenMP, passive: docs/benchmarks.md (its launches cost
+    less than the workqueue layer's, and passive threads do not fight other work for the cores).
+    """
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def build(module, name: str, parallel: bool):
+    """The serial build of kernel ``name`` in ``module``, or its parallel build (``name + "_parallel"``)."""
+    return getattr(module, name + "_parallel" if parallel else name)
 
 
 def _fastmath(contract: bool):

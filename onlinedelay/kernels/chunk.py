@@ -84,18 +84,18 @@ def _chunk_factors(psi, signal, lo, n, first_step, kappa, scale, alpha, P, Q, A,
 
     psi, signal : (n_buf, n_post, B) pseudo-derivative and learning signal per buffered step
     kappa : readout decay; scale : zeta_o zeta; alpha : membrane decay
-    P, Q : (n_post, >= n, B) out; A, Pa, Qa : (n_post, B) out (see the module docstring)
+    P, Q : (n_post, >= n, B) out; A, Pa, Qa : (n_post, B) out (see the module docstring); the
+    backward recursion runs in them (Lam in A), so nothing is allocated.
     """
     _, n_post, n_batch = psi.shape
-    early = np.empty(n)
-    for u in range(n):
-        early[u] = alpha ** (first_step + u + 1)
     for j in prange(n_post):
-        lam = np.zeros(n_batch, P.dtype)
-        pa = np.zeros(n_batch, P.dtype)
-        qa = np.zeros(n_batch, P.dtype)
+        lam, pa, qa = A[j], Pa[j], Qa[j]
+        lam[:] = 0.0
+        pa[:] = 0.0
+        qa[:] = 0.0
         kq = 1.0
         for u in range(n - 1, -1, -1):
+            early = alpha ** (first_step + u + 1)
             for b in range(n_batch):
                 lam[b] = signal[lo + u, j, b] + kappa * lam[b]
                 ps = scale * psi[lo + u, j, b]
@@ -103,29 +103,30 @@ def _chunk_factors(psi, signal, lo, n, first_step, kappa, scale, alpha, P, Q, A,
                 q = ps * kq
                 P[j, u, b] = p
                 Q[j, u, b] = q
-                pa[b] += p * early[u]
-                qa[b] += q * early[u]
+                pa[b] += p * early
+                qa[b] += q * early
             kq *= kappa
         for b in range(n_batch):
-            A[j, b] = kappa * lam[b]
-            Pa[j, b] = pa[b]
-            Qa[j, b] = qa[b]
+            lam[b] *= kappa
 
 
-def _weight_chunk(xh, first_step, n, indptr, pre, delay_steps, P, Q, A, decay_n, ebar, grad, keep):
+SCRATCH_ROWS = 7      # per-neuron scratch vectors of the chunk kernels: (n_post, SCRATCH_ROWS, B)
+
+
+def _weight_chunk(xh, first_step, n, indptr, pre, delay_steps, P, Q, A, decay_n, ebar, grad, keep, scratch):
     """Weight traces of one projection over ``n`` steps from ``first_step``.
 
     V^u = X^(u - d) read from the mirrored ring; decay_n : kappa^n.
     ebar : (n_syn, B) in place; grad : (n_syn,) accumulated (summed over the batch).
     keep : False for the last chunk of a sample: the traces are not carried on (not updated).
+    scratch : (n_post, SCRATCH_ROWS, B), overwritten (row j is neuron j's, so rows run in parallel).
     """
     n_hist = xh.shape[1] // 2
     n_batch = xh.shape[2]
     n_post = indptr.size - 1
     for j in prange(n_post):
-        acc_p = np.empty(n_batch, P.dtype)
-        acc_q = np.empty(n_batch, P.dtype)
-        zero = np.zeros(n_batch, P.dtype)
+        acc_p, acc_q, zero = scratch[j, 0], scratch[j, 1], scratch[j, 2]
+        zero[:] = 0.0
         for s in range(indptr[j], indptr[j + 1]):
             i = pre[s]
             start = (first_step - delay_steps[s]) % n_hist
@@ -157,7 +158,7 @@ def _finish(s, j, w, acc_p, acc_q, edge, A, Pa, Qa, decay_n, ebar, grad, keep):
 
 
 def _synaptic_delay_chunk(xh, xearly, first_step, n, indptr, pre, centre, taps, weight,
-                          P, Q, APQ, decay_n, ebar, grad, ebar_w, grad_w, keep):
+                          P, Q, APQ, decay_n, ebar, grad, ebar_w, grad_w, keep, scratch):
     """Per-synapse delay traces over ``n`` lagged steps from ``first_step`` (and the weight traces).
 
     V^u = sum_q taps[s, q] X^(u - m_q) - sum_{m_q < 0} taps[s, q] alpha^(u+1) X^(-m_q-1),
@@ -168,8 +169,9 @@ def _synaptic_delay_chunk(xh, xearly, first_step, n, indptr, pre, centre, taps, 
     ebar_w (n_syn, B) and grad_w (n_syn,) to update them in the same pass, or empty arrays.
     keep : False for the last chunk of a sample: the traces are not carried on (not updated), which
     drops the Q half of the work.
-    The default window (K = 3, seven taps) sums the taps in registers; other widths go through a
-    per-synapse buffer.
+    scratch : (n_post, SCRATCH_ROWS, B), overwritten.
+    The default window (K = 3, seven taps) sums the taps in registers; other widths sum them per
+    step into a scratch vector.
     """
     n_hist = xh.shape[1] // 2
     n_batch = xh.shape[2]
@@ -178,13 +180,9 @@ def _synaptic_delay_chunk(xh, xearly, first_step, n, indptr, pre, centre, taps, 
     n_post = indptr.size - 1
     A, Pa, Qa = APQ[0], APQ[1], APQ[2]
     for j in prange(n_post):
-        signal = np.empty((n, n_batch), P.dtype)
-        acc_p = np.empty(n_batch, P.dtype)
-        acc_q = np.empty(n_batch, P.dtype)
-        acc_wp = np.empty(n_batch, P.dtype)
-        acc_wq = np.empty(n_batch, P.dtype)
-        edge = np.empty(n_batch, P.dtype)
-        zero = np.zeros(n_batch, P.dtype)
+        acc_p, acc_q, acc_wp, acc_wq = scratch[j, 0], scratch[j, 1], scratch[j, 2], scratch[j, 3]
+        edge, zero, v_u = scratch[j, 4], scratch[j, 5], scratch[j, 6]
+        zero[:] = 0.0
         for s in range(indptr[j], indptr[j + 1]):
             i = pre[s]
             c = centre[s]
@@ -224,18 +222,17 @@ def _synaptic_delay_chunk(xh, xearly, first_step, n, indptr, pre, centre, taps, 
                             acc_p[b] += p * v
                             acc_wp[b] += p * x3
             else:
-                signal[:, :] = 0.0
-                for q in range(n_taps):
-                    tap = taps[s, q]
-                    for u in range(n):
+                for u in range(n):
+                    v_u[:] = 0.0
+                    for q in range(n_taps):
+                        tap = taps[s, q]
                         slot = np.uint64(top + u - q)
                         for b in range(n_batch):
-                            signal[u, b] += tap * xh[i, slot, b]
-                for u in range(n):
+                            v_u[b] += tap * xh[i, slot, b]
                     slot = np.uint64(top + u - half_width)
                     for b in range(n_batch):
-                        acc_p[b] += P[j, u, b] * signal[u, b]
-                        acc_q[b] += Q[j, u, b] * signal[u, b]
+                        acc_p[b] += P[j, u, b] * v_u[b]
+                        acc_q[b] += Q[j, u, b] * v_u[b]
                         acc_wp[b] += P[j, u, b] * xh[i, slot, b]
                         acc_wq[b] += Q[j, u, b] * xh[i, slot, b]
             edge[:] = 0.0
@@ -276,18 +273,18 @@ def _unit_delay_signal(xh, xearly, first_step, n, pre_of_delay, centre, taps, si
                 edge[p, b] += taps[p, q] * xearly[i, half_width - c - q - 1, b]
 
 
-def _unit_delay_chunk(signal, edge, n, indptr, delay_of_syn, weight, P, Q, A, Pa, Qa, decay_n, ebar, grad, keep):
+def _unit_delay_chunk(signal, edge, n, indptr, delay_of_syn, weight, P, Q, A, Pa, Qa, decay_n, ebar, grad, keep,
+                      scratch):
     """Delay traces of synapses that share a delay parameter (axonal) over ``n`` lagged steps.
 
     signal, edge : from :func:`unit_delay_signal`; delay_of_syn : (n_syn,) int32.
     ebar : (n_syn, B) in place; grad : (n_syn,) accumulated per synapse (summed by unit later);
-    keep : False for the last chunk of a sample (traces not updated).
+    keep : False for the last chunk of a sample (traces not updated); scratch : (n_post, SCRATCH_ROWS, B).
     """
     n_batch = signal.shape[2]
     n_post = indptr.size - 1
     for j in prange(n_post):
-        acc_p = np.empty(n_batch, P.dtype)
-        acc_q = np.empty(n_batch, P.dtype)
+        acc_p, acc_q = scratch[j, 0], scratch[j, 1]
         for s in range(indptr[j], indptr[j + 1]):
             p = delay_of_syn[s]
             acc_p[:] = 0.0

@@ -14,7 +14,7 @@ of delay ``d`` lands in slot ``(t + d) % n_slots`` (0 <= d < n_slots).  At step 
 pushes ``x^t`` (and ``z^(t-1)``), then takes slot ``t % n_slots`` as its current and zeroes it.
 A step whose push would cost more than pulling it (dense activity over a large batch) is not
 pushed: it is flagged in ``pulled`` and read by ``ring.pulled_current`` instead.  The sums equal
-the pull model (``ring.delayed_current``) up to the order of the additions into one
+the pull model (every synapse pulled, tests/pull_kernels.py) up to the order of the additions into one
 ``current[j, b]`` (the same order without delays).
 
 ``forward_step`` is one whole network step (counts written, input and recurrent spikes pushed,

@@ -62,11 +62,13 @@ def readout_error(y, labels, loss_weight, probs, delta):
 
 
 @jit
-def readout_traces(z, delta, decay, gain, zbar, bbar, grad_w_out, grad_bias):
+def readout_traces(z, delta, decay, gain, zbar, bbar, grad_w_out, grad_bias, zbar_t):
     """Filtered presynaptic traces of the readout and its gradient accumulation.
 
     z : (n_hidden, B); delta : (n_out, B); zbar : (n_hidden, B) and bbar : (B,) in place;
-    grad_w_out : (n_out, n_hidden) and grad_bias : (n_out,) accumulated (summed over b).
+    grad_w_out : (n_out, n_hidden) and grad_bias : (n_out,) accumulated (summed over b);
+    zbar_t : (B, n_hidden) scratch, overwritten with zbar transposed (the hidden axis innermost in
+    the gradient loop, which vectorises over hidden units).
     """
     n_hidden, n_batch = z.shape
     n_out = delta.shape[0]
@@ -74,8 +76,9 @@ def readout_traces(z, delta, decay, gain, zbar, bbar, grad_w_out, grad_bias):
         bbar[b] = decay * bbar[b] + 1.0
     for j in range(n_hidden):
         for b in range(n_batch):
-            zbar[j, b] = decay * zbar[j, b] + gain * z[j, b]
-    zbar_t = zbar.T.copy()                      # (B, n_hidden): the hidden axis innermost below
+            value = decay * zbar[j, b] + gain * z[j, b]
+            zbar[j, b] = value
+            zbar_t[b, j] = value
     for k in range(n_out):
         acc_b = 0.0
         for b in range(n_batch):

@@ -1,8 +1,8 @@
 """Delayed synaptic current read from a presynaptic history ring (pull model).
 
 The network pushes spikes event by event (``events.py``); ``pulled_current`` pulls only the
-steps it did not push (flagged in ``pulled``), ``delayed_current`` is the plain pull of every
-synapse (the reference the push is tested against).  ``write_counts`` validates one step of input
+steps it did not push (flagged in ``pulled``); the plain pull of every synapse, the reference the
+push is tested against, is ``delayed_current`` in tests/pull_kernels.py.  ``write_counts`` validates one step of input
 counts and writes it into a ring.
 
 A projection keeps ``hist[slot, i, b]``: the activity of presynaptic unit ``i`` (batch element
@@ -26,41 +26,11 @@ def ring_slot(now, delay, n_slots):
     return slot + n_slots if slot < 0 else slot
 
 
-def _delayed_current(hist, t, indptr, pre, delay_steps, weight, current):
-    """Add the delayed weighted input of one projection to ``current``.
-
-    current[j, b] += sum_{s in row j} weight[s] * hist[(t - delay_steps[s]) % n_slots, pre[s], b]
-
-    Parameters
-    ----------
-    hist : (n_slots, n_pre, B) float, presynaptic activity ring (counts per step)
-    t : int, absolute step being computed (already written to slot t % n_slots)
-    indptr : (n_post + 1,) int32, CSR row pointers; pre : (n_syn,) int32
-    delay_steps : (n_syn,) int32, integer delay of each synapse, 0 <= d < n_slots
-    weight : (n_syn,) float
-    current : (n_post, B) float, accumulated in place
-    """
-    n_slots, _, n_batch = hist.shape
-    n_post = indptr.size - 1
-    now = t % n_slots
-    for j in prange(n_post):
-        for s in range(indptr[j], indptr[j + 1]):
-            w = weight[s]
-            slot = ring_slot(now, delay_steps[s], n_slots)
-            i = pre[s]
-            for b in range(n_batch):
-                current[j, b] += w * hist[slot, i, b]
-
-
-delayed_current = jit(_delayed_current)
-delayed_current_parallel = jit_parallel(_delayed_current)
-
-
 def _pulled_current(hist, t, pulled, indptr, pre, delay_steps, weight, current):
     """Add the delayed input of the synapses whose source step was not pushed (flagged in ``pulled``).
 
     current[j, b] += sum_{s in row j, pulled[slot_s] != 0} weight[s] * hist[slot_s, pre[s], b],
-    slot_s = (t - delay_steps[s]) % n_slots.  With every flag set this is ``delayed_current``.
+    slot_s = (t - delay_steps[s]) % n_slots.  With every flag set this is the plain pull of every synapse.
 
     Parameters
     ----------
