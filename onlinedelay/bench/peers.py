@@ -44,7 +44,8 @@ class Peer:
     modules : tuple of str, modules it needs importable
     build : callable (network: NetworkConfig, batch_size, threads, seed) -> model, where the model
         has ``load(x, labels)`` (x (T, B, n_inputs) uint8, labels (B,) int: converted once, untimed),
-        ``train()`` (one training step on the loaded batch) and ``infer()`` (a forward pass)
+        ``train()`` (one training step on the loaded batch), ``infer()`` (a forward pass) and
+        optionally ``close()`` (called when its timing is done)
     """
 
     name: str
@@ -104,20 +105,22 @@ def time_peer(peer: Peer, config: BenchConfig, x: np.ndarray, labels: np.ndarray
         return {"peer": peer.name, "missing": ", ".join(missing)}
     batch_size = x.shape[1]
     model = peer.build(config.network_config(), batch_size, threads, seed)
-    model.load(x, labels)
-    model.train()                                        # warm-up: allocation, first touch
-    model.infer()
-    train_ns, infer_ns = [], []
-    for _ in range(repeats):
-        start = time.perf_counter_ns()
-        model.train()
-        train_ns.append(time.perf_counter_ns() - start)
-        start = time.perf_counter_ns()
+    try:
+        model.load(x, labels)
+        model.train()                                    # warm-up: allocation, first touch
         model.infer()
-        infer_ns.append(time.perf_counter_ns() - start)
-    close = getattr(model, "close", None)
-    if close is not None:
-        close()
+        train_ns, infer_ns = [], []
+        for _ in range(repeats):
+            start = time.perf_counter_ns()
+            model.train()
+            train_ns.append(time.perf_counter_ns() - start)
+            start = time.perf_counter_ns()
+            model.infer()
+            infer_ns.append(time.perf_counter_ns() - start)
+    finally:
+        close = getattr(model, "close", None)            # a torch model restores the thread count
+        if close is not None:
+            close()
     return {"peer": peer.name, "training": _speed(train_ns, batch_size), "inference": _speed(infer_ns, batch_size)}
 
 

@@ -31,13 +31,13 @@ class _Spike(torch.autograd.Function):
     def forward(ctx, v, theta: float, gamma: float):
         ctx.save_for_backward(v)
         ctx.theta, ctx.gamma = theta, gamma
-        return (v >= theta).to(v.dtype)
+        return (v >= theta).float()
 
     @staticmethod
     def backward(ctx, grad):
         (v,) = ctx.saved_tensors
-        surrogate = ctx.gamma * torch.clamp(1.0 - torch.abs(v - ctx.theta) / ctx.theta, min=0.0)
-        return grad * surrogate, None, None
+        surrogate = (v - ctx.theta).abs_().mul_(-1.0 / ctx.theta).add_(1.0).clamp_(min=0.0)   # in place: fewer passes
+        return grad * surrogate.mul_(ctx.gamma), None, None
 
 
 class _Net(torch.nn.Module):
@@ -69,17 +69,21 @@ class _Net(torch.nn.Module):
         v = torch.zeros_like(current[0])
         z = torch.zeros_like(current[0])
         spikes = []
-        for t in range(current.shape[0]):
-            v = self.alpha * v + current[t] - self.theta * z            # soft reset
+        for current_t in current.unbind(0):              # unbind: one gradient copy, not one per step
+            v = self.alpha * v + current_t - self.theta * z             # soft reset
             z = _Spike.apply(v, self.theta, self.gamma)
             spikes.append(z)
         drive = self.readout(torch.stack(spikes))       # (T, B, n_out), one matrix product
-        y = torch.zeros_like(drive[0])
-        out = []
-        for t in range(drive.shape[0]):
-            y = self.kappa * y + drive[t]
-            out.append(y)
-        return torch.stack(out)
+        steps = drive.shape[0]
+        return (self._decay(steps) @ drive.reshape(steps, -1)).reshape(drive.shape)   # leaky readout
+
+    def _decay(self, steps: int):
+        """(T, T) lower-triangular kappa^(t - s): the readout's leaky integration as one product."""
+        if getattr(self, "_decay_matrix", None) is None or self._decay_matrix.shape[0] != steps:
+            t = torch.arange(steps, dtype=torch.float32)
+            lag = t[:, None] - t[None, :]
+            self._decay_matrix = torch.where(lag >= 0, self.kappa ** lag.clamp(min=0), torch.zeros(()))
+        return self._decay_matrix
 
 
 class TorchLIF:
