@@ -39,17 +39,22 @@ _TRAIN_OPTIONS = [
     ("--dataset", "run", "dataset", str, "digits (embedded), shd, ssc, or a path to an SHD-layout file"),
     ("--data-dir", "run", "data_dir", str, "folder with downloaded datasets (else $ONLINEDELAY_DATA_DIR, then the user cache)"),
     ("--delays", "network", "input_delays", click.Choice(["none", "synaptic", "axonal"]), "delays of the input projection"),
-    ("--hidden", "network", "n_hidden", int, "hidden LIF neurons"),
+    ("--hidden", "network", "n_hidden", int, "LIF neurons per hidden layer"),
     ("--density", "network", "density", float, "fraction of input synapses present (0, 1]"),
-    ("--recurrent/--no-recurrent", "network", "recurrent", None, "recurrent hidden weights"),
-    ("--recurrent-delays", "network", "recurrent_delays", click.Choice(["none", "synaptic", "axonal"]), "delays of the recurrent projection"),
+    ("--recurrent", "network", "recurrent", click.Choice(["none", "dense", "sparse", "conv"]), "recurrence of every hidden layer"),
+    ("--recurrent-delays", "network", "recurrent_delays", click.Choice(["none", "synaptic", "axonal"]), "delays of the recurrent projections"),
+    ("--recurrent-density", "network", "recurrent_density", float, "fraction of recurrent synapses present (--recurrent sparse)"),
+    ("--kernel-size", "network", "kernel_size", int, "taps of a conv recurrence along the neuron axis (odd)"),
+    ("--hidden-delays", "network", "hidden_delays", click.Choice(["none", "synaptic", "axonal"]), "delays of the projections between hidden layers"),
+    ("--readout", "network", "readout", click.Choice(["last", "all"]), "the readout reads the last hidden layer or every layer"),
     ("--max-delay", "network", "max_delay_steps", int, "largest delay in steps"),
     ("--dt-ms", "network", "dt_ms", float, "time step (ms), also the input bin width"),
     ("--tau-mem-ms", "network", "tau_mem_ms", float, "membrane time constant (ms)"),
     ("--tau-out-ms", "network", "tau_out_ms", float, "readout time constant (ms)"),
     ("--threshold", "network", "threshold", float, "firing threshold"),
     ("--reset", "network", "reset", click.Choice(["soft", "hard"]), "reset after a spike"),
-    ("--delay-init", "network", "delay_init", click.Choice(["uniform", "zero"]), "initial delays"),
+    ("--delay-init", "network", "delay_init", click.Choice(["uniform", "zero", "range"]), "initial delays: U(0, max), 0, or U(--delay-range)"),
+    ("--delay-range", "network", "delay_init_range", str, "LOW,HIGH steps of --delay-init range"),
     ("--pool", "run", "pool", int, "adjacent input channels summed (700 -> 700/pool inputs)"),
     ("--n-steps", "run", "n_steps", int, "steps per sample (longer samples are clipped)"),
     ("--feedback", "learning", "feedback", click.Choice(["symmetric", "random"]), "feedback matrix of the learning signal"),
@@ -78,7 +83,15 @@ def _config_classes():
 
 
 def _train_options(function):
+    from .archs import ARCHS
+
     classes = _config_classes()
+    function = click.option("--layers", "layers_option", default=None, metavar="N|SIZES",
+                            help="hidden layers: a count (N layers of --hidden neurons) or sizes, e.g. 256,256 "
+                                 "[default: 1]")(function)
+    function = click.option("--arch", "arch", type=click.Choice(list(ARCHS)), default=None,
+                            help="start from a named architecture (see the README); other options override it "
+                                 "[default: three-factor]")(function)
     for name, section, field, kind, help_text in reversed(_TRAIN_OPTIONS):
         default = _default(classes[section], field)
         text = f"{help_text} [default: {default}]"
@@ -107,6 +120,13 @@ def _read_config_file(path) -> dict:
     classes = _config_classes()
     fields = {section: {f for f in cls.__dataclass_fields__} for section, cls in classes.items()}
     out = {section: {} for section in classes}
+    layers = data.pop("layer", None)
+    if isinstance(data.get("network"), dict) and "layer" in data["network"]:
+        layers = data["network"].pop("layer")
+    if layers is not None:
+        if not isinstance(layers, list) or not all(isinstance(t, dict) for t in layers):
+            raise OptionError(f"--config {path}: [[layer]] must be a list of tables, one per hidden layer")
+        out["network"]["layers"] = layers
     for key, value in data.items():
         if key in classes and isinstance(value, dict):
             for k, v in value.items():
@@ -121,13 +141,52 @@ def _read_config_file(path) -> dict:
     return out
 
 
+def _parse_layers(text: str) -> dict:
+    """``--layers``: "N" (N layers) or "A,B,..." (one layer of each size)."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise OptionError(f"--layers {text!r}: expected a layer count or comma-separated layer sizes, e.g. 256,256")
+    if len(sizes) == 1:
+        return {"n_layers": sizes[0]}
+    return {"n_layers": len(sizes), "layers": [{"n_hidden": n} for n in sizes]}
+
+
+def _parse_range(text: str):
+    try:
+        low, high = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise OptionError(f"--delay-range {text!r}: expected LOW,HIGH in steps, e.g. 10,30") from None
+    return [low, high]
+
+
 def build_configs(config_file, options: dict):
-    """Config file values, overridden by the options given on the command line."""
+    """Architecture preset (``--arch``), then the config file, then the options given on the command line."""
+    from .archs import arch_values
+
     classes = _config_classes()
-    values = _read_config_file(config_file) if config_file else {s: {} for s in classes}
+    from_file = _read_config_file(config_file) if config_file else {s: {} for s in classes}
+    arch = options.get("arch") or from_file["run"].pop("arch", None) or from_file["network"].pop("arch", None) \
+        or "three-factor"
+    try:
+        values = arch_values(arch)
+    except ValueError as err:
+        raise OptionError(str(err)) from None
+    values["run"] = {}
+    for section in classes:
+        values[section].update(from_file[section])
+    if options.get("layers_option") is not None:
+        values["network"].pop("layers", None)
+        values["network"].update(_parse_layers(options["layers_option"]))
+    if options.get("delay_init_range") is not None:
+        options = dict(options, delay_init_range=_parse_range(options["delay_init_range"]))
     for _, section, field, _, _ in _TRAIN_OPTIONS:
         if options.get(field) is not None:
             values[section][field] = options[field]
+    values["run"]["arch"] = arch
     try:
         return tuple(classes[s](**values[s]) for s in ("network", "learning", "run"))
     except (TypeError, ValueError) as err:
@@ -248,10 +307,7 @@ def info(model_path, as_json):
     if as_json:
         click.echo(json.dumps(result))
         return
-    c = result["network"]
-    click.echo(f"{c['n_inputs']} inputs -> {c['n_hidden']} LIF{' (recurrent)' if c['recurrent'] else ''} -> "
-               f"{c['n_outputs']} readout; input delays {c['input_delays']} (max {c['max_delay_steps']} steps), "
-               f"density {c['density']}")
+    click.echo(result["architecture"])
     click.echo(f"parameters: {result['parameters']}")
     bits = result["stored_bits"]
     click.echo(f"memory: {bits['weights']} bits of weights + {bits['delays']} bits of delays at "

@@ -2,12 +2,12 @@
 
 Two dataclasses describe a model and how it learns:
 
-* :class:`NetworkConfig` -- sizes, neuron and readout dynamics, delays per projection,
-  sparsity and initialisation.
+* :class:`NetworkConfig` -- the stack of hidden layers (sizes, neuron dynamics, the projections'
+  connectivity, delays and initialisation; :class:`LayerConfig` overrides a layer), the readout.
 * :class:`LearningConfig` -- the three-factor rule (Gaussian surrogate width, feedback,
   loss window), when updates are applied, the optimizer and its learning rates.
 
-Both validate on construction (``ValueError`` naming the field, the value and what is
+Both validate on construction (:class:`~onlinedelay.errors.OnlineDelayError`, a ``ValueError`` naming the field, the value and what is
 allowed) and round-trip through plain dicts (``to_dict`` / ``from_dict``) so that every
 run can write the exact configuration next to its outputs.  Nothing else in the package
 converts milliseconds to steps: use the derived properties here (``decay_mem`` ...).
@@ -16,34 +16,28 @@ converts milliseconds to steps: use the derived properties here (``decay_mem`` .
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
+
+from .errors import OnlineDelayError, check_choice, check_int, check_positive
 
 DELAY_MODES = ("none", "synaptic", "axonal")
 RESETS = ("soft", "hard")
 DISCRETISATIONS = ("exact", "euler")
 INPUT_SCALES = ("one", "one_minus_decay")
-DELAY_INITS = ("uniform", "zero")
+DELAY_INITS = ("uniform", "zero", "range")
+RECURRENCES = ("none", "dense", "sparse", "conv")
+READOUTS = ("last", "all")
+MAX_DELAY_STEPS = 10_000           # the delay rings hold max_delay_steps + 1 steps of every population
 FEEDBACKS = ("symmetric", "random")
 UPDATE_MODES = ("accumulate", "online")
 OPTIMIZERS = ("adam", "sgd")
 
 
-def _choice(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}")
-
-
-def _positive(name: str, value, allow_zero: bool = False) -> None:
-    bad = not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
-    if bad or value < 0 or (value == 0 and not allow_zero):
-        need = "a finite number >= 0" if allow_zero else "a finite number > 0"
-        raise ValueError(f"{name}={value!r} is not allowed; expected {need}")
-
-
-def _integer(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r} is not allowed; expected an integer >= {minimum}")
+_choice = check_choice
+_positive = check_positive
+_integer = check_int
 
 
 class _DictMixin:
@@ -57,7 +51,7 @@ class _DictMixin:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+            raise OnlineDelayError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
         return cls(**data)
 
     def replace(self, **changes):
@@ -65,18 +59,118 @@ class _DictMixin:
         return dataclasses.replace(self, **changes)
 
 
+_LAYER_FIELDS = ("n_hidden", "tau_mem_ms", "threshold", "reset", "delays", "density", "recurrent",
+                 "recurrent_delays", "recurrent_density", "kernel_size", "delay_init", "delay_init_range",
+                 "weight_init_scale")
+
+
+def _normalise_recurrent(value, density):
+    """``recurrent`` as one of RECURRENCES; the old boolean form (True/False) is accepted."""
+    if value is True:
+        return "sparse" if isinstance(density, (int, float)) and density < 1.0 else "dense"
+    if value is False:
+        return "none"
+    return value
+
+
+def _check_range(name: str, value):
+    if value is None:
+        return None
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise OnlineDelayError(f"{name}={value!r} is not allowed; expected two numbers [low, high] (steps)") from None
+    if not (math.isfinite(low) and math.isfinite(high) and 0.0 <= low <= high):
+        raise OnlineDelayError(f"{name}={value!r} is not allowed; expected 0 <= low <= high (steps)")
+    return (low, high)
+
+
+def _check_density(name: str, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+        raise OnlineDelayError(f"{name}={value!r} is not allowed; expected a number in (0, 1]")
+
+
+@dataclass(frozen=True)
+class LayerConfig(_DictMixin):
+    """Per-layer overrides of a :class:`NetworkConfig` (a ``[[layer]]`` table of a config file).
+
+    Every field left ``None`` takes the network-wide value: ``n_hidden``, ``tau_mem_ms``,
+    ``threshold``, ``reset``, ``recurrent``, ``recurrent_delays``, ``recurrent_density``,
+    ``kernel_size``, ``delay_init``, ``delay_init_range``, ``weight_init_scale``; ``delays`` and
+    ``density`` (of the feedforward projection into the layer) default to ``input_delays`` /
+    ``density`` for layer 1 and ``hidden_delays`` / ``hidden_density`` above it.
+    """
+
+    n_hidden: int | None = None
+    tau_mem_ms: float | None = None
+    threshold: float | None = None
+    reset: str | None = None
+    delays: str | None = None
+    density: float | None = None
+    recurrent: str | None = None
+    recurrent_delays: str | None = None
+    recurrent_density: float | None = None
+    kernel_size: int | None = None
+    delay_init: str | None = None
+    delay_init_range: tuple | None = None
+    weight_init_scale: float | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "recurrent", _normalise_recurrent(self.recurrent, self.recurrent_density))
+        object.__setattr__(self, "delay_init_range", _check_range("layer delay_init_range", self.delay_init_range))
+
+
+@dataclass(frozen=True)
+class ProjectionSpec:
+    """A projection of a resolved layer: connectivity, delays and initialisation (not serialised)."""
+
+    connectivity: str          # "dense", "sparse" or "conv"
+    density: float             # fraction of synapses present (sparse)
+    kernel_size: int           # taps shared by every neuron (conv)
+    delays: str                # "none", "synaptic" or "axonal"
+    delay_init: str            # "uniform" on [0, max], "zero" or "range"
+    delay_init_range: tuple    # (low, high) steps for "range"
+    weight_init_scale: float
+    exclude_self: bool         # no autapse j -> j (dense/sparse recurrence)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One hidden layer with every field resolved (:attr:`NetworkConfig.layer_specs`)."""
+
+    index: int
+    n_pre: int                 # size of the population below (the input for layer 0)
+    n_neurons: int
+    tau_mem_ms: float
+    threshold: float
+    reset: str
+    decay_mem: float           # alpha
+    input_gain: float          # zeta
+    feedforward: ProjectionSpec
+    recurrent: ProjectionSpec | None
+
+
 @dataclass(frozen=True)
 class NetworkConfig(_DictMixin):
-    """Architecture and dynamics of a single-hidden-layer LIF network.
+    """Architecture and dynamics of a stack of LIF layers with a leaky-integrator readout.
 
-    Hidden neuron j (spec section 2)::
+    Hidden neuron j of layer l, fed by the layer below (the input ``x`` for l = 0)::
 
-        I_j^t = sum_i W_ji x_i^(t - d_ji) + sum_l R_jl z_l^(t - 1 - d^rec_jl)
+        I_j^t = sum_i W_ji s_i^(t - d_ji) + sum_m R_jm z_m^(t - 1 - d^rec_jm)      s = x or z_(l-1)
         v_j^t = a v_j^(t-1) + zeta I_j^t - theta z_j^(t-1)         (soft reset)
         v_j^t = a v_j^(t-1) (1 - z_j^(t-1)) + zeta I_j^t          (hard reset)
         z_j^t = H(v_j^t - theta)
 
-    Readout k: ``y_k^t = kappa y_k^(t-1) + zeta_o sum_j Wo_kj z_j^t + b_k``.
+    Readout k: ``y_k^t = kappa y_k^(t-1) + zeta_o sum_j Wo_kj z_j^t + b_k`` over the last layer
+    (``readout="last"``) or over every layer (``"all"``).
+
+    The flat fields describe every layer; ``layers`` (one :class:`LayerConfig` per layer) overrides
+    them layer by layer.  ``input_delays``/``density`` belong to the projection from the input,
+    ``hidden_delays``/``hidden_density`` to the projections between hidden layers.  ``recurrent``
+    is ``none``, ``dense``, ``sparse`` (``recurrent_density``) or ``conv`` (``kernel_size`` taps
+    along the neuron axis shared by every neuron, zero padding, the centre tap is the neuron
+    itself).  ``delay_init``: ``uniform`` on [0, max_delay_steps], ``zero``, or ``range``
+    (uniform on ``delay_init_range`` steps).
     """
 
     n_inputs: int = 140
@@ -90,66 +184,156 @@ class NetworkConfig(_DictMixin):
     discretisation: str = "exact"
     input_scale: str = "one"           # zeta: "one" or "one_minus_decay" (1 - alpha)
     readout_input_scale: str = "one"   # zeta_o: "one" or "one_minus_decay" (1 - kappa)
-    input_delays: str = "synaptic"     # delays of the input -> hidden projection
-    recurrent: bool = False
-    recurrent_delays: str = "none"     # delays of the hidden -> hidden projection
+    input_delays: str = "synaptic"     # delays of the input -> layer 1 projection
+    recurrent: str = "none"            # recurrence of every layer: none | dense | sparse | conv
+    recurrent_delays: str = "none"     # delays of the recurrent projections
     max_delay_steps: int = 25
-    density: float = 1.0               # fraction of input -> hidden synapses present
-    recurrent_density: float = 1.0     # fraction of hidden -> hidden synapses present (no autapses)
-    delay_init: str = "uniform"        # "uniform" on [0, max_delay_steps] or "zero"
+    density: float = 1.0               # fraction of input -> layer 1 synapses present
+    recurrent_density: float = 1.0     # fraction of recurrent synapses present (sparse; no autapses)
+    delay_init: str = "uniform"        # "uniform" on [0, max_delay_steps], "zero" or "range"
     weight_init_scale: float = 1.0     # W ~ N(0, scale^2 * threshold^2 / fan_in)
     surrogate_gamma: float = 0.3       # height of the piecewise-linear pseudo-derivative
+    n_layers: int = 1                  # hidden layers (len(layers) when ``layers`` is given)
+    hidden_delays: str = "none"        # delays of the projections between hidden layers
+    hidden_density: float = 1.0        # fraction of hidden -> hidden (feedforward) synapses present
+    kernel_size: int = 3               # taps of a conv recurrence (odd)
+    delay_init_range: tuple | None = None   # (low, high) steps for delay_init = "range"
+    readout: str = "last"              # the readout reads the "last" layer or "all" layers
+    layers: tuple = ()                 # per-layer overrides (LayerConfig or dicts)
 
     def __post_init__(self):
+        object.__setattr__(self, "recurrent", _normalise_recurrent(self.recurrent, self.recurrent_density))
+        object.__setattr__(self, "delay_init_range", _check_range("delay_init_range", self.delay_init_range))
+        layers = tuple(layer if isinstance(layer, LayerConfig) else LayerConfig.from_dict(dict(layer))
+                       for layer in (self.layers or ()))
+        object.__setattr__(self, "layers", layers)
         _integer("n_inputs", self.n_inputs, 1)
         _integer("n_hidden", self.n_hidden, 1)
         _integer("n_outputs", self.n_outputs, 2)
-        for name in ("dt_ms", "tau_mem_ms", "tau_out_ms", "threshold", "weight_init_scale"):
+        _integer("n_layers", self.n_layers, 1)
+        if layers and self.n_layers not in (1, len(layers)):
+            raise OnlineDelayError(f"n_layers={self.n_layers!r} is not allowed with {len(layers)} [[layer]] tables; "
+                                   "give one table per layer")
+        if layers:
+            object.__setattr__(self, "n_layers", len(layers))
+        for name in ("dt_ms", "tau_out_ms"):
             _positive(name, getattr(self, name))
         _positive("surrogate_gamma", self.surrogate_gamma, allow_zero=True)
-        _choice("reset", self.reset, RESETS)
         _choice("discretisation", self.discretisation, DISCRETISATIONS)
         _choice("input_scale", self.input_scale, INPUT_SCALES)
         _choice("readout_input_scale", self.readout_input_scale, INPUT_SCALES)
         _choice("input_delays", self.input_delays, DELAY_MODES)
-        _choice("recurrent_delays", self.recurrent_delays, DELAY_MODES)
-        _choice("delay_init", self.delay_init, DELAY_INITS)
-        if not isinstance(self.recurrent, bool):
-            raise ValueError(f"recurrent={self.recurrent!r} is not allowed; expected True or False")
-        _integer("max_delay_steps", self.max_delay_steps, 0)
-        for name in ("density", "recurrent_density"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
-                raise ValueError(f"{name}={value!r} is not allowed; expected a number in (0, 1]")
-        if self.discretisation == "euler" and self.tau_mem_ms < self.dt_ms:
-            raise ValueError(
-                f"tau_mem_ms={self.tau_mem_ms!r} is not allowed with discretisation='euler' and "
-                f"dt_ms={self.dt_ms!r}; Euler needs tau_mem_ms >= dt_ms (decay 1 - dt/tau >= 0)")
+        _choice("hidden_delays", self.hidden_delays, DELAY_MODES)
+        _choice("readout", self.readout, READOUTS)
+        _integer("max_delay_steps", self.max_delay_steps, 0, MAX_DELAY_STEPS)
+        _check_density("hidden_density", self.hidden_density)
+        self.layer_specs                         # resolves and validates every layer, naming it
+
+    # -- resolved layers --------------------------------------------------------------------
+    def _layer_value(self, index: int, name: str):
+        override = getattr(self.layers[index], name) if index < len(self.layers) else None
+        if override is not None:
+            return override
+        if name == "delays":
+            return self.input_delays if index == 0 else self.hidden_delays
+        if name == "density":
+            return self.density if index == 0 else self.hidden_density
+        return getattr(self, name)
+
+    @functools.cached_property
+    def layer_specs(self) -> tuple:
+        """One :class:`LayerSpec` per hidden layer, every field resolved and validated."""
+        specs, n_pre = [], self.n_inputs
+        for l in range(self.n_layers):
+            v = {name: self._layer_value(l, name) for name in _LAYER_FIELDS}
+            where = f"layer {l + 1}: " if self.n_layers > 1 or self.layers else ""
+            for name in ("n_hidden", "kernel_size"):
+                _integer(where + name, v[name], 1)
+            for name in ("tau_mem_ms", "threshold", "weight_init_scale"):
+                _positive(where + name, v[name])
+            _choice(where + "reset", v["reset"], RESETS)
+            _choice(where + "delays", v["delays"], DELAY_MODES)
+            _choice(where + "recurrent", v["recurrent"], RECURRENCES)
+            _choice(where + "recurrent_delays", v["recurrent_delays"], DELAY_MODES)
+            _choice(where + "delay_init", v["delay_init"], DELAY_INITS)
+            for name in ("density", "recurrent_density"):
+                _check_density(where + name, v[name])
+            if v["kernel_size"] % 2 == 0:
+                raise OnlineDelayError(f"{where}kernel_size={v['kernel_size']!r} is not allowed; expected an odd "
+                                       "integer (the centre tap is the neuron itself)")
+            if v["recurrent"] == "dense" and v["recurrent_density"] < 1.0:
+                raise OnlineDelayError(f"{where}recurrent='dense' with recurrent_density={v['recurrent_density']!r}: "
+                                       "use recurrent='sparse' for a partly connected recurrence")
+            if v["delay_init"] == "range":
+                rng = v["delay_init_range"]
+                if rng is None or rng[1] > self.max_delay_steps:
+                    raise OnlineDelayError(f"{where}delay_init='range' needs delay_init_range=[low, high] within "
+                                           f"[0, max_delay_steps={self.max_delay_steps}], got {rng!r}")
+            if self.discretisation == "euler" and v["tau_mem_ms"] < self.dt_ms:
+                raise OnlineDelayError(
+                    f"{where}tau_mem_ms={v['tau_mem_ms']!r} is not allowed with discretisation='euler' and "
+                    f"dt_ms={self.dt_ms!r}; Euler needs tau_mem_ms >= dt_ms (decay 1 - dt/tau >= 0)")
+            alpha = _decay(self.discretisation, self.dt_ms, v["tau_mem_ms"])
+            common = dict(kernel_size=v["kernel_size"], delay_init=v["delay_init"],
+                          delay_init_range=v["delay_init_range"] or (0.0, float(self.max_delay_steps)),
+                          weight_init_scale=v["weight_init_scale"])
+            ff = ProjectionSpec("dense" if v["density"] == 1.0 else "sparse", v["density"], delays=v["delays"],
+                                exclude_self=False, **common)
+            rec = None
+            if v["recurrent"] != "none":
+                rec = ProjectionSpec(v["recurrent"], v["recurrent_density"] if v["recurrent"] == "sparse" else 1.0,
+                                     delays=v["recurrent_delays"], exclude_self=v["recurrent"] != "conv", **common)
+            specs.append(LayerSpec(l, n_pre, v["n_hidden"], v["tau_mem_ms"], v["threshold"], v["reset"], alpha,
+                                   1.0 if self.input_scale == "one" else 1.0 - alpha, ff, rec))
+            n_pre = v["n_hidden"]
+        return tuple(specs)
+
+    @property
+    def layer_sizes(self) -> tuple:
+        """Neurons per hidden layer."""
+        return tuple(spec.n_neurons for spec in self.layer_specs)
+
+    @property
+    def n_readout_inputs(self) -> int:
+        """Columns of the readout weights: the last layer's size, or every layer's (``readout="all"``)."""
+        sizes = self.layer_sizes
+        return sum(sizes) if self.readout == "all" else sizes[-1]
+
+    def to_dict(self) -> dict:
+        """Plain dict of every field (JSON-serialisable; per-layer overrides as dicts)."""
+        out = dataclasses.asdict(self)
+        out["layers"] = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in layer.to_dict().items()
+                          if v is not None} for layer in self.layers]
+        if self.delay_init_range is not None:
+            out["delay_init_range"] = list(self.delay_init_range)
+        return out
 
     # -- derived quantities (the only place ms become steps) ------------------------------
     @property
     def decay_mem(self) -> float:
-        """alpha: exp(-dt/tau_mem) (exact) or 1 - dt/tau_mem (Euler)."""
-        if self.discretisation == "euler":
-            return 1.0 - self.dt_ms / self.tau_mem_ms
-        return math.exp(-self.dt_ms / self.tau_mem_ms)
+        """alpha of layer 1: exp(-dt/tau_mem) (exact) or 1 - dt/tau_mem (Euler)."""
+        return self.layer_specs[0].decay_mem
 
     @property
     def decay_out(self) -> float:
         """kappa: exp(-dt/tau_out) (exact) or 1 - dt/tau_out (Euler, floored at 0)."""
-        if self.discretisation == "euler":
-            return max(0.0, 1.0 - self.dt_ms / self.tau_out_ms)
-        return math.exp(-self.dt_ms / self.tau_out_ms)
+        return max(0.0, _decay(self.discretisation, self.dt_ms, self.tau_out_ms))
 
     @property
     def input_gain(self) -> float:
-        """zeta: 1 or 1 - alpha."""
-        return 1.0 if self.input_scale == "one" else 1.0 - self.decay_mem
+        """zeta of layer 1: 1 or 1 - alpha."""
+        return self.layer_specs[0].input_gain
 
     @property
     def readout_gain(self) -> float:
         """zeta_o: 1 or 1 - kappa."""
         return 1.0 if self.readout_input_scale == "one" else 1.0 - self.decay_out
+
+
+def _decay(discretisation: str, dt_ms: float, tau_ms: float) -> float:
+    if discretisation == "euler":
+        return 1.0 - dt_ms / tau_ms
+    return math.exp(-dt_ms / tau_ms)
 
 
 @dataclass(frozen=True)
@@ -222,6 +406,7 @@ class RunConfig(_DictMixin):
     """
 
     dataset: str = "digits"
+    arch: str = "three-factor"         # the preset the run started from (onlinedelay/archs.py)
     data_dir: str | None = None
     n_steps: int = 100
     pool: int = 5
@@ -235,6 +420,9 @@ class RunConfig(_DictMixin):
     checkpoint_every: int = 0          # batches between mid-epoch checkpoints (0: once per epoch)
 
     def __post_init__(self):
+        from .archs import ARCHS
+
+        _choice("arch", self.arch, tuple(ARCHS))
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ValueError(f"dataset={self.dataset!r} is not allowed; expected a name or a path")
         _integer("n_steps", self.n_steps, 1)

@@ -1,21 +1,27 @@
 """Model and checkpoint files: HDF5, written atomically, read without executing anything.
 
-Layout of a file (``format = "onlinedelay-model"``, ``format_version = 1``)::
+Layout of a file (``format = "onlinedelay-model"``, ``format_version = 2``)::
 
     attrs: format, format_version, package_version, seed, dtype, network_config (JSON),
-           learning_config (JSON, optional), class_names (JSON), training (JSON, optional)
-    params/input/{indptr, pre, weight, delay, delay_of_syn, pre_of_delay}
-    params/recurrent/{...same...}
+           learning_config (JSON, optional), class_names (JSON), training (JSON, optional),
+           checksum (SHA-256 of every array below, in order, with its name, dtype and shape)
+    params/layers/<l>/<feedforward|recurrent>/{indptr, pre, weight, delay, delay_of_syn,
+                                               pre_of_delay, shared_weight, weight_of_syn}
     params/w_out, params/b_out
-    optimizer/ (checkpoints only): attrs steps; m/<i>, v/<i> (Adam moments); feedback (random B)
+    optimizer/ (checkpoints only): attrs steps; m/<i>, v/<i> (Adam moments, in the order of
+               Parameters.learned); feedback/<l> (fixed random feedback of layer l)
 
-Writes go to a temporary file in the same folder, then ``os.replace`` -- a reader never sees a
-half-written model.  Loading validates every array (shape, dtype kind, finite values, CSR
-structure, delay range) and names the file and field of anything wrong.
+Version 1 files (one hidden layer: ``params/input``, ``params/recurrent``, ``optimizer/feedback``)
+still load.  Writes go to a temporary file in the same folder, then ``os.replace`` -- a reader
+never sees a half-written model.  Loading refuses links and external storage, checks every
+array's kind and shape before reading it, the CSR structure against the configuration, every
+index range, finite values in the network's dtype, the delay range and the checksum, and names
+the file and the field of anything wrong (:class:`ModelFileError`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,16 +31,17 @@ import numpy as np
 
 from ._version import __version__
 from .atomic import atomic_path
-from .config import LearningConfig, NetworkConfig
+from .config import LearningConfig, NetworkConfig, ProjectionSpec
+from .errors import OnlineDelayError
 from .network import Network, refresh_delay_steps
-from .state import Parameters, Projection
+from .state import PROJECTION_KINDS, STORED_PROJECTION_FIELDS, LayerParameters, Parameters, Projection
 
 FORMAT = "onlinedelay-model"
-FORMAT_VERSION = 1
-_PROJ_FIELDS = ("indptr", "pre", "weight", "delay", "delay_of_syn", "pre_of_delay")
+FORMAT_VERSION = 2
+MAX_MODEL_BYTES = 4 << 30         # a configuration whose network would need more memory is refused
 
 
-class ModelFileError(ValueError):
+class ModelFileError(OnlineDelayError):
     """A model or checkpoint file that cannot be used (names the file and the field)."""
 
 
@@ -46,8 +53,25 @@ class LoadedModel:
     class_names: list
     learning_config: LearningConfig | None
     training: dict | None
-    optimizer: dict | None      # {"steps": int, "m": [arrays], "v": [arrays], "feedback": array or None}
+    optimizer: dict | None      # {"steps": int, "m": [arrays] or None, "v": [...], "feedback": {layer: array}}
     path: Path
+
+
+def _checksum(named_arrays) -> str:
+    digest = hashlib.sha256()
+    for name, arr in named_arrays:
+        arr = np.ascontiguousarray(arr)
+        digest.update(f"{name}:{arr.dtype.str}:{arr.shape};".encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()
+
+
+def _optimizer_arrays(learner):
+    out = []
+    for key in ("m", "v"):
+        out += [(f"optimizer/{key}/{i}", arr) for i, arr in enumerate(getattr(learner.optimizer, key))]
+    out += [(f"optimizer/feedback/{l}", fb) for l, fb in enumerate(learner.feedback) if fb is not None]
+    return out
 
 
 def save_model(path, net: Network, class_names=None, learner=None, training: dict | None = None) -> None:
@@ -55,8 +79,10 @@ def save_model(path, net: Network, class_names=None, learner=None, training: dic
     c = net.config
     names = list(class_names) if class_names is not None else [str(k) for k in range(c.n_outputs)]
     if len(names) != c.n_outputs:
-        raise ValueError(f"class_names has {len(names)} names for {c.n_outputs} outputs")
-
+        raise OnlineDelayError(f"class_names has {len(names)} names for {c.n_outputs} outputs")
+    arrays = [(f"params/{name}", arr) for name, arr in net.params.arrays()]
+    if learner is not None:
+        arrays += _optimizer_arrays(learner)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = FORMAT_VERSION
@@ -67,41 +93,54 @@ def save_model(path, net: Network, class_names=None, learner=None, training: dic
         f.attrs["class_names"] = json.dumps(names)
         if training is not None:
             f.attrs["training"] = json.dumps(training)
-        params = f.create_group("params")
-        for name, proj in (("input", net.params.input), ("recurrent", net.params.recurrent)):
-            g = params.create_group(name)
-            for field in _PROJ_FIELDS:
-                g.create_dataset(field, data=getattr(proj, field))
-        params.create_dataset("w_out", data=net.params.w_out)
-        params.create_dataset("b_out", data=net.params.b_out)
         if learner is not None:
             f.attrs["learning_config"] = json.dumps(learner.config.to_dict())
-            opt = f.create_group("optimizer")
-            opt.attrs["steps"] = learner.optimizer.steps
-            if learner.config.optimizer == "adam":
-                for key in ("m", "v"):
-                    grp = opt.create_group(key)
-                    for i, arr in enumerate(getattr(learner.optimizer, key)):
-                        grp.create_dataset(str(i), data=arr)
-            if learner.feedback is not None:
-                opt.create_dataset("feedback", data=learner.feedback)
+            f.require_group("optimizer").attrs["steps"] = learner.optimizer.steps
+        for name, arr in arrays:
+            f.create_dataset(name, data=arr)
+        f.attrs["checksum"] = _checksum(arrays)
 
 
+# ------------------------------------------------------------------------------------------------
+# reading
+# ------------------------------------------------------------------------------------------------
 def _fail(path, field, message):
     raise ModelFileError(f"{path}: {field}: {message}")
 
 
-def _array(path, group, name, kind, shape=None):
-    if name not in group:
-        _fail(path, f"{group.name}/{name}".lstrip("/"), "missing")
-    arr = group[name][()]
+def _node(path, group, name, kind):
+    """The hard-linked dataset or group ``name`` of ``group`` (links and external data refused)."""
     field = f"{group.name}/{name}".lstrip("/")
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in kind:
-        _fail(path, field, f"expected an array of kind {kind!r}, got {getattr(arr, 'dtype', type(arr))}")
-    if shape is not None and arr.shape != shape:
-        _fail(path, field, f"shape {arr.shape}, expected {shape}")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        _fail(path, field, "contains NaN or inf")
+    link = group.get(name, getlink=True)
+    if link is None:
+        _fail(path, field, "missing")
+    if not isinstance(link, h5py.HardLink):
+        _fail(path, field, f"is a {type(link).__name__}; only plain (hard-linked) objects are read")
+    node = group[name]
+    want = h5py.Group if kind == "group" else h5py.Dataset
+    if not isinstance(node, want):
+        _fail(path, field, f"expected a {'group' if kind == 'group' else 'dataset'}, got a {type(node).__name__}")
+    if kind != "group" and (node.external or node.is_virtual):
+        _fail(path, field, "uses external or virtual storage, which is refused")
+    return node
+
+
+def _array(path, group, name, kind, shape=None, dtype=None):
+    """Read dataset ``name`` after checking its kind and shape (nothing larger than expected is read)."""
+    field = f"{group.name}/{name}".lstrip("/")
+    dset = _node(path, group, name, "dataset")
+    if dset.dtype.kind not in kind:
+        _fail(path, field, f"expected an array of kind {kind!r}, got {dset.dtype}")
+    if shape is not None and dset.shape != shape:
+        _fail(path, field, f"shape {dset.shape}, expected {shape}")
+    arr = np.asarray(dset[()])
+    if arr.dtype.kind == "f":
+        if dtype is not None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                arr = arr.astype(dtype)
+        if not np.isfinite(arr).all():
+            i = int(np.argmin(np.isfinite(arr).reshape(-1)))
+            _fail(path, field, f"value [{i}] is NaN, inf or too large for {arr.dtype}")
     return arr
 
 
@@ -116,98 +155,214 @@ def _json_attr(path, f, name, required=True):
         _fail(path, f"attrs/{name}", f"not valid JSON ({err})")
 
 
-def _load_projection(path, group, n_pre, n_post, mode, max_delay, dtype):
-    indptr = _array(path, group, "indptr", "iu", (n_post + 1,)).astype(np.int32)
-    if indptr[0] != 0 or (np.diff(indptr) < 0).any():
-        _fail(path, f"{group.name}/indptr", "not a valid CSR row pointer (must start at 0 and not decrease)")
+def _expected_rows(spec: ProjectionSpec | None, n_pre: int, n_post: int):
+    """(indptr, pre) of a dense or conv projection, fixed fan-in of a sparse one, None for recurrence off."""
+    if spec is None:
+        return np.zeros(n_post + 1, np.int64), np.zeros(0, np.int64)
+    if spec.connectivity == "conv":
+        half = spec.kernel_size // 2
+        rows = [np.arange(max(0, j - half), min(n_pre, j + half + 1)) for j in range(n_post)]
+    elif spec.connectivity == "dense":
+        rows = [np.delete(np.arange(n_pre), j) if spec.exclude_self else np.arange(n_pre) for j in range(n_post)]
+    else:
+        available = n_pre - 1 if spec.exclude_self else n_pre
+        fan_in = 0 if available <= 0 else max(1, int(round(spec.density * available)))
+        return np.arange(n_post + 1) * fan_in, None
+    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
+    return indptr, (np.concatenate(rows) if rows else np.zeros(0, np.int64))
+
+
+def _load_projection(path, group, spec: ProjectionSpec | None, n_pre, n_post, max_delay, dtype, version):
+    where = group.name.lstrip("/")
+    n_pre = n_pre if spec is not None else 0
+    mode = spec.delays if spec is not None else "none"
+    want_indptr, want_pre = _expected_rows(spec, n_pre, n_post)
+    indptr = _array(path, group, "indptr", "iu", (n_post + 1,)).astype(np.int64)
+    if not np.array_equal(indptr, want_indptr):
+        _fail(path, f"{where}/indptr", "row pointers do not match the configuration's connectivity")
     n_syn = int(indptr[-1])
-    pre = _array(path, group, "pre", "iu", (n_syn,)).astype(np.int32)
+    pre = _array(path, group, "pre", "iu", (n_syn,)).astype(np.int64)
     if n_syn and (pre.min() < 0 or pre.max() >= n_pre):
-        _fail(path, f"{group.name}/pre", f"presynaptic index outside [0, {n_pre})")
-    weight = _array(path, group, "weight", "f", (n_syn,)).astype(dtype)
+        bad = int(np.argmax((pre < 0) | (pre >= n_pre)))
+        _fail(path, f"{where}/pre", f"presynaptic index [{bad}] = {int(pre[bad])} outside [0, {n_pre})")
+    if want_pre is not None and not np.array_equal(pre, want_pre):
+        _fail(path, f"{where}/pre", "presynaptic indices do not match the configuration's connectivity")
+    if want_pre is None:                  # sparse: sorted, distinct, no autapse where excluded
+        for j in range(n_post):
+            row = pre[indptr[j]:indptr[j + 1]]
+            if (np.diff(row) <= 0).any() or (spec.exclude_self and (row == j).any()):
+                _fail(path, f"{where}/pre", f"row {j} is not a sorted set of distinct inputs"
+                      + (" without the autapse" if spec.exclude_self else ""))
+    conv = spec is not None and spec.connectivity == "conv"
+    n_shared = spec.kernel_size if conv else 0
+    if version >= 2:
+        shared = _array(path, group, "shared_weight", "f", (n_shared,), dtype)
+        weight_of_syn = _array(path, group, "weight_of_syn", "iu", (n_syn if conv else 0,)).astype(np.int64)
+        if conv and not np.array_equal(weight_of_syn, pre - np.repeat(np.arange(n_post), np.diff(indptr))
+                                       + spec.kernel_size // 2):
+            _fail(path, f"{where}/weight_of_syn", "conv taps do not match the kernel layout")
+    else:
+        shared, weight_of_syn = np.zeros(0, dtype), np.zeros(0, np.int64)
+    weight = _array(path, group, "weight", "f", (n_syn,), dtype)
     n_delays = {"synaptic": n_syn, "axonal": n_pre, "none": 0}[mode]
-    delay = _array(path, group, "delay", "f", (n_delays,)).astype(dtype)
+    delay = _array(path, group, "delay", "f", (n_delays,), dtype)
     if n_delays and (delay.min() < 0 or delay.max() > max_delay):
-        _fail(path, f"{group.name}/delay", f"delays outside [0, {max_delay}] steps")
-    delay_of_syn = _array(path, group, "delay_of_syn", "iu", (n_syn,)).astype(np.int32)
-    if n_syn and n_delays and (delay_of_syn.min() < 0 or delay_of_syn.max() >= n_delays):
-        _fail(path, f"{group.name}/delay_of_syn", f"index outside [0, {n_delays})")
-    pre_of_delay = _array(path, group, "pre_of_delay", "iu", (n_delays,)).astype(np.int32)
-    proj = Projection(indptr, pre, weight, delay, np.zeros(n_syn, np.int32), delay_of_syn, pre_of_delay)
+        bad = int(np.argmax((delay < 0) | (delay > max_delay)))
+        _fail(path, f"{where}/delay", f"delay [{bad}] = {float(delay[bad])!r} outside [0, {max_delay}] steps")
+    delay_of_syn = _array(path, group, "delay_of_syn", "iu", (n_syn,)).astype(np.int64)
+    pre_of_delay = _array(path, group, "pre_of_delay", "iu", (n_delays,)).astype(np.int64)
+    want_of_syn, want_of_delay = {"synaptic": (np.arange(n_syn), pre), "axonal": (pre, np.arange(n_pre)),
+                                  "none": (np.zeros(n_syn, np.int64), np.zeros(0, np.int64))}[mode]
+    if not np.array_equal(delay_of_syn, want_of_syn):
+        _fail(path, f"{where}/delay_of_syn", f"does not match {mode!r} delays")
+    if not np.array_equal(pre_of_delay, want_of_delay):
+        _fail(path, f"{where}/pre_of_delay", f"does not match {mode!r} delays")
+    i32 = np.int32
+    proj = Projection(indptr.astype(i32), pre.astype(i32), weight, delay, np.zeros(n_syn, i32),
+                      delay_of_syn.astype(i32), pre_of_delay.astype(i32), shared, weight_of_syn.astype(i32))
+    proj.expand_shared()                  # a conv's per-synapse weights are derived from its taps
     refresh_delay_steps(proj, max_delay)
     return proj
 
 
+def estimated_bytes(config: NetworkConfig, extra_slots: int = 64) -> int:
+    """Rough upper bound of the memory a batch-1 network of ``config`` needs (parameters, rings)."""
+    total, slots = 0, config.max_delay_steps + 1 + extra_slots
+    for spec in config.layer_specs:
+        n_syn = spec.n_pre * spec.n_neurons + (spec.n_neurons ** 2 if spec.recurrent is not None else 0)
+        total += 24 * n_syn + 8 * slots * (spec.n_pre + 3 * spec.n_neurons)
+    return total + 8 * config.n_outputs * config.n_readout_inputs
+
+
+def _load_config(path, f):
+    try:
+        config = NetworkConfig.from_dict(_json_attr(path, f, "network_config"))
+    except (TypeError, ValueError) as err:
+        _fail(path, "attrs/network_config", str(err))
+    try:
+        lcfg_dict = _json_attr(path, f, "learning_config", required=False)
+        lcfg = LearningConfig.from_dict(lcfg_dict) if lcfg_dict is not None else None
+    except (TypeError, ValueError) as err:
+        _fail(path, "attrs/learning_config", str(err))
+    if estimated_bytes(config) > MAX_MODEL_BYTES:
+        _fail(path, "attrs/network_config", f"the network would need about {estimated_bytes(config) / 2**30:.1f} GiB "
+              f"(more than {MAX_MODEL_BYTES >> 30} GiB): refused")
+    return config, lcfg
+
+
+def _load_optimizer(path, f, like: Parameters, lcfg: LearningConfig | None, version: int):
+    if "optimizer" not in f:
+        return None, []
+    opt = _node(path, f, "optimizer", "group")
+    steps = opt.attrs.get("steps", 0)
+    if not isinstance(steps, (int, np.integer)) or steps < 0:
+        _fail(path, "optimizer/attrs/steps", f"{steps!r} is not a step count >= 0")
+    learned = [arr for _, arr, _ in like.learned()]
+    out = {"steps": int(steps), "m": None, "v": None, "feedback": {}}
+    named = []
+    adam = lcfg is not None and lcfg.optimizer == "adam"
+    for key in ("m", "v"):
+        if key not in opt:
+            if adam and steps:
+                _fail(path, f"optimizer/{key}", "missing (Adam moments of a checkpoint that has taken steps)")
+            continue
+        grp = _node(path, opt, key, "group")
+        if len(grp) != len(learned):
+            _fail(path, f"optimizer/{key}", f"holds {len(grp)} arrays; this model has {len(learned)} learned arrays")
+        out[key] = [_array(path, grp, str(i), "f", (arr.size,), arr.dtype) for i, arr in enumerate(learned)]
+        named += [(f"optimizer/{key}/{i}", a) for i, a in enumerate(out[key])]
+    if "feedback" in opt:
+        node = opt.get("feedback", getlink=True)
+        if version >= 2:
+            grp = _node(path, opt, "feedback", "group")
+            for name in sorted(grp, key=lambda s: int(s) if s.isdigit() else -1):
+                if not name.isdigit() or int(name) >= len(like.layers):
+                    _fail(path, f"optimizer/feedback/{name}", f"no such layer (0..{len(like.layers) - 1})")
+                l = int(name)
+                n = like.layers[l].feedforward.indptr.size - 1
+                out["feedback"][l] = _array(path, grp, name, "f", (like.w_out.shape[0], n), like.w_out.dtype)
+                named.append((f"optimizer/feedback/{l}", out["feedback"][l]))
+        elif isinstance(node, h5py.HardLink):
+            n = like.layers[0].feedforward.indptr.size - 1
+            out["feedback"][0] = _array(path, opt, "feedback", "f", (like.w_out.shape[0], n), like.w_out.dtype)
+    return out, named
+
+
 def load_model(path) -> LoadedModel:
-    """Read a model or checkpoint written by :func:`save_model`."""
+    """Read a model or checkpoint written by :func:`save_model` (any error: :class:`ModelFileError`)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
+        raise ModelFileError(f"{path}: model file does not exist")
     try:
         f = h5py.File(path, "r")
     except OSError as err:
         raise ModelFileError(f"{path}: not an HDF5 file ({err})") from None
-    with f:
-        if f.attrs.get("format") != FORMAT:
-            _fail(path, "attrs/format", f"expected {FORMAT!r}, got {f.attrs.get('format')!r}")
-        if int(f.attrs.get("format_version", -1)) > FORMAT_VERSION:
-            _fail(path, "attrs/format_version", f"{f.attrs.get('format_version')} is newer than this "
-                  f"onlinedelay ({__version__}) reads (<= {FORMAT_VERSION})")
-        try:
-            config = NetworkConfig.from_dict(_json_attr(path, f, "network_config"))
-            lcfg_dict = _json_attr(path, f, "learning_config", required=False)
-            lcfg = LearningConfig.from_dict(lcfg_dict) if lcfg_dict is not None else None
-        except (TypeError, ValueError) as err:
-            _fail(path, "attrs/network_config", str(err))
-        names = _json_attr(path, f, "class_names")
-        if not isinstance(names, list) or len(names) != config.n_outputs:
-            _fail(path, "attrs/class_names", f"expected a list of {config.n_outputs} names")
-        dtype = str(f.attrs.get("dtype", "float32"))
-        if dtype not in ("float32", "float64"):
-            _fail(path, "attrs/dtype", f"{dtype!r} is not float32 or float64")
-        net = Network(config, seed=int(f.attrs.get("seed", 0)), dtype=dtype)
-        if "params" not in f:
-            _fail(path, "params", "missing")
-        params = f["params"]
-        c = config
-        for name in ("input", "recurrent"):
-            if name not in params:
-                _fail(path, f"params/{name}", "missing")
-        inp = _load_projection(path, params["input"], c.n_inputs, c.n_hidden, c.input_delays,
-                               c.max_delay_steps, net.dtype)
-        rec_pre = c.n_hidden if c.recurrent else 0
-        rec = _load_projection(path, params["recurrent"], rec_pre, c.n_hidden,
-                               c.recurrent_delays if c.recurrent else "none", c.max_delay_steps, net.dtype)
-        w_out = _array(path, params, "w_out", "f", (c.n_outputs, c.n_hidden)).astype(net.dtype)
-        b_out = _array(path, params, "b_out", "f", (c.n_outputs,)).astype(net.dtype)
-        net.params = Parameters(inp, rec, w_out, b_out)
-        net.delay_version += 1
-        optimizer = None
-        if "optimizer" in f:
-            opt = f["optimizer"]
-            optimizer = {"steps": int(opt.attrs.get("steps", 0)), "m": None, "v": None, "feedback": None}
-            for key in ("m", "v"):
-                if key in opt:
-                    grp = opt[key]
-                    optimizer[key] = [_array(path, grp, str(i), "f") for i in range(len(grp))]
-            if "feedback" in opt:
-                optimizer["feedback"] = _array(path, opt, "feedback", "f", (c.n_outputs, c.n_hidden))
-        training = _json_attr(path, f, "training", required=False)
-    return LoadedModel(net, [str(n) for n in names], lcfg, training, optimizer, path)
+    try:
+        with f:
+            return _read(path, f)
+    except ModelFileError:
+        raise
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as err:   # h5py on damaged files
+        raise ModelFileError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
+
+
+def _read(path: Path, f) -> LoadedModel:
+    if f.attrs.get("format") != FORMAT:
+        _fail(path, "attrs/format", f"expected {FORMAT!r}, got {f.attrs.get('format')!r}")
+    version = f.attrs.get("format_version", -1)
+    if not isinstance(version, (int, np.integer)) or not 1 <= version <= FORMAT_VERSION:
+        _fail(path, "attrs/format_version", f"{version!r} is not a version this onlinedelay ({__version__}) "
+              f"reads (1..{FORMAT_VERSION})")
+    config, lcfg = _load_config(path, f)
+    names = _json_attr(path, f, "class_names")
+    if not isinstance(names, list) or len(names) != config.n_outputs or not all(isinstance(n, str) for n in names):
+        _fail(path, "attrs/class_names", f"expected a list of {config.n_outputs} names")
+    dtype = f.attrs.get("dtype", "float32")
+    if dtype not in ("float32", "float64"):
+        _fail(path, "attrs/dtype", f"{dtype!r} is not float32 or float64")
+    seed = f.attrs.get("seed", 0)
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        _fail(path, "attrs/seed", f"{seed!r} is not an integer >= 0")
+    params_group = _node(path, f, "params", "group")
+    layers = []
+    for l, spec in enumerate(config.layer_specs):
+        groups = []
+        for kind in PROJECTION_KINDS:
+            if version >= 2:
+                layer_group = _node(path, _node(path, params_group, "layers", "group"), str(l), "group")
+                groups.append(_node(path, layer_group, kind, "group"))
+            else:
+                groups.append(_node(path, params_group, "input" if kind == "feedforward" else "recurrent", "group"))
+        ff = _load_projection(path, groups[0], spec.feedforward, spec.n_pre, spec.n_neurons, config.max_delay_steps,
+                              dtype, version)
+        rec = _load_projection(path, groups[1], spec.recurrent, spec.n_neurons, spec.n_neurons,
+                               config.max_delay_steps, dtype, version)
+        layers.append(LayerParameters(ff, rec))
+    w_out = _array(path, params_group, "w_out", "f", (config.n_outputs, config.n_readout_inputs), dtype)
+    b_out = _array(path, params_group, "b_out", "f", (config.n_outputs,), dtype)
+    params = Parameters(tuple(layers), w_out, b_out)
+    optimizer, opt_named = _load_optimizer(path, f, params, lcfg, version)
+    if version >= 2:
+        stored = f.attrs.get("checksum")
+        named = [(f"params/{name}", arr) for name, arr in params.arrays()] + opt_named
+        if stored != _checksum(named):
+            _fail(path, "attrs/checksum", "does not match the stored arrays (the file was changed or damaged)")
+    training = _json_attr(path, f, "training", required=False)
+    if training is not None and not isinstance(training, dict):
+        _fail(path, "attrs/training", "expected a JSON object")
+    net = Network.from_parameters(config, params, seed=int(seed), dtype=dtype)
+    return LoadedModel(net, list(names), lcfg, training, optimizer, path)
 
 
 def restore_optimizer(learner, optimizer: dict | None) -> None:
     """Put the optimizer state of a checkpoint back into ``learner`` (shapes checked)."""
     if optimizer is None:
         return
-    learner.optimizer.steps = optimizer["steps"]
-    if learner.config.optimizer == "adam" and optimizer["m"] is not None:
-        for key in ("m", "v"):
-            mine = getattr(learner.optimizer, key)
-            theirs = optimizer[key]
-            if len(theirs) != len(mine) or any(a.shape != b.shape for a, b in zip(mine, theirs)):
-                raise ModelFileError(f"checkpoint optimizer/{key}: shapes do not match the network")
-            for a, b in zip(mine, theirs):
-                a[...] = b
-    if optimizer["feedback"] is not None and learner.feedback is not None:
-        learner.feedback[...] = optimizer["feedback"]
+    state = learner.optimizer.state_dict()
+    state["steps"] = optimizer["steps"]
+    if learner.config.optimizer == "adam" and optimizer["m"] is not None and optimizer["v"] is not None:
+        state["m"], state["v"] = optimizer["m"], optimizer["v"]
+    learner.optimizer.load_state_dict(state)
+    for l, fb in optimizer["feedback"].items():
+        if l < len(learner.feedback) and learner.feedback[l] is not None:
+            learner.feedback[l][...] = fb

@@ -1,39 +1,307 @@
 """The three-factor rule: eligibility traces x a top-down learning signal, and the optimizer.
 
 A :class:`ThreeFactorLearner` attaches to a :class:`~onlinedelay.network.Network` and, after
-every ``net.step``, runs (spec section 8)::
+every ``net.step``, runs (spec section 8), for every hidden layer l::
 
     delta^t = w^t (softmax(y^t) - onehot(label))           readout error (per-step CE)
-    L^t     = B^T delta^t                                  B = Wo (symmetric) or fixed random
-    psi^t   = pseudo-derivative of v^t
+    L_l^t   = B_l^T delta^t                                B_l = the readout weights of layer l
+                                                           (symmetric) or a fixed random matrix
+    psi_l^t = pseudo-derivative of v_l^t
     weight traces at t:   g_W += L^t ebar_W^t              readout: g_Wo += delta^t zbar^t, g_b += delta^t bbar^t
     delay traces at tau = t - K (lagged, the Gaussian kernel is non-causal): g_D += L^tau ebar_D^tau
 
-``flush()`` runs the last K lagged delay steps at the end of a sample (inputs after the end
-count as zero).  With the soft reset the synapse traces are not touched every step: the
-per-neuron factors (psi, L) are buffered and each synapse's traces are summed in closed form
-once per chunk of steps (kernels/chunk.py); gradients are complete after ``flush()`` and are
-brought up to date before every update.  Updates: ``accumulate`` sums gradients over a sample/batch and applies them
-once; ``online`` applies them every ``update_every_steps`` steps.  With symmetric feedback,
-the reset and recurrent spikes treated as constants, the accumulated gradients equal BPTT of
-the Gaussian-relaxed model exactly (tests/test_gradients.py).
+Each layer learns from its own presynaptic trains -- the input, or the spikes of the layer below
+-- taken as given: their dependence on lower layers' parameters is not propagated (no gradient
+flows down through spikes).  A layer the readout does not read (``readout="last"``, layers below
+the last) gets a fixed random feedback matrix.  Conv taps get the sum of the gradients of the
+synapses that share them.
+
+``flush()`` runs the last K lagged delay steps at the end of a sample: inputs after the end
+count as zero, except the recurrent train's step T, which is ``z^(T-1)``, a spike of the sample.
+With the soft reset the synapse traces are not touched every step: the per-neuron factors
+(psi, L) are buffered and each synapse's traces are summed in closed form once per chunk of
+steps (kernels/chunk.py); gradients are complete after ``flush()`` and are brought up to date
+before every update.  Updates: ``accumulate`` sums gradients over a sample/batch and applies
+them once; ``online`` applies them every ``update_every_steps`` steps.  With symmetric feedback,
+the readout reading every layer, and the reset, recurrent and inter-layer spikes treated as
+constants, the accumulated gradients equal BPTT of the Gaussian-relaxed model exactly
+(tests/test_gradients.py).
 
 Gradient units: E is the per-step cross-entropy averaged over the loss window and the batch.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from . import kernels as K
 from .kernels import chunk as KC
-from .config import LearningConfig
+from .config import LayerSpec, LearningConfig
 from .dense import blas_threads, dense_weight_chunk, is_dense
-from .network import Network, refresh_delay_steps
-from .state import (Gradients, LearnerState, Projection, ProjectionTraces, assign_tuple, copy_tuple,
-                    fill_tuple)
+from .errors import OnlineDelayError
+from .network import Network, synapse_kernels
+from .state import (PROJECTION_KINDS, Gradients, LayerGradients, LayerLearnerState, LearnerState, Projection,
+                    ProjectionGradients, ProjectionTraces, assign_tuple, copy_tuple, fill_tuple)
+
+
+def predict(votes: np.ndarray) -> np.ndarray:
+    """The prediction rule: argmax over classes of the softmax summed over the loss window.
+
+    votes : (n_out, B) summed softmax.  Returns (B,) class indices."""
+    return votes.argmax(axis=0)
+
+
+class _LayerRule:
+    """The three-factor rule of one hidden layer: its traces, per-synapse gradients and kernels."""
+
+    def __init__(self, learner: "ThreeFactorLearner", index: int, spec: LayerSpec, feedback):
+        net = learner.net
+        self.net, self.index, self.spec = net, index, spec
+        self.config = learner.config
+        self.lag_steps, self.n_hist, self.n_buf = learner.lag_steps, learner.n_hist, learner.n_buf
+        self.feedback = feedback                 # (n_out, N) fixed random, or None: the readout weights
+        self.chunked = spec.reset == "soft"
+        lp = net.params.layers[index]
+        self.modes = (spec.feedforward.delays, spec.recurrent.delays if spec.recurrent is not None else "none")
+        self.n_pre = (spec.n_pre, spec.n_neurons if spec.recurrent is not None else 0)
+        learns = tuple(self._learns_delays(proj) for proj in lp)
+        # weight traces trail the delay pipeline where a synaptic-delay pass can update them too
+        self.fuse = self.chunked and any(l and mode == "synaptic" for l, mode in zip(learns, self.modes))
+        # dense projections whose delays depend on the presynaptic unit only: weight traces by BLAS
+        self.dense = tuple(self.chunked and mode != "synaptic" and is_dense(proj, n_pre)
+                           for proj, mode, n_pre in zip(lp, self.modes, self.n_pre))
+        dt = net.dtype
+        self.grads = LayerGradients(*(ProjectionGradients(np.zeros_like(proj.learned_weight),
+                                                          np.zeros_like(proj.delay)) for proj in lp))
+        # per-synapse accumulators (race-free over rows); shared conv taps and axonal delays are summed
+        self.grad_w_syn = tuple(g.weight if not proj.weight_of_syn.size else np.zeros(proj.weight.size, dt)
+                                for proj, g in zip(lp, self.grads))
+        self.grad_d_syn = tuple(np.zeros(0, dt) if not learn else g.delay if mode == "synaptic"
+                                else np.zeros(proj.weight.size, dt)
+                                for proj, g, learn, mode in zip(lp, self.grads, learns, self.modes))
+        n_taps = 2 * self.lag_steps + 1          # Gaussian taps of each delay, refreshed when delays change
+        self.taps = tuple((np.zeros(proj.delay.size, np.int32), np.zeros((proj.delay.size, n_taps), dt))
+                          for proj in lp)
+        self.taps_version = -1
+        self.no_trace, self.no_grad = np.zeros((0, 1), dt), np.zeros(0, dt)
+
+    # -- state ----------------------------------------------------------------------------------
+    def _learns_delays(self, proj: Projection) -> bool:
+        return self.config.learn_delays and proj.delay.size > 0
+
+    def allocate(self, batch: int) -> LayerLearnerState:
+        dt, n = self.net.dtype, self.spec.n_neurons
+        n_lag = 0 if self.chunked else self.lag_steps + 1
+        n_buf = self.n_buf if self.chunked else 0
+        lp = self.net.params.layers[self.index]
+        return LayerLearnerState(
+            psi_lag=np.zeros((n_lag, n, batch), dt), signal_lag=np.zeros((n_lag, n, batch), dt),
+            decay_lag=np.zeros((n_lag, n, batch), dt),
+            psi_buf=np.zeros((n_buf, n, batch), dt), signal_buf=np.zeros((n_buf, n, batch), dt),
+            factors=np.zeros((2, n, n_buf, batch), dt), factors_b=np.zeros((3, n, batch), dt),
+            signal=np.zeros((n, batch), dt),
+            feedforward=self._traces(0, lp.feedforward, batch), recurrent=self._traces(1, lp.recurrent, batch),
+            cursor=np.zeros(3, np.int64))
+
+    def _traces(self, k: int, proj: Projection, batch: int) -> ProjectionTraces:
+        """Trace arrays of projection ``k`` (see :class:`~onlinedelay.state.ProjectionTraces`)."""
+        dt = self.net.dtype
+        n_syn = proj.weight.size
+        n_d = n_syn if self._learns_delays(proj) else 0
+        chunked = self.chunked and n_syn > 0
+        hard = 0 if self.chunked else 1
+        n_pre = self.n_pre[k] if chunked else 0
+        n_units = proj.delay.size if n_d and self.modes[k] == "axonal" else 0
+        dense = self.dense[k]
+        return ProjectionTraces(
+            eps_w=np.zeros((n_syn * hard, batch), dt),
+            ebar_w=np.zeros((batch, n_syn) if dense else (n_syn, batch), dt),
+            eps_d=np.zeros((n_d * hard, batch), dt), ebar_d=np.zeros((n_d, batch), dt),
+            xi=np.zeros((n_units * hard, batch), dt),
+            xh=np.zeros((n_pre, 2 * self.n_hist, batch), dt),
+            xearly=np.zeros((n_pre, self.lag_steps, batch), dt),
+            unit_signal=np.zeros((n_units * (1 - hard), self.n_buf, batch), dt),
+            unit_edge=np.zeros((n_units * (1 - hard), batch), dt),
+            windows=np.zeros(n_pre * self.n_buf * batch if dense else 0, dt))
+
+    def zero_grad(self) -> None:
+        fill_tuple(self.grads, 0)
+        for g in self.grad_w_syn + self.grad_d_syn:
+            g[...] = 0
+
+    def sync_grads(self) -> None:
+        """Sum per-synapse gradients into shared parameters (conv taps, axonal delays)."""
+        for proj, g, g_w, g_d in zip(self.net.params.layers[self.index], self.grads, self.grad_w_syn,
+                                     self.grad_d_syn):
+            if g_w is not g.weight:
+                g.weight[:] = np.bincount(proj.weight_of_syn, weights=g_w, minlength=g.weight.size)
+            if g_d.size and g_d is not g.delay:
+                g.delay[:] = np.bincount(proj.delay_of_syn, weights=g_d, minlength=g.delay.size)
+
+    def _projections(self, state: LayerLearnerState):
+        """(k, projection, traces, ring, weight gradient, per-synapse delay gradient) of each active projection."""
+        lp, ls = self.net.params.layers[self.index], self.net.state.layers[self.index]
+        out = [(0, lp.feedforward, state.feedforward, ls.hist_ff, self.grad_w_syn[0], self.grad_d_syn[0])]
+        if self.spec.recurrent is not None:
+            out.append((1, lp.recurrent, state.recurrent, ls.hist_rec, self.grad_w_syn[1], self.grad_d_syn[1]))
+        return out
+
+    def _refresh_taps(self) -> None:
+        """Re-tabulate the Gaussian taps if the delays changed since the last time."""
+        if self.taps_version != self.net.delay_version:
+            for proj, (centre, taps) in zip(self.net.params.layers[self.index], self.taps):
+                K.gaussian_taps(proj.delay, self.lag_steps, self.config.sigma_steps, centre, taps)
+            self.taps_version = self.net.delay_version
+
+    def _kernel(self, name: str):
+        """The serial or parallel build of a chunk kernel, following the network's thread count."""
+        return getattr(KC, name + "_parallel" if self.net.threads > 1 else name)
+
+    # -- per-step rule --------------------------------------------------------------------------
+    def step(self, state: LayerLearnerState, t: int, delta: np.ndarray, w_out_block) -> None:
+        """Learn from step ``t`` of this layer; ``w_out_block`` (n_out, N): its readout weights (or None)."""
+        net, spec, s = self.net, self.spec, state
+        ns = net.state.layers[self.index]
+        if self.chunked:
+            row = t - int(s.cursor[1])              # buffered from the first pending delay step
+            psi, signal = s.psi_buf[row], s.signal_buf[row]
+        else:
+            slot = t % (self.lag_steps + 1)
+            psi, signal, decay = s.psi_lag[slot], s.signal_lag[slot], s.decay_lag[slot]
+            decay[...] = ns.decay_eff
+        K.learning_signal(delta, w_out_block if self.feedback is None else self.feedback, signal)
+        K.pseudo_derivative(ns.v, net.config.surrogate_gamma, spec.threshold, psi)
+        if self.chunked:
+            if t + 1 - s.cursor[1] >= self.n_buf:       # the buffer is full
+                self.advance(s, t + 1, final=False)
+            return
+        c = net.config
+        kernels = net.synapse_kernels
+        for _, proj, tr, hist, g_w, _ in self._projections(s):
+            kernels.weight_traces(hist, t, proj.indptr, proj.pre, proj.delay_steps, psi, signal, decay,
+                                  spec.input_gain, c.decay_out, c.readout_gain, tr.eps_w, tr.ebar_w, g_w)
+        if t >= self.lag_steps:
+            self.delay_step(s, t - self.lag_steps, t)
+
+    def advance(self, s: LayerLearnerState, t_end: int, final: bool, catch_up: bool = False) -> None:
+        """Soft reset: sum the traces of pending steps in one pass per projection (kernels/chunk.py).
+
+        Delay traces run K steps behind: steps [cursor[1], t_end - K), or up to ``t_end`` when
+        ``final`` (end of sample: the filtered trace runs on K steps with zero input, after the
+        recurrent train's last real step t_end).  Weight traces of steps [cursor[0], .) run up to
+        ``t_end``, except that with learned synaptic delays they trail the delays, so one pass over
+        each synapse updates both (the centre tap of the delay window is the weight's input);
+        ``catch_up`` (before an update) brings them to ``t_end``.
+        """
+        c, spec = self.net.config, self.spec
+        w_first, d_first = int(s.cursor[0]), int(s.cursor[1])
+        d_end = t_end if final else max(d_first, t_end - self.lag_steps)
+        w_end = max(w_first, d_end) if self.fuse and not (final or catch_up) else t_end
+        fused = self.fuse and (w_first, w_end) == (d_first, d_end)
+        keep = not final                            # after the last chunk the traces are spent
+        P, Q = s.factors[0], s.factors[1]
+        A, Pa, Qa = s.factors_b[0], s.factors_b[1], s.factors_b[2]
+        factors = self._kernel("chunk_factors")
+        scale = c.readout_gain * spec.input_gain
+        alpha = spec.decay_mem
+        x_end = t_end + self.lag_steps if final else t_end
+        x_first = int(s.cursor[2])
+        projections = self._projections(s)
+        for k, proj, tr, hist, _, _ in projections:
+            if proj.weight.size:
+                # the recurrent train's step t_end is z^(t_end - 1), written by flush (final) or the next step
+                t_last = t_end if (k == 1 and final) else t_end - 1
+                self._kernel("filter_history")(hist, x_first, x_end, t_last, alpha, tr.xh, tr.xearly)
+        n = w_end - w_first
+        if n > 0 and not fused:
+            factors(s.psi_buf, s.signal_buf, w_first - d_first, n, w_first, c.decay_out, scale, alpha,
+                    P, Q, A, Pa, Qa)
+            for k, proj, tr, _, g_w, _ in projections:
+                self._weight_chunk(s, k, proj, tr, w_first, n, g_w, keep)
+        n = d_end - d_first
+        if n > 0 and (fused or any(self._learns_delays(proj) for _, proj, *_ in projections)):
+            self._refresh_taps()
+            factors(s.psi_buf, s.signal_buf, 0, n, d_first, c.decay_out, scale, alpha, P, Q, A, Pa, Qa)
+            decay_n = c.decay_out ** n
+            for k, proj, tr, _, g_w, g_d in projections:
+                centre, taps = self.taps[k]
+                learns = self._learns_delays(proj)
+                if learns and self.modes[k] == "synaptic":
+                    ebar_w, grad_w = (tr.ebar_w, g_w) if fused else (self.no_trace, self.no_grad)
+                    self._kernel("synaptic_delay_chunk")(tr.xh, tr.xearly, d_first, n, proj.indptr, proj.pre,
+                                                         centre, taps, proj.weight, P, Q, s.factors_b, decay_n,
+                                                         tr.ebar_d, g_d, ebar_w, grad_w, keep)
+                    continue
+                if learns:
+                    self._kernel("unit_delay_signal")(tr.xh, tr.xearly, d_first, n, proj.pre_of_delay, centre,
+                                                      taps, tr.unit_signal, tr.unit_edge)
+                    self._kernel("unit_delay_chunk")(tr.unit_signal, tr.unit_edge, n, proj.indptr,
+                                                     proj.delay_of_syn, proj.weight, P, Q, A, Pa, Qa, decay_n,
+                                                     tr.ebar_d, g_d, keep)
+                if fused:
+                    self._weight_chunk(s, k, proj, tr, d_first, n, g_w, keep)
+        pending = t_end - d_end                     # buffered steps still pending for the delays
+        if d_end > d_first and pending > 0:
+            for buf in (s.psi_buf, s.signal_buf):
+                buf[:pending] = buf[d_end - d_first:t_end - d_first].copy()
+        s.cursor[:] = w_end, d_end, max(x_first, x_end)
+
+    def _weight_chunk(self, s, k: int, proj: Projection, tr, first: int, n: int, grad, keep: bool) -> None:
+        """Weight traces of projection ``k`` over the ``n`` steps from ``first`` (factors already computed);
+        ``keep`` False: last chunk of the sample, the traces are not carried on."""
+        c = self.net.config
+        P, Q, A = s.factors[0], s.factors[1], s.factors_b[0]
+        if not self.dense[k]:
+            self._kernel("weight_chunk")(tr.xh, first, n, proj.indptr, proj.pre, proj.delay_steps,
+                                         P, Q, A, c.decay_out ** n, tr.ebar_w, grad, keep)
+            return
+        n_pre = tr.xh.shape[0]
+        shift = proj.delay_steps[:n_pre]            # row 0 holds every unit in order: its delays
+        with blas_threads(1):                       # see dense.py: BLAS threads fight numba's
+            dense_weight_chunk(tr.xh, first, n, shift, P, Q, A, c.decay_out ** n,
+                               tr.ebar_w.reshape(-1, proj.indptr.size - 1, n_pre), grad, tr.windows,
+                               self.net.threads > 1, keep)
+
+    def catch_up(self, s: LayerLearnerState, t: int) -> None:
+        """Soft reset, mid-sample: sum every pending weight step (delays stay K behind)."""
+        if self.chunked and t > s.cursor[0]:
+            self.advance(s, t, final=False, catch_up=True)
+
+    def delay_step(self, s: LayerLearnerState, tau: int, t_last: int, t_last_rec: int | None = None) -> None:
+        """Hard reset: delay traces at the lagged step ``tau``; ring entries after ``t_last`` (recurrent:
+        ``t_last_rec``) count as zero."""
+        c, spec = self.net.config, self.spec
+        slot = tau % (self.lag_steps + 1)
+        self._refresh_taps()
+        kernels = self.net.synapse_kernels
+        psi, signal, decay = s.psi_lag[slot], s.signal_lag[slot], s.decay_lag[slot]
+        for k, proj, tr, hist, _, g_d in self._projections(s):
+            if not self._learns_delays(proj):
+                continue
+            centre, taps = self.taps[k]
+            last = t_last if k == 0 or t_last_rec is None else t_last_rec
+            if self.modes[k] == "synaptic":
+                kernels.synaptic_delay_traces(hist, tau, last, proj.indptr, proj.pre, centre, taps,
+                                              proj.weight, psi, signal, decay, spec.input_gain, c.decay_out,
+                                              c.readout_gain, tr.eps_d, tr.ebar_d, g_d)
+            else:
+                kernels.xi_from_taps(hist, tau, last, proj.pre_of_delay, centre, taps, tr.xi)
+                kernels.delay_traces(tr.xi, proj.indptr, proj.delay_of_syn, proj.weight, psi, signal, decay,
+                                     spec.input_gain, c.decay_out, c.readout_gain, tr.eps_d, tr.ebar_d, g_d)
+
+    def flush(self, s: LayerLearnerState, t_end: int) -> None:
+        """End of sample after ``t_end`` steps: the recurrent train's step t_end (z^(t_end - 1)) goes
+        into the ring, then the pending traces and the last ``K`` lagged delay steps are summed."""
+        ls = self.net.state.layers[self.index]
+        if ls.hist_rec.shape[0] and t_end > 0:
+            ls.hist_rec[t_end % ls.hist_rec.shape[0]] = self.net.layer_spikes(self.index)
+        if self.chunked:
+            if t_end > 0:
+                self.advance(s, t_end, final=True)
+        else:
+            for tau in range(max(0, t_end - self.lag_steps), t_end):
+                self.delay_step(s, tau, t_end - 1, t_end)
+        self.sync_grads()
 
 
 class ThreeFactorLearner:
@@ -43,7 +311,7 @@ class ThreeFactorLearner:
     ----------
     net : Network, the network to train (its rings are enlarged for the Gaussian window)
     config : LearningConfig
-    seed : int, seeds the random feedback matrix
+    seed : int, seeds the random feedback matrices
     chunk_steps : int, soft reset only: the synapse traces are summed once per this many steps
         (kernels/chunk.py); any value gives the same gradients up to rounding.  Larger chunks
         read and write each trace less often but hold more history (fixed, whatever T).
@@ -65,99 +333,40 @@ class ThreeFactorLearner:
         self.config = config
         self.seed = int(seed)
         if isinstance(chunk_steps, bool) or not isinstance(chunk_steps, (int, np.integer)) or chunk_steps < 1:
-            raise ValueError(f"chunk_steps={chunk_steps!r} is not allowed; expected an integer >= 1")
+            raise OnlineDelayError(f"chunk_steps={chunk_steps!r} is not allowed; expected an integer >= 1")
         self.chunk_steps = int(chunk_steps)
         self.lag_steps = config.half_width_steps
-        # soft reset: traces are summed per chunk from the presynaptic filtered trace (kernels/chunk.py)
-        self._chunked = net.config.reset == "soft"
-        net.reserve_history(max(net.config.max_delay_steps + 2 * self.lag_steps + 1,
-                                self.chunk_steps + self.lag_steps + 1))
-        self._n_hist = KC.history_slots(self.chunk_steps, net.config.max_delay_steps, self.lag_steps)
-        self._n_buf = self.chunk_steps + self.lag_steps
-        self._delay_modes = (net.config.input_delays, net.config.recurrent_delays)
-        projections = (net.params.input, net.params.recurrent)
-        # weight traces trail the delay pipeline where a synaptic-delay pass can update them too
-        self._fuse = self._chunked and config.learn_delays and any(
-            mode == "synaptic" and proj.delay.size for proj, mode in zip(projections, self._delay_modes))
-        self._no_trace, self._no_grad = np.zeros((0, 1), net.dtype), np.zeros(0, net.dtype)
-        # dense projections whose delays depend on the presynaptic unit only: weight traces by BLAS
-        self._dense = tuple(self._chunked and mode != "synaptic" and is_dense(proj, n_pre) for proj, mode, n_pre in
-                            zip(projections, self._delay_modes, (net.config.n_inputs, net.config.n_hidden)))
-        n_h, n_out = net.config.n_hidden, net.config.n_outputs
-        if config.feedback == "random":
-            rng = np.random.default_rng(self.seed)
-            self.feedback = rng.normal(0.0, 1.0 / np.sqrt(n_h), size=(n_out, n_h)).astype(net.dtype)
-        else:
-            self.feedback = None          # symmetric: the current readout weights
-        p = net.params
-        self.grads = Gradients(
-            w_in=np.zeros_like(p.input.weight), d_in=np.zeros_like(p.input.delay),
-            w_rec=np.zeros_like(p.recurrent.weight), d_rec=np.zeros_like(p.recurrent.delay),
-            w_out=np.zeros_like(p.w_out), b_out=np.zeros_like(p.b_out))
-        self.optimizer = Optimizer(config, self.grads)
-        # delay gradients accumulate per synapse (race-free over rows); axonal ones are summed by unit
-        self._grad_d_syn = []
-        for proj, g_d, mode in zip((p.input, p.recurrent), (self.grads.d_in, self.grads.d_rec), self._delay_modes):
-            if not self._learns_delays(proj):
-                self._grad_d_syn.append(np.zeros(0, net.dtype))
-            elif mode == "synaptic":
-                self._grad_d_syn.append(g_d)                       # one delay per synapse: the same array
+        max_delay = net.config.max_delay_steps
+        net.reserve_history(max(max_delay + 2 * self.lag_steps + 1, self.chunk_steps + self.lag_steps + 1))
+        self.n_hist = KC.history_slots(self.chunk_steps, max_delay, self.lag_steps)
+        self.n_buf = self.chunk_steps + self.lag_steps
+        n_out = net.config.n_outputs
+        self.feedback = []                # per layer: a fixed random (n_out, N) matrix, or None (symmetric)
+        for l, (spec, offset) in enumerate(zip(net.layer_specs, net.readout_offsets)):
+            if config.feedback == "random" or offset is None:
+                rng = np.random.default_rng(self.seed if l == 0 else [self.seed, l])
+                self.feedback.append(rng.normal(0.0, 1.0 / np.sqrt(spec.n_neurons),
+                                                size=(n_out, spec.n_neurons)).astype(net.dtype))
             else:
-                self._grad_d_syn.append(np.zeros(proj.weight.size, net.dtype))
-        n_taps = 2 * self.lag_steps + 1          # Gaussian taps of each delay, refreshed when delays change
-        self._taps = [(np.zeros(proj.delay.size, np.int32), np.zeros((proj.delay.size, n_taps), net.dtype))
-                      for proj in (p.input, p.recurrent)]
-        self._taps_version = -1
+                self.feedback.append(None)
+        self.rules = tuple(_LayerRule(self, l, spec, fb) for l, (spec, fb) in
+                           enumerate(zip(net.layer_specs, self.feedback)))
+        p = net.params
+        self.grads = Gradients(tuple(rule.grads for rule in self.rules), np.zeros_like(p.w_out),
+                               np.zeros_like(p.b_out))
+        self.optimizer = Optimizer(config, self.grads)
+        self.clipped_delays = 0           # delays clipped to [0, max_delay_steps] since the learner was made
         self.state = self._allocate(net.batch_size)
         self.loss_sum = 0.0               # weighted cross-entropy accumulated since reset
 
     # -- state --------------------------------------------------------------------------------
-    def _learns_delays(self, proj: Projection) -> bool:
-        return self.config.learn_delays and proj.delay.size > 0
-
-    def _traces(self, proj: Projection, mode: str, batch: int) -> ProjectionTraces:
-        """Trace arrays of one projection (see :class:`~onlinedelay.state.ProjectionTraces`)."""
-        dt = self.net.dtype
-        n_syn = proj.weight.size
-        n_d = n_syn if self._learns_delays(proj) else 0
-        chunked = self._chunked and n_syn > 0
-        dense = self._dense[0 if proj is self.net.params.input else 1]
-        hard = 0 if self._chunked else 1
-        n_pre = self._n_pre(proj) if chunked else 0
-        n_units = proj.delay.size if n_d and mode == "axonal" else 0
-        return ProjectionTraces(
-            eps_w=np.zeros((n_syn * hard, batch), dt),
-            ebar_w=np.zeros((batch, n_syn) if dense else (n_syn, batch), dt),
-            eps_d=np.zeros((n_d * hard, batch), dt), ebar_d=np.zeros((n_d, batch), dt),
-            xi=np.zeros((n_units * hard, batch), dt),
-            xh=np.zeros((n_pre, 2 * self._n_hist, batch), dt),
-            xearly=np.zeros((n_pre, self.lag_steps, batch), dt),
-            unit_signal=np.zeros((n_units * (1 - hard), self._n_buf, batch), dt),
-            unit_edge=np.zeros((n_units * (1 - hard), batch), dt),
-            windows=np.zeros(n_pre * self._n_buf * batch if dense else 0, dt))
-
-    def _n_pre(self, proj: Projection) -> int:
-        """Presynaptic population size of a projection (input or hidden)."""
-        return self.net.config.n_inputs if proj is self.net.params.input else self.net.config.n_hidden
-
     def _allocate(self, batch: int) -> LearnerState:
         dt, c = self.net.dtype, self.net.config
-        n_lag = 0 if self._chunked else self.lag_steps + 1
-        n_buf = self._n_buf if self._chunked else 0
-        p = self.net.params
         return LearnerState(
-            psi_lag=np.zeros((n_lag, c.n_hidden, batch), dt),
-            signal_lag=np.zeros((n_lag, c.n_hidden, batch), dt),
-            decay_lag=np.zeros((n_lag, c.n_hidden, batch), dt),
-            psi_buf=np.zeros((n_buf, c.n_hidden, batch), dt),
-            signal_buf=np.zeros((n_buf, c.n_hidden, batch), dt),
-            factors=np.zeros((2, c.n_hidden, n_buf, batch), dt),
-            factors_b=np.zeros((3, c.n_hidden, batch), dt),
             probs=np.zeros((c.n_outputs, batch), dt), delta=np.zeros((c.n_outputs, batch), dt),
-            zbar=np.zeros((c.n_hidden, batch), dt), bbar=np.zeros(batch, dt),
-            input=self._traces(p.input, c.input_delays, batch),
-            recurrent=self._traces(p.recurrent, c.recurrent_delays, batch),
-            t=np.zeros(1, np.int64), flushed=np.zeros(1, np.int64), cursor=np.zeros(3, np.int64))
+            zbar=np.zeros((c.n_readout_inputs, batch), dt), bbar=np.zeros(batch, dt),
+            layers=tuple(rule.allocate(batch) for rule in self.rules),
+            t=np.zeros(1, np.int64), flushed=np.zeros(1, np.int64))
 
     def reset(self) -> None:
         """Zero the per-sample learning state (call with ``net.reset()``); gradients are kept."""
@@ -171,15 +380,8 @@ class ThreeFactorLearner:
         """Zero the accumulated gradients (pending chunk steps are summed first, then zeroed too)."""
         self._catch_up()
         fill_tuple(self.grads, 0)
-        for g in self._grad_d_syn:
-            g[...] = 0
-
-    def _sync_delay_grads(self) -> None:
-        """Sum per-synapse delay gradients into per-unit ones (axonal delays)."""
-        for proj, g_syn, g_d in zip((self.net.params.input, self.net.params.recurrent), self._grad_d_syn,
-                                    (self.grads.d_in, self.grads.d_rec)):
-            if g_syn.size and g_syn is not g_d:
-                g_d[:] = np.bincount(proj.delay_of_syn, weights=g_syn, minlength=g_d.size)
+        for rule in self.rules:
+            rule.zero_grad()
 
     # -- per-step rule --------------------------------------------------------------------------
     def step(self, labels, loss_weight: float | None = None) -> None:
@@ -198,152 +400,23 @@ class ThreeFactorLearner:
 
     def _step(self, labels: np.ndarray, loss_weight: float) -> None:
         net, c, s = self.net, self.net.config, self.state
-        p, ns = net.params, net.state
+        p = net.params
         t = int(s.t[0])
-        if self._chunked:
-            row = t - int(s.cursor[1])              # buffered from the first pending delay step
-            psi, signal = s.psi_buf[row], s.signal_buf[row]
-        else:
-            slot = t % (self.lag_steps + 1)
-            psi, signal, decay = s.psi_lag[slot], s.signal_lag[slot], s.decay_lag[slot]
-            decay[...] = ns.decay_eff
-
-        self.loss_sum += K.readout_error(ns.y, labels, loss_weight, s.probs, s.delta)
-        K.learning_signal(s.delta, p.w_out if self.feedback is None else self.feedback, signal)
-        K.pseudo_derivative(ns.v, c.surrogate_gamma, c.threshold, psi)
-        K.readout_traces(ns.z, s.delta, c.decay_out, c.readout_gain, s.zbar, s.bbar,
+        self.loss_sum += K.readout_error(net.state.y, labels, loss_weight, s.probs, s.delta)
+        for rule, ls, offset in zip(self.rules, s.layers, net.readout_offsets):
+            block = None if offset is None else p.w_out[:, offset:offset + rule.spec.n_neurons]
+            rule.step(ls, t, s.delta, block)
+        K.readout_traces(net.readout_spikes(), s.delta, c.decay_out, c.readout_gain, s.zbar, s.bbar,
                          self.grads.w_out, self.grads.b_out)
         s.t[0] = t + 1
-        if self._chunked:
-            if t + 1 - s.cursor[1] >= self._n_buf:       # the buffer is full
-                self._advance(t + 1, final=False)
-            return
-        kernels = net.synapse_kernels
-        for proj, tr, hist, g_w, _ in self._projections():
-            kernels.weight_traces(hist, t, proj.indptr, proj.pre, proj.delay_steps, psi, signal, decay,
-                                  c.input_gain, c.decay_out, c.readout_gain, tr.eps_w, tr.ebar_w, g_w)
-        if t >= self.lag_steps:
-            self._delay_step(t - self.lag_steps, t)
-
-    def _projections(self):
-        """(projection, traces, ring, weight gradient, per-synapse delay gradient) of each active projection."""
-        p, ns, s, g = self.net.params, self.net.state, self.state, self.grads
-        out = [(p.input, s.input, ns.hist_in, g.w_in, self._grad_d_syn[0])]
-        if self.net.config.recurrent:
-            out.append((p.recurrent, s.recurrent, ns.hist_rec, g.w_rec, self._grad_d_syn[1]))
-        return out
-
-    def _refresh_taps(self) -> None:
-        """Re-tabulate the Gaussian taps if the delays changed since the last time."""
-        if self._taps_version != self.net.delay_version:
-            for proj, (centre, taps) in zip((self.net.params.input, self.net.params.recurrent), self._taps):
-                K.gaussian_taps(proj.delay, self.lag_steps, self.config.sigma_steps, centre, taps)
-            self._taps_version = self.net.delay_version
-
-    def _kernel(self, name: str):
-        """The serial or parallel build of a chunk kernel, following the network's thread count."""
-        return getattr(KC, name + "_parallel" if self.net.threads > 1 else name)
-
-    def _advance(self, t_end: int, final: bool, catch_up: bool = False) -> None:
-        """Soft reset: sum the traces of pending steps in one pass per projection (kernels/chunk.py).
-
-        Delay traces run K steps behind: steps [cursor[1], t_end - K), or up to ``t_end`` when
-        ``final`` (end of sample: the filtered trace runs on K steps with zero input).  Weight traces
-        of steps [cursor[0], .) run up to ``t_end``, except that with learned synaptic delays they
-        trail the delays, so one pass over each synapse updates both (the centre tap of the delay
-        window is the weight's input); ``catch_up`` (before an update) brings them to ``t_end``.
-        """
-        c, s = self.net.config, self.state
-        w_first, d_first = int(s.cursor[0]), int(s.cursor[1])
-        d_end = t_end if final else max(d_first, t_end - self.lag_steps)
-        w_end = max(w_first, d_end) if self._fuse and not (final or catch_up) else t_end
-        fused = self._fuse and (w_first, w_end) == (d_first, d_end)
-        keep = not final                            # after the last chunk the traces are spent
-        P, Q = s.factors[0], s.factors[1]
-        A, Pa, Qa = s.factors_b[0], s.factors_b[1], s.factors_b[2]
-        factors = self._kernel("chunk_factors")
-        scale = c.readout_gain * c.input_gain
-        x_end = t_end + self.lag_steps if final else t_end
-        x_first = int(s.cursor[2])
-        for proj, tr, hist, _, _ in self._projections():
-            if proj.weight.size:
-                self._kernel("filter_history")(hist, x_first, x_end, t_end - 1, c.decay_mem, tr.xh, tr.xearly)
-        n = w_end - w_first
-        if n > 0 and not fused:
-            factors(s.psi_buf, s.signal_buf, w_first - d_first, n, w_first, c.decay_out, scale, c.decay_mem,
-                    P, Q, A, Pa, Qa)
-            for k, (proj, tr, _, g_w, _) in enumerate(self._projections()):
-                self._weight_chunk(k, proj, tr, w_first, n, g_w, keep)
-        n = d_end - d_first
-        if n > 0 and (fused or any(self._learns_delays(proj) for proj, *_ in self._projections())):
-            self._refresh_taps()
-            factors(s.psi_buf, s.signal_buf, 0, n, d_first, c.decay_out, scale, c.decay_mem, P, Q, A, Pa, Qa)
-            decay_n = c.decay_out ** n
-            for k, ((proj, tr, _, g_w, g_d), (centre, taps), mode) in enumerate(
-                    zip(self._projections(), self._taps, self._delay_modes)):
-                learns = self._learns_delays(proj)
-                if learns and mode == "synaptic":
-                    ebar_w, grad_w = (tr.ebar_w, g_w) if fused else (self._no_trace, self._no_grad)
-                    self._kernel("synaptic_delay_chunk")(tr.xh, tr.xearly, d_first, n, proj.indptr, proj.pre,
-                                                         centre, taps, proj.weight, P, Q, s.factors_b, decay_n,
-                                                         tr.ebar_d, g_d, ebar_w, grad_w, keep)
-                    continue
-                if learns:
-                    self._kernel("unit_delay_signal")(tr.xh, tr.xearly, d_first, n, proj.pre_of_delay, centre,
-                                                      taps, tr.unit_signal, tr.unit_edge)
-                    self._kernel("unit_delay_chunk")(tr.unit_signal, tr.unit_edge, n, proj.indptr,
-                                                     proj.delay_of_syn, proj.weight, P, Q, A, Pa, Qa, decay_n,
-                                                     tr.ebar_d, g_d, keep)
-                if fused:
-                    self._weight_chunk(k, proj, tr, d_first, n, g_w, keep)
-        pending = t_end - d_end                     # buffered steps still pending for the delays
-        if d_end > d_first and pending > 0:
-            for buf in (s.psi_buf, s.signal_buf):
-                buf[:pending] = buf[d_end - d_first:t_end - d_first].copy()
-        s.cursor[:] = w_end, d_end, max(x_first, x_end)
-
-    def _weight_chunk(self, k: int, proj: Projection, tr, first: int, n: int, grad, keep: bool) -> None:
-        """Weight traces of projection ``k`` over the ``n`` steps from ``first`` (factors already computed);
-        ``keep`` False: last chunk of the sample, the traces are not carried on."""
-        s, c = self.state, self.net.config
-        P, Q, A = s.factors[0], s.factors[1], s.factors_b[0]
-        if not self._dense[k]:
-            self._kernel("weight_chunk")(tr.xh, first, n, proj.indptr, proj.pre, proj.delay_steps,
-                                         P, Q, A, c.decay_out ** n, tr.ebar_w, grad, keep)
-            return
-        n_pre = tr.xh.shape[0]
-        shift = proj.delay_steps[:n_pre]            # row 0 holds every unit in order: its delays
-        with blas_threads(1):                       # see dense.py: BLAS threads fight numba's
-            dense_weight_chunk(tr.xh, first, n, shift, P, Q, A, c.decay_out ** n,
-                               tr.ebar_w.reshape(-1, proj.indptr.size - 1, n_pre), grad, tr.windows,
-                               self.net.threads > 1, keep)
 
     def _catch_up(self) -> None:
         """Soft reset, mid-sample: sum every pending weight step (delays stay K behind), so the
         gradients are those of the steps taken, as the per-step rule has them."""
         s = self.state
-        if self._chunked and not s.flushed[0] and int(s.t[0]) > s.cursor[0]:
-            self._advance(int(s.t[0]), final=False, catch_up=True)
-
-    def _delay_step(self, tau: int, t_last: int) -> None:
-        """Hard reset: delay traces at the lagged step ``tau``; ring entries after ``t_last`` count as zero."""
-        c, s = self.net.config, self.state
-        slot = tau % (self.lag_steps + 1)
-        self._refresh_taps()
-        kernels = self.net.synapse_kernels
-        psi, signal, decay = s.psi_lag[slot], s.signal_lag[slot], s.decay_lag[slot]
-        for (proj, tr, hist, _, g_d), (centre, taps), mode in zip(self._projections(), self._taps,
-                                                                   self._delay_modes):
-            if not self._learns_delays(proj):
-                continue
-            if mode == "synaptic":
-                kernels.synaptic_delay_traces(hist, tau, t_last, proj.indptr, proj.pre, centre, taps,
-                                              proj.weight, psi, signal, decay, c.input_gain, c.decay_out,
-                                              c.readout_gain, tr.eps_d, tr.ebar_d, g_d)
-            else:
-                kernels.xi_from_taps(hist, tau, t_last, proj.pre_of_delay, centre, taps, tr.xi)
-                kernels.delay_traces(tr.xi, proj.indptr, proj.delay_of_syn, proj.weight, psi, signal, decay,
-                                     c.input_gain, c.decay_out, c.readout_gain, tr.eps_d, tr.ebar_d, g_d)
+        if not s.flushed[0]:
+            for rule, ls in zip(self.rules, s.layers):
+                rule.catch_up(ls, int(s.t[0]))
 
     def flush(self) -> None:
         """End of sample: finish the pending traces and the last ``K`` lagged delay steps (idempotent).
@@ -354,21 +427,16 @@ class ThreeFactorLearner:
         s = self.state
         if s.flushed[0]:
             return
-        t_end = int(s.t[0])
-        if self._chunked:
-            if t_end > 0:
-                self._advance(t_end, final=True)
-        else:
-            for tau in range(max(0, t_end - self.lag_steps), t_end):
-                self._delay_step(tau, t_end - 1)
+        for rule, ls in zip(self.rules, s.layers):
+            rule.flush(ls, int(s.t[0]))
         s.flushed[0] = 1
-        self._sync_delay_grads()
 
     # -- whole samples --------------------------------------------------------------------------
     def _loss_weights(self, n_steps: int, batch: int) -> np.ndarray:
         start = self.config.loss_start_step
         if start >= n_steps:
-            raise ValueError(f"loss_start_step={start} leaves no step of a {n_steps}-step sample in the loss window")
+            raise OnlineDelayError(f"loss_start_step={start} leaves no step of a {n_steps}-step sample "
+                                   "in the loss window")
         w = np.zeros(n_steps)
         w[start:] = 1.0 / ((n_steps - start) * batch)
         return w
@@ -381,7 +449,8 @@ class ThreeFactorLearner:
         (``online``) or once at the end (``accumulate``).  Without it, gradients are only
         accumulated in ``self.grads``.
 
-        Returns {"loss": mean CE, "correct": (B,) bool by argmax of summed softmax, "spikes": hidden spike count}.
+        Returns {"loss": mean CE, "correct": (B,) bool by :func:`predict` (softmax summed over the
+        steps from ``loss_start_step``), "spikes": hidden spike count (all layers)}.
         """
         net = self.net
         x = net.check_sequence(inputs)
@@ -390,21 +459,23 @@ class ThreeFactorLearner:
         self.reset()
         lab = self._check_labels(labels)
         weights = self._loss_weights(n_steps, batch)
+        start = self.config.loss_start_step
         online = update and self.config.update == "online"
         every = self.config.update_every_steps
         votes = np.zeros((net.config.n_outputs, batch))
         spikes = 0.0
         for t in range(n_steps):
-            net._step(x[t].T)
+            net.advance(x[t].T)
             self._step(lab, weights[t])
-            votes += self.state.probs
+            if t >= start:
+                votes += self.state.probs
             spikes += float(net.state.z.sum())
             if online and (t + 1) % every == 0:
                 self.apply()
         self.flush()
         if update:
             self.apply()
-        return {"loss": self.loss_sum, "correct": votes.argmax(axis=0) == lab, "spikes": spikes}
+        return {"loss": self.loss_sum, "correct": predict(votes) == lab, "spikes": spikes}
 
     def sample_gradients(self, inputs, labels) -> Gradients:
         """Accumulate-mode gradients of one sample/batch (parameters unchanged); returns a copy."""
@@ -413,39 +484,37 @@ class ThreeFactorLearner:
         return copy_tuple(self.grads)
 
     # -- updates ----------------------------------------------------------------------------------
-    def apply(self, grads: Gradients | None = None) -> None:
+    def apply(self, grads: Gradients | None = None) -> int:
         """One optimizer step with ``grads`` (default: the accumulated ones), then zero them.
 
-        Delays are clipped to [0, max_delay_steps] and re-rounded after the step.
+        Conv taps are copied into their synapses; delays are clipped to [0, max_delay_steps] and
+        re-rounded.  Returns the number of delays clipped by this step (``clipped_delays`` keeps
+        the running total).
         """
         self._catch_up()
         if grads is not None and grads is not self.grads:
             assign_tuple(self.grads, grads)       # final as given: no per-synapse sums to add
         else:
-            self._sync_delay_grads()
+            for rule in self.rules:
+                rule.sync_grads()
         p, lc = self.net.params, self.config
         self.optimizer.step(p, self.grads)
-        self.net.parameters_changed()       # weights (and delays) changed: spikes in flight are re-read
-        clipped = 0
-        if lc.learn_delays and lc.lr_delays > 0:
-            for proj in (p.input, p.recurrent):
-                clipped += refresh_delay_steps(proj, self.net.config.max_delay_steps)
-            self.net.delay_version += 1
-        if clipped and not self.optimizer.warned_clip:
-            self.optimizer.warned_clip = True
-            warnings.warn(f"{clipped} delays were clipped to [0, {self.net.config.max_delay_steps}] steps "
-                          "(warned once)", RuntimeWarning, stacklevel=2)
+        for _, _, proj in p.projections():
+            proj.expand_shared()
+        moved_delays = lc.learn_delays and lc.lr_delays > 0
+        clipped = self.net.parameters_changed(delays=moved_delays)   # spikes in flight are re-read
+        self.clipped_delays += clipped
         self.zero_grad()
+        return clipped
 
     # -- snapshots ----------------------------------------------------------------------------------
     def snapshot(self) -> dict:
         """Deep copy of traces, accumulated gradients and optimizer state (pair with ``net.snapshot()``)."""
-        opt = self.optimizer
         return {"state": copy_tuple(self.state), "grads": copy_tuple(self.grads),
-                "grad_d_syn": [g.copy() for g in self._grad_d_syn], "loss_sum": self.loss_sum,
-                "opt_steps": opt.steps, "warned_clip": opt.warned_clip,
-                "m": [a.copy() for a in getattr(opt, "m", ())], "v": [a.copy() for a in getattr(opt, "v", ())],
-                "feedback": None if self.feedback is None else self.feedback.copy()}
+                "grad_syn": [g.copy() for rule in self.rules for g in rule.grad_w_syn + rule.grad_d_syn],
+                "loss_sum": self.loss_sum, "clipped_delays": self.clipped_delays,
+                "optimizer": self.optimizer.state_dict(),
+                "feedback": [None if f is None else f.copy() for f in self.feedback]}
 
     def restore(self, snap: dict) -> None:
         """Restore a :meth:`snapshot` in place (same network shapes and learning config)."""
@@ -453,17 +522,16 @@ class ThreeFactorLearner:
             self.state = self._allocate(snap["state"].zbar.shape[1])
         assign_tuple(self.state, snap["state"])
         assign_tuple(self.grads, snap["grads"])
-        for g, a in zip(self._grad_d_syn, snap["grad_d_syn"]):
+        for g, a in zip((g for rule in self.rules for g in rule.grad_w_syn + rule.grad_d_syn), snap["grad_syn"]):
             g[...] = a
         self.loss_sum = snap["loss_sum"]
-        opt = self.optimizer
-        opt.steps, opt.warned_clip = snap["opt_steps"], snap["warned_clip"]
-        for key in ("m", "v"):
-            for a, b in zip(getattr(opt, key, ()), snap[key]):
-                a[...] = b
-        if self.feedback is not None and snap["feedback"] is not None:
-            self.feedback[...] = snap["feedback"]
-        self._taps_version = -1           # taps are derived from the (restored) delays
+        self.clipped_delays = snap["clipped_delays"]
+        self.optimizer.load_state_dict(snap["optimizer"])
+        for f, a in zip(self.feedback, snap["feedback"]):
+            if f is not None and a is not None:
+                f[...] = a
+        for rule in self.rules:
+            rule.taps_version = -1        # taps are derived from the (restored) delays
 
     # -- validation -------------------------------------------------------------------------------
     def _check_labels(self, labels) -> np.ndarray:
@@ -472,37 +540,36 @@ class ThreeFactorLearner:
         if arr.ndim == 0:
             arr = np.full(batch, arr)
         if arr.shape != (batch,) or arr.dtype.kind not in "iu":
-            raise ValueError(f"labels {labels!r} must be an int or {batch} ints in [0, {n_out}) (or -1)")
+            raise OnlineDelayError(f"labels {labels!r} must be an int or {batch} ints in [0, {n_out}) (or -1)")
         if ((arr < -1) | (arr >= n_out)).any():
             bad = arr[(arr < -1) | (arr >= n_out)][0]
-            raise ValueError(f"label {int(bad)} is outside [0, {n_out}) (use -1 for no target)")
+            raise OnlineDelayError(f"label {int(bad)} is outside [0, {n_out}) (use -1 for no target)")
         return arr.astype(np.int64)
 
 
 class Optimizer:
-    """SGD or Adam with separate learning rates for weights, delays and readout."""
+    """SGD or Adam with separate learning rates for weights, delays and readout.
+
+    The learned arrays are taken in the order of :meth:`Parameters.learned`; Adam keeps one pair of
+    moments per array (``m[i]``, ``v[i]``)."""
 
     def __init__(self, config: LearningConfig, like: Gradients):
         self.config = config
         self.steps = 0
-        self.warned_clip = False
-        if config.optimizer == "adam":
-            self.m = tuple(np.zeros(g.size, g.dtype) for g in like)
-            self.v = tuple(np.zeros(g.size, g.dtype) for g in like)
+        self.m = tuple(np.zeros(g.size, g.dtype) for _, g in like.learned()) if config.optimizer == "adam" else ()
+        self.v = tuple(np.zeros(g.size, g.dtype) for _, g in like.learned()) if config.optimizer == "adam" else ()
 
-    def _groups(self, params, grads):
+    def rates(self) -> dict:
         lc = self.config
-        rate_w = lc.lr_weights if lc.learn_weights else 0.0
-        rate_d = lc.lr_delays if lc.learn_delays else 0.0
-        rate_o = lc.lr_readout if lc.learn_readout else 0.0
-        return [(params.input.weight, grads.w_in, rate_w), (params.input.delay, grads.d_in, rate_d),
-                (params.recurrent.weight, grads.w_rec, rate_w), (params.recurrent.delay, grads.d_rec, rate_d),
-                (params.w_out, grads.w_out, rate_o), (params.b_out, grads.b_out, rate_o)]
+        return {"weights": lc.lr_weights if lc.learn_weights else 0.0,
+                "delays": lc.lr_delays if lc.learn_delays else 0.0,
+                "readout": lc.lr_readout if lc.learn_readout else 0.0}
 
     def step(self, params, grads) -> None:
         self.steps += 1
-        lc = self.config
-        for i, (param, grad, rate) in enumerate(self._groups(params, grads)):
+        lc, rates = self.config, self.rates()
+        for i, ((_, param, group), (_, grad)) in enumerate(zip(params.learned(), grads.learned())):
+            rate = rates[group]
             if rate == 0.0 or param.size == 0:
                 continue
             flat, g = param.reshape(-1), grad.reshape(-1)
@@ -511,3 +578,18 @@ class Optimizer:
                             lc.adam_eps, self.steps)
             else:
                 K.sgd_step(flat, g, rate)
+
+    def state_dict(self) -> dict:
+        """Copies of the step count and the Adam moments."""
+        return {"steps": self.steps, "m": [a.copy() for a in self.m], "v": [a.copy() for a in self.v]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (moment shapes must match)."""
+        if len(state["m"]) != len(self.m) or len(state["v"]) != len(self.v):
+            raise OnlineDelayError(f"optimizer state holds {len(state['m'])} moment arrays; "
+                                   f"this model needs {len(self.m)}")
+        for dst, src in zip(self.m + self.v, list(state["m"]) + list(state["v"])):
+            if dst.shape != np.shape(src):
+                raise OnlineDelayError(f"optimizer moment of shape {np.shape(src)} does not fit {dst.shape}")
+            dst[...] = src
+        self.steps = int(state["steps"])

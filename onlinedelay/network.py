@@ -5,27 +5,31 @@ A :class:`Network` owns :class:`~onlinedelay.state.Parameters` (shared by the ba
 consumes one step of input spike counts and returns the readout; memory does not depend on the
 number of steps.  It is the only caller of the forward kernels.
 
-Per step t (spec sections 2-4)::
+A network is a stack of hidden LIF layers.  Per step t, layer after layer (l = 0 .. L-1)::
 
-    hist_in[t % n_slots] = x^t;   hist_rec[t % n_slots] = z^(t-1)
-    I^t = sum_i W_ji x_i^(t - d_ji) + sum_l R_jl z_l^(t - 1 - d_jl)
-    LIF (soft or hard reset) -> v^t, z^t;   readout y^t = kappa y^(t-1) + zeta_o Wo z^t + b
+    hist_ff[t % n_slots] = x^t (layer 0) or z_(l-1)^t (the layer below, this step)
+    hist_rec[t % n_slots] = z_l^(t-1)
+    I^t = sum_i W_ji hist_ff_i^(t - d_ji) + sum_m R_jm z_m^(t - 1 - d_jm)
+    LIF (soft or hard reset) -> v_l^t, z_l^t
+    readout y^t = kappa y^(t-1) + zeta_o Wo z^t + b        (z: the last layer, or every layer)
 
 Delays are real numbers in ``[0, max_delay_steps]``; the forward pass uses
-``floor(D + 0.5)``.  The ring holds ``n_slots >= max_delay_steps + 1`` past steps (a learner
-reserves more for its Gaussian window).
+``floor(D + 0.5)``.  The rings hold ``n_slots >= max_delay_steps + 1`` past steps (a learner
+reserves more for its Gaussian window).  A conv projection is a CSR projection whose synapses
+share the k taps of one kernel (``Projection.shared_weight``).
 
 The current is event-driven (push): every active presynaptic unit adds ``w x`` through its
-outgoing synapses to the future-current ring ``future[(t + d) % n_slots]`` and step t takes
-``future[t % n_slots]``; silent units cost nothing.  A step whose push would cost more than a pull
-(dense activity over a large batch) is flagged and pulled instead (``K.pulled_current``).  The sums
-equal the pull over every synapse (``K.delayed_current``) up to the order of the additions
-(bit-identical without delays).  The push reads copies of the weights and integer delays in
-presynaptic (CSC) order, refreshed at :meth:`Network.reset` and at the first step after
+outgoing synapses to the layer's future-current ring ``future[(t + d) % n_slots]`` and step t
+takes ``future[t % n_slots]``; silent units cost nothing.  A step whose push would cost more than
+a pull (dense activity over a large batch) is flagged and pulled instead (``K.pulled_current``).
+The sums equal the pull over every synapse up to the order of the additions (bit-identical
+without delays).  The push reads copies of the weights and integer delays in presynaptic (CSC)
+order, refreshed at :meth:`Network.reset` and at the first step after
 :meth:`Network.parameters_changed`; after a parameter change mid-sample the ring is discarded at
 the next step and the spikes still in flight are pulled from the history rings with the new
 parameters until they have arrived (at most ``max_delay_steps`` steps): exactly the pull model's
-semantics.  A step that pulls nothing runs as one kernel call (``K.forward_step``).
+semantics.  A one-layer step at batch 1 that pulls nothing runs as one kernel call
+(``K.forward_step``).
 """
 
 from __future__ import annotations
@@ -35,49 +39,79 @@ from typing import NamedTuple
 import numpy as np
 
 from . import kernels as K
-from .config import NetworkConfig
-from .state import NetworkState, Parameters, Projection, assign_tuple, copy_tuple, fill_tuple
+from .config import LayerSpec, NetworkConfig, ProjectionSpec
+from .errors import OnlineDelayError
+from .state import (PROJECTION_KINDS, LayerParameters, LayerState, NetworkState, Parameters, Projection,
+                    assign_tuple, copy_tuple, fill_tuple)
 
 _INT = np.int32
 PULLING_BUDGET = 0.5      # fraction of a pull's cost a push may cost while earlier steps are pulled anyway
 
 
-def _build_projection(rng, rng_delay, n_pre, n_post, density, delay_mode, exclude_self, config, dtype):
-    """Random fixed-fan-in CSR projection: each row gets round(density * n_available) inputs.
-
-    Connectivity and weights come from ``rng``, delays from ``rng_delay``: the same seed gives the
-    same weights whatever the delay mode (fair ablations).
-    """
-    available = n_pre - 1 if exclude_self else n_pre
-    fan_in = 0 if available <= 0 else max(1, int(round(density * available)))
+def _connectivity(rng, n_pre: int, n_post: int, spec: ProjectionSpec):
+    """CSR rows (indptr, pre) and, for conv, the tap of each synapse."""
+    if spec.connectivity == "conv":
+        half = spec.kernel_size // 2
+        pre, taps, counts = [], [], []
+        for j in range(n_post):
+            lo, hi = max(0, j - half), min(n_pre, j + half + 1)     # zero padding: taps off the edge are absent
+            pre.append(np.arange(lo, hi))
+            taps.append(np.arange(lo, hi) - j + half)               # cross-correlation: tap m reads j + m - half
+            counts.append(hi - lo)
+        indptr = np.zeros(n_post + 1, _INT)
+        np.cumsum(counts, out=indptr[1:])
+        return indptr, np.concatenate(pre).astype(_INT), np.concatenate(taps).astype(_INT)
+    available = n_pre - 1 if spec.exclude_self else n_pre
+    fan_in = 0 if available <= 0 else max(1, int(round(spec.density * available)))
     rows = []
     for j in range(n_post):
         if fan_in == available:
             chosen = np.arange(available)
         else:
             chosen = np.sort(rng.choice(available, size=fan_in, replace=False))
-        if exclude_self:
+        if spec.exclude_self:
             chosen = chosen + (chosen >= j)       # skip the autapse j -> j
         rows.append(chosen)
     pre = np.concatenate(rows).astype(_INT) if rows and fan_in else np.zeros(0, _INT)
-    indptr = (np.arange(n_post + 1) * fan_in).astype(_INT)
-    std = config.weight_init_scale * config.threshold / np.sqrt(max(fan_in, 1))
-    weight = rng.normal(0.0, std, size=pre.size).astype(dtype)
-    if delay_mode == "synaptic":
+    return (np.arange(n_post + 1) * fan_in).astype(_INT), pre, None
+
+
+def build_projection(rng, rng_delay, n_pre: int, n_post: int, spec: ProjectionSpec | None, threshold: float,
+                     max_delay_steps: int, dtype) -> Projection:
+    """A random projection (``spec`` None: no synapses).
+
+    Connectivity and weights come from ``rng``, delays from ``rng_delay``: the same seed gives the
+    same weights whatever the delay mode (fair ablations).  Weights ~ N(0, (scale theta)^2 / fan_in).
+    """
+    if spec is None:
+        spec = ProjectionSpec("dense", 1.0, 1, "none", "zero", (0.0, 0.0), 1.0, False)
+        n_pre = 0
+    indptr, pre, taps = _connectivity(rng, n_pre, n_post, spec)
+    fan_in = spec.kernel_size if taps is not None else (pre.size // n_post if n_post else 0)
+    std = spec.weight_init_scale * threshold / np.sqrt(max(fan_in, 1))
+    if taps is not None:
+        shared = rng.normal(0.0, std, size=spec.kernel_size).astype(dtype)
+        weight, weight_of_syn = shared[taps], taps
+    else:
+        weight = rng.normal(0.0, std, size=pre.size).astype(dtype)
+        shared, weight_of_syn = np.zeros(0, dtype), np.zeros(0, _INT)
+    if spec.delays == "synaptic":
         pre_of_delay = pre.copy()
         delay_of_syn = np.arange(pre.size, dtype=_INT)
-    elif delay_mode == "axonal":
+    elif spec.delays == "axonal":
         pre_of_delay = np.arange(n_pre, dtype=_INT)
         delay_of_syn = pre.copy()
     else:
         pre_of_delay = np.zeros(0, _INT)
         delay_of_syn = np.zeros(pre.size, _INT)
-    if config.delay_init == "uniform":
-        delay = rng_delay.uniform(0.0, config.max_delay_steps, size=pre_of_delay.size).astype(dtype)
-    else:
+    if spec.delay_init == "zero":
         delay = np.zeros(pre_of_delay.size, dtype)
-    proj = Projection(indptr, pre, weight, delay, np.zeros(pre.size, _INT), delay_of_syn, pre_of_delay)
-    refresh_delay_steps(proj, config.max_delay_steps)
+    else:
+        low, high = spec.delay_init_range if spec.delay_init == "range" else (0.0, max_delay_steps)
+        delay = rng_delay.uniform(low, high, size=pre_of_delay.size).astype(dtype)
+    proj = Projection(indptr, pre, weight, delay, np.zeros(pre.size, _INT), delay_of_syn, pre_of_delay,
+                      shared, weight_of_syn)
+    refresh_delay_steps(proj, max_delay_steps)
     return proj
 
 
@@ -94,21 +128,23 @@ def refresh_delay_steps(proj: Projection, max_delay_steps: int) -> int:
 
 def init_parameters(config: NetworkConfig, seed: int, dtype="float32") -> Parameters:
     """Draw all parameters from ``seed``: one independent stream per projection part and the readout,
-    so switching delays or recurrence on or off leaves every other parameter unchanged."""
+    so switching delays or recurrence on or off leaves every other parameter unchanged (layer 0
+    and the readout draw from the streams of the single-layer model, whatever the depth)."""
     dtype = np.dtype(dtype)
-    rng_in, rng_in_d, rng_rec, rng_rec_d, rng_out = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5))
-    n_h = config.n_hidden
-    inp = _build_projection(rng_in, rng_in_d, config.n_inputs, n_h, config.density, config.input_delays,
-                            False, config, dtype)
-    if config.recurrent:
-        rec = _build_projection(rng_rec, rng_rec_d, n_h, n_h, config.recurrent_density,
-                                config.recurrent_delays, True, config, dtype)
-    else:
-        rec = _build_projection(rng_rec, rng_rec_d, 0, n_h, 1.0, "none", False, config, dtype)
-    w_out = rng_out.normal(0.0, 1.0 / np.sqrt(n_h), size=(config.n_outputs, n_h)).astype(dtype)
-    b_out = np.zeros(config.n_outputs, dtype)
-    return Parameters(inp, rec, w_out, b_out)
+    specs = config.layer_specs
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5 + 4 * (len(specs) - 1))]
+    rng_out = streams[4]
+    layer_streams = [streams[0:4]] + [streams[5 + 4 * k: 9 + 4 * k] for k in range(len(specs) - 1)]
+    layers = []
+    for spec, (rng_ff, rng_ff_d, rng_rec, rng_rec_d) in zip(specs, layer_streams):
+        ff = build_projection(rng_ff, rng_ff_d, spec.n_pre, spec.n_neurons, spec.feedforward, spec.threshold,
+                              config.max_delay_steps, dtype)
+        rec = build_projection(rng_rec, rng_rec_d, spec.n_neurons, spec.n_neurons, spec.recurrent, spec.threshold,
+                               config.max_delay_steps, dtype)
+        layers.append(LayerParameters(ff, rec))
+    n_read = config.n_readout_inputs
+    w_out = rng_out.normal(0.0, 1.0 / np.sqrt(n_read), size=(config.n_outputs, n_read)).astype(dtype)
+    return Parameters(tuple(layers), w_out, np.zeros(config.n_outputs, dtype))
 
 
 class EventIndex(NamedTuple):
@@ -137,7 +173,7 @@ def event_index(proj: Projection, n_pre: int, max_delay_steps: int) -> EventInde
     post = np.repeat(np.arange(n_post, dtype=_INT), np.diff(proj.indptr))
     n_targets = (max_delay_steps + 1) * max(n_post, 1)
     if n_targets > 2**31:
-        raise ValueError(f"{n_post} neurons x {max_delay_steps + 1} delay steps overflow the int32 push targets")
+        raise OnlineDelayError(f"{n_post} neurons x {max_delay_steps + 1} delay steps overflow the int32 push targets")
     target_dtype = np.uint16 if n_targets <= 2**16 else _INT
     index = EventIndex(out_indptr, out_syn, post[out_syn].astype(_INT), np.empty(out_syn.size, target_dtype),
                        np.empty(out_syn.size, proj.weight.dtype))
@@ -179,8 +215,16 @@ def synapse_delays(proj: Projection) -> np.ndarray:
     return proj.delay[proj.delay_of_syn]
 
 
+class _LayerEvents(NamedTuple):
+    """The push machinery of one layer (derived from its parameters and the batch size)."""
+
+    events: tuple             # (2,) EventIndex: feedforward, recurrent
+    windows: tuple            # (2,) steps a pushed spike may take to arrive (max delay + 1, or 1)
+    budgets: tuple            # (2,) push budget per step (inf at batch 1)
+
+
 class Network:
-    """A single-hidden-layer LIF network with delays, stepped one timestep at a time.
+    """A stack of LIF layers with delays and a leaky-integrator readout, stepped one timestep at a time.
 
     Parameters
     ----------
@@ -207,66 +251,84 @@ class Network:
     """
 
     def __init__(self, config: NetworkConfig, seed: int = 0, batch_size: int = 1, dtype="float32",
-                 threads: int = 1):
+                 threads: int = 1, params: Parameters | None = None):
         if not isinstance(config, NetworkConfig):
             raise TypeError(f"config must be a NetworkConfig, got {type(config).__name__}")
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype={dtype!r} is not allowed; choose 'float32' or 'float64'")
+            raise OnlineDelayError(f"dtype={dtype!r} is not allowed; choose 'float32' or 'float64'")
         self.config = config
+        self.layer_specs: tuple[LayerSpec, ...] = config.layer_specs
         self.seed = int(seed)
-        self.params = init_parameters(config, self.seed, self.dtype)
+        self.params = init_parameters(config, self.seed, self.dtype) if params is None else params
         self.n_slots = config.max_delay_steps + 1
+        self._offsets = np.concatenate([[0], np.cumsum(config.layer_sizes)]).astype(int)
         self.state = self._allocate(_check_batch(batch_size))
         self.delay_version = 0        # bumped whenever parameters change (learners cache derived tables)
-        self._future_version = 0      # the delay_version the future-current ring was built with
+        self._future_version = 0      # the delay_version the future-current rings were built with
         self._event_params = None
         self._bound_state = None      # the state the arguments of K.forward_step were taken from
         self._set_constants()
         self.set_threads(threads)
         self._build_event_index()
 
+    @classmethod
+    def from_parameters(cls, config: NetworkConfig, params: Parameters, seed: int = 0, batch_size: int = 1,
+                        dtype="float32", threads: int = 1) -> "Network":
+        """A network with the given parameters (shapes already checked against ``config``: io does)."""
+        return cls(config, seed=seed, batch_size=batch_size, dtype=dtype, threads=threads, params=params)
+
     # -- allocation and reset -------------------------------------------------------------
     def _allocate(self, batch_size: int) -> NetworkState:
         c, dt = self.config, self.dtype
-        n_h = c.n_hidden
-        rec_slots = self.n_slots if c.recurrent else 0
-        return NetworkState(
-            v=np.zeros((n_h, batch_size), dt),
-            z=np.zeros((n_h, batch_size), dt),
-            decay_eff=np.zeros((n_h, batch_size), dt),
-            current=np.zeros((n_h, batch_size), dt),
-            y=np.zeros((c.n_outputs, batch_size), dt),
-            hist_in=np.zeros((self.n_slots, c.n_inputs, batch_size), dt),
-            hist_rec=np.zeros((rec_slots, n_h, batch_size), dt),
-            future=np.zeros((self.n_slots, n_h, batch_size), dt),
-            pulled_in=np.zeros(self.n_slots, np.uint8),
-            pulled_rec=np.zeros(rec_slots, np.uint8),
-            pull_until=np.zeros(2, np.int64),
-            t=np.zeros(1, np.int64),
-        )
+        layers = []
+        for spec in self.layer_specs:
+            n, rec_slots = spec.n_neurons, (self.n_slots if spec.recurrent is not None else 0)
+            layers.append(LayerState(
+                v=np.zeros((n, batch_size), dt), decay_eff=np.zeros((n, batch_size), dt),
+                current=np.zeros((n, batch_size), dt),
+                hist_ff=np.zeros((self.n_slots, spec.n_pre, batch_size), dt),
+                hist_rec=np.zeros((rec_slots, n, batch_size), dt),
+                future=np.zeros((self.n_slots, n, batch_size), dt),
+                pulled_ff=np.zeros(self.n_slots, np.uint8), pulled_rec=np.zeros(rec_slots, np.uint8),
+                pull_until=np.zeros(2, np.int64)))
+        return NetworkState(tuple(layers), np.zeros((int(self._offsets[-1]), batch_size), dt),
+                            np.zeros((c.n_outputs, batch_size), dt), np.zeros(1, np.int64))
+
+    def layer_spikes(self, layer: int, state: NetworkState | None = None) -> np.ndarray:
+        """(N_l, B) view of layer ``layer``'s spikes of the last step."""
+        s = self.state if state is None else state
+        return s.z[self._offsets[layer]:self._offsets[layer + 1]]
+
+    def readout_spikes(self, state: NetworkState | None = None) -> np.ndarray:
+        """(n_readout_inputs, B) view of the spikes the readout reads (last layer, or every layer)."""
+        s = self.state if state is None else state
+        return s.z if self.config.readout == "all" else self.layer_spikes(len(self.layer_specs) - 1, s)
+
+    @property
+    def readout_offsets(self) -> tuple:
+        """Column offset of each layer in the readout weights (None where the readout does not read it)."""
+        last = len(self.layer_specs) - 1
+        if self.config.readout == "all":
+            return tuple(int(o) for o in self._offsets[:-1])
+        return tuple(0 if l == last else None for l in range(last + 1))
 
     def set_threads(self, threads: int) -> None:
         """Use ``threads`` threads for the per-synapse kernels (1 = serial kernels)."""
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-            raise ValueError(f"threads={threads!r} is not allowed; expected an integer >= 1")
+            raise OnlineDelayError(f"threads={threads!r} is not allowed; expected an integer >= 1")
         self.threads = int(threads)
         if self.threads > 1:
             import numba
 
             numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
-            self.synapse_kernels = SynapseKernels(
-                K.weight_traces_parallel, K.xi_from_taps_parallel, K.delay_traces_parallel,
-                K.synaptic_delay_traces_parallel, K.pulled_current_parallel)
-        else:
-            self.synapse_kernels = SynapseKernels(
-                K.weight_traces, K.xi_from_taps, K.delay_traces, K.synaptic_delay_traces, K.pulled_current)
+        self.synapse_kernels = synapse_kernels(self.threads > 1)
         if self._event_params is not None:
             self._set_budgets()
 
     @property
     def batch_size(self) -> int:
-        return self.state.v.shape[1]
+        return self.state.z.shape[1]
 
     @property
     def t(self) -> int:
@@ -305,70 +367,78 @@ class Network:
         s = self.state
         if self._unbound():
             self._bind()
-        if arr.ndim == 1 and s.v.shape[1] == 1:
+        if arr.ndim == 1 and s.z.shape[1] == 1:
             arr = arr[None, :]
         if arr.shape == self._x_shape and arr.dtype.char in _FAST_COUNTS:   # validate + write in a kernel
             done = _forward_step(arr, *self._fused_args) if self._fused else 2
             if done == 0:                           # no pull this step: the whole step in one call
                 return s.y.T.copy()
             if done == 2:                           # a pull is due (or batch > 1): step by step
-                done = K.write_counts(arr, s.hist_in, int(s.t[0]) % self.n_slots)
+                done = K.write_counts(arr, s.layers[0].hist_ff, int(s.t[0]) % self.n_slots)
             if done:
                 _check_counts(arr, "input x")              # raises, naming the first bad count
-                raise ValueError("input x holds invalid spike counts")
+                raise OnlineDelayError("input x holds invalid spike counts")
             self._forward()
         else:
-            self._step(self._check_input(x).T)
+            self.advance(self._check_input(x).T)
         return self.state.y.T.copy()
 
-    def _step(self, x: np.ndarray) -> None:
-        """One step on validated input counts ``x`` of shape (n_inputs, B) (cast into the ring)."""
+    def advance(self, x: np.ndarray) -> None:
+        """One step on input counts ``x`` of shape (n_inputs, B) already validated (as by
+        :meth:`check_sequence`); they are cast into the ring.  The readout is in ``state.y``."""
         s = self.state
-        if s.v.shape[1] == 1 and x.dtype.char in _FAST_COUNTS:       # batch 1: one kernel call if no pull
+        if s.z.shape[1] == 1 and x.dtype.char in _FAST_COUNTS:       # batch 1: one kernel call if no pull
             if self._unbound():
                 self._bind()
             if self._fused and x.shape == self._x_shape[::-1] and _forward_step(x.T, *self._fused_args) == 0:
                 return
-        s.hist_in[int(s.t[0]) % self.n_slots] = x
+        s.layers[0].hist_ff[int(s.t[0]) % self.n_slots] = x
         self._forward()
 
     def _forward(self) -> None:
-        """The step whose input is already in ``hist_in[t % n_slots]``."""
-        c, p, s = self.config, self.params, self.state
+        """The step whose input is already in layer 0's ``hist_ff[t % n_slots]``."""
+        p, s = self.params, self.state
         t = int(s.t[0])
         if self._future_version != self.delay_version or p is not self._event_params:
             self._discard_future(t)
         slot = t % self.n_slots
-        ev = self._events_in
-        # while earlier steps are being pulled anyway, a push must be much cheaper than the pull (hysteresis)
-        budget = self._budget_in if t >= s.pull_until[0] else PULLING_BUDGET * self._budget_in
-        pushed = K.push_events(s.hist_in, slot, ev.out_indptr, ev.target, ev.weight_csc, s.future, budget,
-                               s.pulled_in)
-        if not pushed:
-            s.pull_until[0] = max(int(s.pull_until[0]), t + self._window_in)
-        if c.recurrent:
-            s.hist_rec[slot] = s.z
-            ev = self._events_rec
-            # a pulled input step pulls the recurrent one too: input before recurrent, as in the pull model
-            budget = self._budget_rec if t >= s.pull_until[1] else PULLING_BUDGET * self._budget_rec
-            if not K.push_events(s.hist_rec, slot, ev.out_indptr, ev.target, ev.weight_csc, s.future,
-                                 budget if pushed else -1.0, s.pulled_rec):
-                s.pull_until[1] = max(int(s.pull_until[1]), t + self._window_rec)
-        K.take_current(s.future, slot, s.current)
-        if t < s.pull_until[0]:
-            self._pull(p.input)(s.hist_in, t, s.pulled_in, p.input.indptr, p.input.pre,
-                                p.input.delay_steps, p.input.weight, s.current)
-        if c.recurrent and t < s.pull_until[1]:
-            self._pull(p.recurrent)(s.hist_rec, t, s.pulled_rec, p.recurrent.indptr, p.recurrent.pre,
-                                    p.recurrent.delay_steps, p.recurrent.weight, s.current)
-        K.lif_step(s.current, *self._lif_constants, s.v, s.z, s.decay_eff)
-        K.readout_step(s.z, p.w_out, p.b_out, *self._readout_constants, s.y)
+        for l, (lp, ls, lev) in enumerate(zip(p.layers, s.layers, self._layer_events)):
+            if l > 0:
+                ls.hist_ff[slot] = self.layer_spikes(l - 1)
+            z = self.layer_spikes(l)
+            ev = lev.events[0]
+            # while earlier steps are being pulled anyway, a push must be much cheaper than the pull (hysteresis)
+            budget = lev.budgets[0] if t >= ls.pull_until[0] else PULLING_BUDGET * lev.budgets[0]
+            pushed = K.push_events(ls.hist_ff, slot, ev.out_indptr, ev.target, ev.weight_csc, ls.future, budget,
+                                   ls.pulled_ff)
+            if not pushed:
+                ls.pull_until[0] = max(int(ls.pull_until[0]), t + lev.windows[0])
+            recurrent = ls.hist_rec.shape[0] > 0
+            if recurrent:
+                ls.hist_rec[slot] = z
+                ev = lev.events[1]
+                # a pulled feedforward step pulls the recurrent one too: feedforward first, as in the pull model
+                budget = lev.budgets[1] if t >= ls.pull_until[1] else PULLING_BUDGET * lev.budgets[1]
+                if not K.push_events(ls.hist_rec, slot, ev.out_indptr, ev.target, ev.weight_csc, ls.future,
+                                     budget if pushed else -1.0, ls.pulled_rec):
+                    ls.pull_until[1] = max(int(ls.pull_until[1]), t + lev.windows[1])
+            K.take_current(ls.future, slot, ls.current)
+            if t < ls.pull_until[0]:
+                ff = lp.feedforward
+                self._pull(ff)(ls.hist_ff, t, ls.pulled_ff, ff.indptr, ff.pre, ff.delay_steps, ff.weight, ls.current)
+            if recurrent and t < ls.pull_until[1]:
+                rec = lp.recurrent
+                self._pull(rec)(ls.hist_rec, t, ls.pulled_rec, rec.indptr, rec.pre, rec.delay_steps, rec.weight,
+                                ls.current)
+            K.lif_step(ls.current, *self._lif_constants[l], ls.v, z, ls.decay_eff)
+        K.readout_step(self.readout_spikes(), p.w_out, p.b_out, *self._readout_constants, s.y)
         s.t[0] = t + 1
 
     def _set_constants(self) -> None:
         """The config's derived scalars the kernels take (the config is frozen)."""
         c = self.config
-        self._lif_constants = (float(c.decay_mem), float(c.input_gain), float(c.threshold), c.reset == "hard")
+        self._lif_constants = tuple((float(spec.decay_mem), float(spec.input_gain), float(spec.threshold),
+                                     spec.reset == "hard") for spec in self.layer_specs)
         self._readout_constants = (float(c.decay_out), float(c.readout_gain))
 
     def _unbound(self) -> bool:
@@ -381,13 +451,16 @@ class Network:
         current state and parameters (:meth:`step` calls this whenever either was replaced)."""
         if self._future_version != self.delay_version or self.params is not self._event_params:
             self._discard_future(int(self.state.t[0]))
-        s, p, ei, er = self.state, self.params, self._events_in, self._events_rec
-        self._x_shape = s.hist_in.shape[2:0:-1]
-        self._fused = self._budget_in == np.inf and self._budget_rec == np.inf    # batch 1: always pushed
-        self._fused_args = (s.t, s.pull_until, s.hist_in, ei.out_indptr, ei.target, ei.weight_csc, s.pulled_in,
-                            s.hist_rec, er.out_indptr, er.target, er.weight_csc, s.pulled_rec, s.future, s.current,
-                            *self._lif_constants, s.v, s.z, s.decay_eff, p.w_out, p.b_out, *self._readout_constants,
-                            s.y)
+        s, p = self.state, self.params
+        ls, lev = s.layers[0], self._layer_events[0]
+        ei, er = lev.events
+        self._x_shape = ls.hist_ff.shape[2:0:-1]
+        # one layer at batch 1 (always pushed): the whole step in one kernel call
+        self._fused = len(self.layer_specs) == 1 and all(b == np.inf for b in lev.budgets)
+        self._fused_args = (s.t, ls.pull_until, ls.hist_ff, ei.out_indptr, ei.target, ei.weight_csc, ls.pulled_ff,
+                            ls.hist_rec, er.out_indptr, er.target, er.weight_csc, ls.pulled_rec, ls.future,
+                            ls.current, *self._lif_constants[0], ls.v, s.z, ls.decay_eff, p.w_out, p.b_out,
+                            *self._readout_constants, s.y)
         self._bound_state = s
 
     def _pull(self, proj: Projection):
@@ -406,7 +479,7 @@ class Network:
         self.reset(x.shape[1])
         out = np.empty((x.shape[0], x.shape[1], self.config.n_outputs), self.dtype)
         for t in range(x.shape[0]):
-            self._step(x[t].T)
+            self.advance(x[t].T)
             out[t] = self.state.y.T
         return out
 
@@ -417,8 +490,8 @@ class Network:
         if arr.ndim == 1 and self.batch_size == 1:
             arr = arr[None, :]
         if arr.shape != (self.batch_size, n_in):
-            raise ValueError(f"input x has shape {np.shape(x)}; expected ({self.batch_size}, {n_in})"
-                             + (f" or ({n_in},)" if self.batch_size == 1 else ""))
+            raise OnlineDelayError(f"input x has shape {np.shape(x)}; expected ({self.batch_size}, {n_in})"
+                                   + (f" or ({n_in},)" if self.batch_size == 1 else ""))
         return _check_counts(arr, "input x").astype(self.dtype, copy=False)
 
     def check_sequence(self, inputs) -> np.ndarray:
@@ -431,115 +504,156 @@ class Network:
         if arr.ndim == 2:
             arr = arr[:, None, :]
         if arr.ndim != 3 or arr.shape[2] != self.config.n_inputs or arr.shape[0] < 1 or arr.shape[1] < 1:
-            raise ValueError(f"inputs have shape {np.shape(inputs)}; expected (T, {self.config.n_inputs}) "
-                             f"or (T, B, {self.config.n_inputs}) with T, B >= 1")
+            raise OnlineDelayError(f"inputs have shape {np.shape(inputs)}; expected (T, {self.config.n_inputs}) "
+                                   f"or (T, B, {self.config.n_inputs}) with T, B >= 1")
         return _check_counts(arr, "inputs")
 
     # -- parameters -------------------------------------------------------------------------
-    def parameters_changed(self) -> None:
+    def parameters_changed(self, delays: bool = False) -> None:
         """Declare that weights or delays were changed in place (mid-sample too).
 
         Bumps ``delay_version``.  At the next step the push's copies of the weights and delays are
-        refreshed, the future-current ring (built with the old parameters) is discarded and the
+        refreshed, the future-current rings (built with the old parameters) are discarded and the
         spikes still in flight are pulled from the history rings with the new parameters, exactly
         as the pull model delivers them.  Needed after every in-place write in the middle of a
-        sample; writes between samples are picked up by :meth:`reset`.
+        sample; writes between samples are picked up by :meth:`reset`.  With ``delays`` the real
+        delays changed: the integer delays are re-derived (clipped to [0, max_delay_steps]) and the
+        number of clipped delays is returned.
         """
+        clipped = 0
+        if delays:
+            for _, _, proj in self.params.projections():
+                clipped += refresh_delay_steps(proj, self.config.max_delay_steps)
         self.delay_version += 1
+        return clipped
 
     def _build_event_index(self) -> None:
-        """CSC views of both projections (connectivity is fixed; rebuilt when ``params`` is replaced)."""
+        """CSC views of every projection (connectivity is fixed; rebuilt when ``params`` is replaced)."""
         p, c = self.params, self.config
-        self._events_in = event_index(p.input, c.n_inputs, c.max_delay_steps)
-        self._events_rec = event_index(p.recurrent, c.n_hidden if c.recurrent else 0, c.max_delay_steps)
+        self._events = tuple(
+            (event_index(lp.feedforward, spec.n_pre, c.max_delay_steps),
+             event_index(lp.recurrent, spec.n_neurons if spec.recurrent is not None else 0, c.max_delay_steps))
+            for lp, spec in zip(p.layers, self.layer_specs))
         self._event_params = p
         self._bound_state = None
-        # a spike pushed at step q arrives by q + window - 1 (delays are clipped to max_delay_steps)
-        self._window_in = (c.max_delay_steps if p.input.delay.size else 0) + 1
-        self._window_rec = (c.max_delay_steps if p.recurrent.delay.size else 0) + 1
         self._set_budgets()
 
     def _set_budgets(self) -> None:
         """Push a step only while it is estimated to cost less than pulling it (always at batch 1).
 
-        The serial pull's cost is the yardstick even with threads: the parallel pull of 700-256-20 at
-        batch 32 took 108 ms per batch on 2 threads against 60 ms for the serial push (measured)."""
-        B, p = self.batch_size, self.params
-        self._budget_in, self._budget_rec = (
-            np.inf if B == 1 else K.events.pull_cost(proj.pre.size, B) for proj in (p.input, p.recurrent))
+        The serial pull's cost is the yardstick even with threads (the parallel pull was measured
+        slower than the serial push on a large dense batch)."""
+        B, c = self.batch_size, self.config
+        layer_events = []
+        for lp, events in zip(self.params.layers, self._events):
+            # a spike pushed at step q arrives by q + window - 1 (delays are clipped to max_delay_steps)
+            windows = tuple((c.max_delay_steps if proj.delay.size else 0) + 1 for proj in lp)
+            budgets = tuple(np.inf if B == 1 else K.events.pull_cost(proj.pre.size, B) for proj in lp)
+            layer_events.append(_LayerEvents(events, windows, budgets))
+        self._layer_events = tuple(layer_events)
         self._bound_state = None
 
     def _discard_future(self, t: int) -> None:
-        """Parameters changed before step ``t``: drop the future ring, pull the spikes still in flight."""
+        """Parameters changed before step ``t``: drop the future rings, pull the spikes still in flight."""
         if self.params is not self._event_params:
             self._build_event_index()
         self._future_version = self.delay_version
         self._refresh_event_copies()
-        s, n = self.state, self.n_slots
         if t == 0:
-            return                        # nothing pushed since the reset: the ring is empty
-        s.future[...] = 0.0
-        for k, (flags, window) in enumerate(((s.pulled_in, self._window_in), (s.pulled_rec, self._window_rec))):
-            if window > 1 and flags.size:
-                for q in range(max(0, t - window + 1), t):
-                    flags[q % n] = 1
-                s.pull_until[k] = max(int(s.pull_until[k]), t - 1 + window)
+            return                        # nothing pushed since the reset: the rings are empty
+        n = self.n_slots
+        for ls, lev in zip(self.state.layers, self._layer_events):
+            ls.future[...] = 0.0
+            for k, (flags, window) in enumerate(zip((ls.pulled_ff, ls.pulled_rec), lev.windows)):
+                if window > 1 and flags.size:
+                    for q in range(max(0, t - window + 1), t):
+                        flags[q % n] = 1
+                    ls.pull_until[k] = max(int(ls.pull_until[k]), t - 1 + window)
 
     def _refresh_event_copies(self) -> None:
         """Copy the current weights and delays into the event indices (CSC order)."""
-        refresh_event_copies(self._events_in, self.params.input)
-        refresh_event_copies(self._events_rec, self.params.recurrent)
+        for lp, events in zip(self.params.layers, self._events):
+            for proj, index in zip(lp, events):
+                refresh_event_copies(index, proj)
 
-    def set_delays(self, which: str, delays) -> None:
-        """Set the real delays of the ``"input"`` or ``"recurrent"`` projection (steps).
+    def projection(self, which: str, layer: int = 0) -> Projection:
+        """The ``"feedforward"`` (alias ``"input"`` for layer 0) or ``"recurrent"`` projection of ``layer``."""
+        if not isinstance(layer, (int, np.integer)) or not 0 <= layer < len(self.layer_specs):
+            raise OnlineDelayError(f"layer={layer!r} is unknown; the network has layers 0..{len(self.layer_specs) - 1}")
+        if which == "input" and layer == 0:
+            which = "feedforward"
+        if which not in PROJECTION_KINDS:
+            raise OnlineDelayError(f"projection {which!r} is unknown; choose 'input', 'feedforward' or 'recurrent'")
+        return self.params.layers[layer][PROJECTION_KINDS.index(which)]
+
+    _projection = projection
+
+    def set_delays(self, which: str, delays, layer: int = 0) -> None:
+        """Set the real delays of a projection (steps): ``which`` is ``"input"`` / ``"feedforward"`` or
+        ``"recurrent"``, of hidden layer ``layer``.
 
         ``delays`` has shape (n_delays,): one per synapse (synaptic) or per presynaptic unit
         (axonal).  Values must lie in [0, max_delay_steps].
         """
-        proj = self._projection(which)
+        proj = self.projection(which, layer)
         arr = np.asarray(delays, dtype=np.float64)
         if arr.shape != proj.delay.shape:
-            raise ValueError(f"{which} delays have shape {arr.shape}; expected {proj.delay.shape}")
+            raise OnlineDelayError(f"{which} delays have shape {arr.shape}; expected {proj.delay.shape}")
         bad = ~np.isfinite(arr) | (arr < 0) | (arr > self.config.max_delay_steps)
         if bad.any():
             i = int(np.argmax(bad))
-            raise ValueError(f"{which} delay [{i}] = {float(arr[i])!r} is outside [0, {self.config.max_delay_steps}]")
+            raise OnlineDelayError(f"{which} delay [{i}] = {float(arr[i])!r} is outside "
+                                   f"[0, {self.config.max_delay_steps}]")
         proj.delay[:] = arr
-        refresh_delay_steps(proj, self.config.max_delay_steps)
-        self.parameters_changed()
-
-    def _projection(self, which: str) -> Projection:
-        if which == "input":
-            return self.params.input
-        if which == "recurrent":
-            return self.params.recurrent
-        raise ValueError(f"projection {which!r} is unknown; choose 'input' or 'recurrent'")
+        self.parameters_changed(delays=True)
 
     def parameter_counts(self) -> dict:
-        """Number of learnable weights and delays per projection."""
-        p = self.params
-        return {"input_weights": int(p.input.weight.size), "input_delays": int(p.input.delay.size),
-                "recurrent_weights": int(p.recurrent.weight.size),
-                "recurrent_delays": int(p.recurrent.delay.size),
-                "readout_weights": int(p.w_out.size), "readout_bias": int(p.b_out.size)}
+        """Number of learnable weights and delays per projection ("layer<l>.<kind>_weights" ...) and readout.
+
+        A single-layer network keeps the short names (``input_weights``, ``recurrent_delays`` ...)."""
+        out = {}
+        for l, kind, proj in self.params.projections():
+            if len(self.layer_specs) == 1:
+                name = "input" if kind == "feedforward" else "recurrent"
+            else:
+                name = f"layer{l + 1}.{kind}"
+            out[f"{name}_weights"] = int(proj.learned_weight.size)
+            out[f"{name}_delays"] = int(proj.delay.size)
+        out["readout_weights"] = int(self.params.w_out.size)
+        out["readout_bias"] = int(self.params.b_out.size)
+        return out
+
+    def fan_out(self) -> tuple:
+        """Outgoing synapses per presynaptic unit: (n_inputs,) for the input and (sum N,) for the
+        hidden neurons, layer after layer (recurrent, to the layer above and to the readout)."""
+        p, specs = self.params, self.layer_specs
+        fan_in = np.bincount(p.layers[0].feedforward.pre, minlength=self.config.n_inputs).astype(np.int64)
+        hidden = []
+        for l, (lp, spec, offset) in enumerate(zip(p.layers, specs, self.readout_offsets)):
+            out = np.bincount(lp.recurrent.pre, minlength=spec.n_neurons).astype(np.int64)
+            if l + 1 < len(specs):
+                out += np.bincount(p.layers[l + 1].feedforward.pre, minlength=spec.n_neurons)
+            if offset is not None:
+                out += self.config.n_outputs
+            hidden.append(out)
+        return fan_in, np.concatenate(hidden)
 
     # -- snapshots ----------------------------------------------------------------------------
     def snapshot(self) -> dict:
-        """Deep copy of parameters and state (rings, future-current ring and step counter included)."""
+        """Deep copy of parameters and state (rings, future-current rings and step counter included)."""
         in_sync = self._future_version == self.delay_version and self.params is self._event_params
         return {"params": copy_tuple(self.params), "state": copy_tuple(self.state), "future_in_sync": in_sync}
 
     def restore(self, snap: dict) -> None:
         """Restore a :meth:`snapshot` in place (shapes must match)."""
-        if snap["state"].hist_in.shape != self.state.hist_in.shape:
+        if snap["state"].layers[0].hist_ff.shape != self.state.layers[0].hist_ff.shape:
             self.state = copy_tuple(snap["state"])
-            self.n_slots = self.state.hist_in.shape[0]
+            self.n_slots = self.state.layers[0].hist_ff.shape[0]
         else:
             assign_tuple(self.state, snap["state"])
-        rebuild = any(not np.array_equal(a, b) for a, b in (
-            (self.params.input.indptr, snap["params"].input.indptr), (self.params.input.pre, snap["params"].input.pre),
-            (self.params.recurrent.indptr, snap["params"].recurrent.indptr),
-            (self.params.recurrent.pre, snap["params"].recurrent.pre)))
+        rebuild = any(not np.array_equal(a, b) for (name, a), (_, b) in zip(self.params.arrays(),
+                                                                           snap["params"].arrays())
+                      if name.endswith(("/indptr", "/pre")))
         assign_tuple(self.params, snap["params"])
         if rebuild:
             self._build_event_index()
@@ -547,19 +661,25 @@ class Network:
             self._refresh_event_copies()
         self._set_budgets()
         self.parameters_changed()
-        if snap.get("future_in_sync", False):     # the restored ring was built with the restored parameters
+        if snap.get("future_in_sync", False):     # the restored rings were built with the restored parameters
             self._future_version = self.delay_version
 
 
 class SynapseKernels(NamedTuple):
     """The per-synapse kernels in use (serial or parallel builds); the chunk kernels of the soft
-    reset are picked by the learner (``ThreeFactorLearner._kernel``)."""
+    reset are picked by the learner."""
 
     weight_traces: object
     xi_from_taps: object
     delay_traces: object
     synaptic_delay_traces: object
     pulled_current: object    # the pull of the steps that were not pushed (forward current)
+
+
+def synapse_kernels(parallel: bool) -> SynapseKernels:
+    """The serial or parallel builds of the per-step per-synapse kernels."""
+    suffix = "_parallel" if parallel else ""
+    return SynapseKernels(*(getattr(K, name + suffix) for name in SynapseKernels._fields))
 
 
 PARALLEL_PULL_WORK = 1 << 20      # synapses x batch of one pull below which the serial build runs
@@ -569,14 +689,14 @@ _forward_step = K.forward_step
 
 def _check_batch(batch_size) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} is not allowed; expected an integer >= 1")
+        raise OnlineDelayError(f"batch_size={batch_size!r} is not allowed; expected an integer >= 1")
     return int(batch_size)
 
 
 def _check_counts(arr: np.ndarray, what: str) -> np.ndarray:
     """Spike counts must be finite, non-negative whole numbers."""
     if arr.dtype.kind not in "biuf":
-        raise ValueError(f"{what} has dtype {arr.dtype}; expected integer spike counts")
+        raise OnlineDelayError(f"{what} has dtype {arr.dtype}; expected integer spike counts")
     if arr.dtype.kind == "f":
         bad = ~np.isfinite(arr) | (arr < 0) | (arr != np.floor(arr))
     elif arr.dtype.kind == "i":
@@ -585,5 +705,6 @@ def _check_counts(arr: np.ndarray, what: str) -> np.ndarray:
         return arr
     if bad.any():
         idx = np.unravel_index(int(np.argmax(bad)), arr.shape)
-        raise ValueError(f"{what}{[int(i) for i in idx]} = {arr[idx].item()!r}; spike counts must be whole numbers >= 0")
+        raise OnlineDelayError(f"{what}{[int(i) for i in idx]} = {arr[idx].item()!r}; "
+                               "spike counts must be whole numbers >= 0")
     return arr

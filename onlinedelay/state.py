@@ -1,10 +1,15 @@
 """NamedTuples of preallocated arrays: parameters, forward state, learning state, gradients.
 
-Shapes use B (batch), n_in, n_hidden (N), n_out, n_syn (synapses of a projection, CSR order:
-row j holds the synapses onto hidden neuron j), n_delays (n_syn for synaptic delays, n_pre for
-axonal delays, 0 without delays), n_slots (ring length), n_lag (delay-pipeline lag + 1).
-The batch is always the last (contiguous) axis of per-sample state.  Floating arrays use the
-network dtype (float32 by default); indices are int32.
+A network is a stack of hidden layers; each layer has a feedforward projection (from the input
+for layer 0, from the layer below otherwise) and a recurrent one (no synapses without
+recurrence).  Shapes use B (batch), n_pre (the presynaptic population), N (the layer's neurons),
+n_out, n_syn (synapses of a projection, CSR order: row j holds the synapses onto neuron j),
+n_delays (n_syn for synaptic delays, n_pre for axonal delays, 0 without delays), n_slots (ring
+length), n_lag (delay-pipeline lag + 1).  The batch is always the last (contiguous) axis of
+per-sample state.  Floating arrays use the network dtype (float32 by default); indices are int32.
+
+Layer 0 is reachable by the short names of the single-layer model (``params.input`` is layer 0's
+feedforward projection, ``params.recurrent`` its recurrent one; ``grads.w_in`` ...).
 """
 
 from __future__ import annotations
@@ -13,43 +18,119 @@ from typing import NamedTuple
 
 import numpy as np
 
+PROJECTION_KINDS = ("feedforward", "recurrent")
+
 
 class Projection(NamedTuple):
-    """Synapses from a presynaptic population onto the hidden layer, as CSR rows."""
+    """Synapses from a presynaptic population onto a layer, as CSR rows.
+
+    A conv projection learns ``shared_weight`` (its k taps, shared by every neuron) and keeps
+    ``weight = shared_weight[weight_of_syn]`` as the per-synapse copy the kernels read; other
+    projections learn ``weight`` and have empty shared arrays.
+    """
 
     indptr: np.ndarray        # (N + 1,) int32, row pointers
     pre: np.ndarray           # (n_syn,) int32, presynaptic index of each synapse
-    weight: np.ndarray        # (n_syn,) float, learned
+    weight: np.ndarray        # (n_syn,) float, learned (a derived copy for conv)
     delay: np.ndarray         # (n_delays,) float, learned, steps in [0, max_delay_steps]
     delay_steps: np.ndarray   # (n_syn,) int32, floor(delay + 0.5) of each synapse (forward pass)
     delay_of_syn: np.ndarray  # (n_syn,) int32, index into ``delay`` (all 0 when n_delays = 0)
     pre_of_delay: np.ndarray  # (n_delays,) int32, presynaptic index of each delay parameter
+    shared_weight: np.ndarray  # (k,) float, conv taps (learned); (0,) otherwise
+    weight_of_syn: np.ndarray  # (n_syn,) int32, conv tap of each synapse; (0,) otherwise
+
+    @property
+    def learned_weight(self) -> np.ndarray:
+        """The weight array the optimizer updates: the conv taps, or the per-synapse weights."""
+        return self.shared_weight if self.weight_of_syn.size else self.weight
+
+    def expand_shared(self) -> None:
+        """Conv: copy the taps into the per-synapse weights (after the taps changed)."""
+        if self.weight_of_syn.size:
+            np.take(self.shared_weight, self.weight_of_syn, out=self.weight)
+
+
+# the arrays a model file stores per projection; delay_steps (and a conv's weight) are derived
+STORED_PROJECTION_FIELDS = ("indptr", "pre", "weight", "delay", "delay_of_syn", "pre_of_delay",
+                            "shared_weight", "weight_of_syn")
+
+
+class LayerParameters(NamedTuple):
+    feedforward: Projection
+    recurrent: Projection     # no synapses (N + 1 zero row pointers) without recurrence
 
 
 class Parameters(NamedTuple):
-    """Everything a trained model is; ``recurrent`` has no synapses when recurrence is off."""
+    """Everything a trained model is."""
 
-    input: Projection
-    recurrent: Projection
-    w_out: np.ndarray         # (n_out, N) float, readout weights
+    layers: tuple             # (L,) LayerParameters
+    w_out: np.ndarray         # (n_out, n_readout_inputs) float, readout weights
     b_out: np.ndarray         # (n_out,) float, readout bias (inside the leaky integrator)
+
+    @property
+    def input(self) -> Projection:
+        """Layer 0's feedforward projection (from the input)."""
+        return self.layers[0].feedforward
+
+    @property
+    def recurrent(self) -> Projection:
+        """Layer 0's recurrent projection."""
+        return self.layers[0].recurrent
+
+    def projections(self):
+        """Yield (layer index, kind, Projection) for every projection, kinds as PROJECTION_KINDS."""
+        for l, layer in enumerate(self.layers):
+            for kind, proj in zip(PROJECTION_KINDS, layer):
+                yield l, kind, proj
+
+    def arrays(self, stored_only: bool = True):
+        """Yield (name, array) for every array: ``layers/<l>/<kind>/<field>``, ``w_out``, ``b_out``.
+
+        ``stored_only`` leaves out the derived ``delay_steps`` (recomputed from the delays)."""
+        fields = STORED_PROJECTION_FIELDS if stored_only else Projection._fields
+        for l, kind, proj in self.projections():
+            for field in fields:
+                yield f"layers/{l}/{kind}/{field}", getattr(proj, field)
+        yield "w_out", self.w_out
+        yield "b_out", self.b_out
+
+    def learned(self):
+        """Yield (name, array, group) of every learned array; group is weights, delays or readout."""
+        for l, kind, proj in self.projections():
+            yield f"layers/{l}/{kind}/weight", proj.learned_weight, "weights"
+            yield f"layers/{l}/{kind}/delay", proj.delay, "delays"
+        yield "w_out", self.w_out, "readout"
+        yield "b_out", self.b_out, "readout"
+
+
+class LayerState(NamedTuple):
+    """Per-sample forward state of one layer; its spikes live in ``NetworkState.z`` (a row block)."""
+
+    v: np.ndarray             # (N, B) membrane potential before reset (threshold units)
+    decay_eff: np.ndarray     # (N, B) decay applied to v in the last step
+    current: np.ndarray       # (N, B) scratch: input current of the last step
+    hist_ff: np.ndarray       # (n_slots, n_pre, B) ring of the feedforward input (x^t or z_below^t)
+    hist_rec: np.ndarray      # (n_slots, N, B) ring of z^(t-1) (recurrent input); 0 slots without recurrence
+    future: np.ndarray        # (n_slots, N, B) current pushed but not yet arrived: step a lives in slot a % n_slots
+    pulled_ff: np.ndarray     # (n_slots,) uint8, 1 where hist_ff's step is not in ``future`` (pulled instead)
+    pulled_rec: np.ndarray    # (n_slots,) uint8, the same for hist_rec (0 slots without recurrence)
+    pull_until: np.ndarray    # (2,) int64, steps t < pull_until[k] receive pulled input (k: feedforward, recurrent)
 
 
 class NetworkState(NamedTuple):
     """Per-sample forward state; reset to zero at the start of every sample."""
 
-    v: np.ndarray             # (N, B) membrane potential before reset (threshold units)
-    z: np.ndarray             # (N, B) spikes of the last step (0/1)
-    decay_eff: np.ndarray     # (N, B) decay applied to v in the last step
-    current: np.ndarray       # (N, B) scratch: input current of the last step
+    layers: tuple             # (L,) LayerState
+    z: np.ndarray             # (sum N, B) spikes of the last step, layer after layer (0/1)
     y: np.ndarray             # (n_out, B) readout
-    hist_in: np.ndarray       # (n_slots, n_in, B) ring of input counts
-    hist_rec: np.ndarray      # (n_slots, N, B) ring of z^(t-1) (recurrent input); n_slots 0 without recurrence
-    future: np.ndarray        # (n_slots, N, B) current pushed but not yet arrived: step a lives in slot a % n_slots
-    pulled_in: np.ndarray     # (n_slots,) uint8, 1 where hist_in's step is not in ``future`` (pulled instead)
-    pulled_rec: np.ndarray    # (n_slots,) uint8, the same for hist_rec (0 slots without recurrence)
-    pull_until: np.ndarray    # (2,) int64, steps t < pull_until[k] receive pulled input (k: input, recurrent)
     t: np.ndarray             # (1,) int64, steps taken since reset
+
+    # layer 0 under the single-layer names
+    v = property(lambda self: self.layers[0].v)
+    current = property(lambda self: self.layers[0].current)
+    hist_in = property(lambda self: self.layers[0].hist_ff)
+    hist_rec = property(lambda self: self.layers[0].hist_rec)
+    pulled_in = property(lambda self: self.layers[0].pulled_ff)
 
 
 class ProjectionTraces(NamedTuple):
@@ -72,8 +153,8 @@ class ProjectionTraces(NamedTuple):
     windows: np.ndarray       # (n_pre * n_buf * B,) soft reset, dense without per-synapse delays: scratch
 
 
-class LearnerState(NamedTuple):
-    """Per-sample learning state; memory is fixed, whatever the sequence length."""
+class LayerLearnerState(NamedTuple):
+    """Per-sample learning state of one layer."""
 
     psi_lag: np.ndarray       # (n_lag, N, B) hard reset: pseudo-derivative of the last n_lag steps
     signal_lag: np.ndarray    # (n_lag, N, B) hard reset: learning signal L of the last n_lag steps
@@ -82,40 +163,73 @@ class LearnerState(NamedTuple):
     signal_buf: np.ndarray    # (n_buf, N, B) soft reset: L of the same steps
     factors: np.ndarray       # (2, N, n_buf, B) soft reset scratch: P and Q of a chunk
     factors_b: np.ndarray     # (3, N, B) soft reset scratch: A, Pa, Qa of a chunk
+    signal: np.ndarray        # (N, B) scratch: the learning signal of the current step
+    feedforward: ProjectionTraces
+    recurrent: ProjectionTraces
+    cursor: np.ndarray        # (3,) int64 soft reset: first step whose weight / delay traces are pending, first unfiltered step
+
+
+class LearnerState(NamedTuple):
+    """Per-sample learning state; memory is fixed, whatever the sequence length."""
+
     probs: np.ndarray         # (n_out, B) softmax of the readout
     delta: np.ndarray         # (n_out, B) weighted error dE/dy
-    zbar: np.ndarray          # (N, B) readout-filtered spikes
+    zbar: np.ndarray          # (n_readout_inputs, B) readout-filtered spikes
     bbar: np.ndarray          # (B,) readout-filtered constant (bias trace)
-    input: ProjectionTraces
-    recurrent: ProjectionTraces
+    layers: tuple             # (L,) LayerLearnerState
     t: np.ndarray             # (1,) int64, steps seen since reset
     flushed: np.ndarray       # (1,) int64, 1 once the delay pipeline has been flushed
-    cursor: np.ndarray        # (3,) int64 soft reset: first step whose weight / delay traces are pending, first unfiltered step
+
+
+class ProjectionGradients(NamedTuple):
+    weight: np.ndarray        # (n_syn,), or (k,) for a conv projection's taps
+    delay: np.ndarray         # (n_delays,)
+
+
+class LayerGradients(NamedTuple):
+    feedforward: ProjectionGradients
+    recurrent: ProjectionGradients
 
 
 class Gradients(NamedTuple):
     """dE/d(parameter), accumulated (summed over steps and batch) until applied."""
 
-    w_in: np.ndarray          # (n_syn_in,)
-    d_in: np.ndarray          # (n_delays_in,)
-    w_rec: np.ndarray         # (n_syn_rec,)
-    d_rec: np.ndarray         # (n_delays_rec,)
-    w_out: np.ndarray         # (n_out, N)
+    layers: tuple             # (L,) LayerGradients
+    w_out: np.ndarray         # (n_out, n_readout_inputs)
     b_out: np.ndarray         # (n_out,)
+
+    # layer 0 under the single-layer names
+    w_in = property(lambda self: self.layers[0].feedforward.weight)
+    d_in = property(lambda self: self.layers[0].feedforward.delay)
+    w_rec = property(lambda self: self.layers[0].recurrent.weight)
+    d_rec = property(lambda self: self.layers[0].recurrent.delay)
+
+    def learned(self):
+        """Yield (name, array) in the order of :meth:`Parameters.learned`."""
+        for l, layer in enumerate(self.layers):
+            for kind, g in zip(PROJECTION_KINDS, layer):
+                yield f"layers/{l}/{kind}/weight", g.weight
+                yield f"layers/{l}/{kind}/delay", g.delay
+        yield "w_out", self.w_out
+        yield "b_out", self.b_out
+
+
+def _rebuild(tup, items):
+    return tuple(items) if type(tup) is tuple else type(tup)(*items)
 
 
 def zeros_like_tuple(tup):
-    """A NamedTuple of the same type with every array replaced by zeros (recursively)."""
-    return type(tup)(*(zeros_like_tuple(a) if isinstance(a, tuple) else np.zeros_like(a) for a in tup))
+    """A tuple (NamedTuple or plain) of the same structure with every array replaced by zeros."""
+    return _rebuild(tup, (zeros_like_tuple(a) if isinstance(a, tuple) else np.zeros_like(a) for a in tup))
 
 
 def copy_tuple(tup):
-    """Deep copy of a NamedTuple of arrays."""
-    return type(tup)(*(copy_tuple(a) if isinstance(a, tuple) else a.copy() for a in tup))
+    """Deep copy of a (nested) tuple of arrays."""
+    return _rebuild(tup, (copy_tuple(a) if isinstance(a, tuple) else a.copy() for a in tup))
 
 
 def fill_tuple(tup, value=0) -> None:
-    """Set every array of a NamedTuple (recursively) to ``value`` in place."""
+    """Set every array of a (nested) tuple to ``value`` in place."""
     for a in tup:
         if isinstance(a, tuple):
             fill_tuple(a, value)
@@ -125,6 +239,8 @@ def fill_tuple(tup, value=0) -> None:
 
 def assign_tuple(dst, src) -> None:
     """Copy every array of ``src`` into the same-shaped array of ``dst`` in place."""
+    if len(dst) != len(src):
+        raise ValueError(f"cannot restore {len(src)} entries into {len(dst)}")
     for a, b in zip(dst, src):
         if isinstance(a, tuple):
             assign_tuple(a, b)

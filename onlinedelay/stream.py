@@ -694,7 +694,7 @@ class StreamRunner:
             self._x.fill(0)
         else:
             self._x[:, 0] = frame
-        net._step(self._x)                    # counts validated on push; same kernels as Network.step
+        net.advance(self._x)                  # counts validated on push; same kernels as Network.step
         segment_step = net.t - 1
         if self.learner is not None:
             self._learn(label, segment_step)
@@ -753,8 +753,7 @@ class StreamRunner:
 
     @staticmethod
     def _mutable(p):
-        return (p.input.weight, p.input.delay, p.input.delay_steps, p.recurrent.weight, p.recurrent.delay,
-                p.recurrent.delay_steps, p.w_out, p.b_out)
+        return tuple(a for _, a in p.arrays(stored_only=False))
 
     def _reset(self, reason: str):
         net = self.net

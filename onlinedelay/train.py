@@ -64,18 +64,18 @@ def map_labels(labels, file_names, model_names, where: str) -> np.ndarray:
 def infer(net: Network, x, loss_start_step: int = 0, batch_size: int = 64):
     """Predictions by the summed softmax over steps >= ``loss_start_step``.
 
-    x : (T, N, C) counts.  Returns (predictions (N,), hidden spike counts (N, n_hidden)).
+    x : (T, N, C) counts.  Returns (predictions (N,), hidden spike counts (N, sum of layer sizes)).
     """
     n_steps, n = x.shape[0], x.shape[1]
     preds = np.empty(n, np.int64)
-    spikes = np.zeros((n, net.config.n_hidden))
+    spikes = np.zeros((n, net.state.z.shape[0]))
     for start in range(0, n, batch_size):
         chunk = net.check_sequence(x[:, start:start + batch_size])
         b = chunk.shape[1]
         net.reset(b)
         votes = np.zeros((net.config.n_outputs, b))
         for t in range(n_steps):
-            net._step(chunk[t].T)
+            net.advance(chunk[t].T)
             spikes[start:start + b] += net.state.z.T
             if t >= loss_start_step:
                 y = net.state.y.astype(np.float64)
@@ -93,9 +93,7 @@ def evaluate_arrays(net: Network, x, labels, loss_start_step: int = 0) -> dict:
     np.add.at(confusion, (labels, preds), 1)
     per_class = [float(confusion[k, k] / confusion[k].sum()) if confusion[k].sum() else None
                  for k in range(n_classes)]
-    p = net.params
-    fan_out_in = np.bincount(p.input.pre, minlength=net.config.n_inputs)
-    fan_out_hidden = np.bincount(p.recurrent.pre, minlength=net.config.n_hidden) + n_classes
+    fan_out_in, fan_out_hidden = net.fan_out()
     input_counts = np.asarray(x, np.float64).sum(axis=0)             # (N, C)
     synops = input_counts @ fan_out_in + spikes @ fan_out_hidden
     return {"accuracy": float((preds == labels).mean()) if len(labels) else float("nan"),
@@ -106,14 +104,12 @@ def evaluate_arrays(net: Network, x, labels, loss_start_step: int = 0) -> dict:
 
 # -- training ---------------------------------------------------------------------------------------
 def _mean_delay(net: Network):
-    d = net.params.input.delay
+    d = np.concatenate([proj.delay for _, _, proj in net.params.projections()])
     return float(d.mean()) if d.size else None
 
 
 def _finite_params(net: Network) -> bool:
-    p = net.params
-    return all(np.isfinite(a).all() for a in (p.input.weight, p.input.delay, p.recurrent.weight,
-                                              p.recurrent.delay, p.w_out, p.b_out))
+    return all(np.isfinite(a).all() for _, a in net.params.arrays() if a.dtype.kind == "f")
 
 
 class Trainer:
@@ -285,23 +281,44 @@ def evaluate_model(model_path, dataset: str | None = None, split: str = "test", 
     return result
 
 
+def describe(net: Network) -> str:
+    """One line: the layers, their projections and the readout."""
+    c, parts = net.config, []
+    for spec in net.layer_specs:
+        ff = spec.feedforward
+        text = f"{spec.n_neurons} LIF ({spec.reset} reset; in: {ff.connectivity}"
+        text += f" {ff.density:g}" if ff.connectivity == "sparse" else ""
+        text += f", {ff.delays} delays" if ff.delays != "none" else ""
+        if spec.recurrent is not None:
+            rec = spec.recurrent
+            text += f"; recurrent: {rec.connectivity}" + (f" k={rec.kernel_size}" if rec.connectivity == "conv" else "")
+            text += f", {rec.delays} delays" if rec.delays != "none" else ""
+        parts.append(text + ")")
+    return (f"{c.n_inputs} inputs -> " + " -> ".join(parts) + f" -> {c.n_outputs} readout (reads "
+            f"{'every layer' if c.readout == 'all' else 'the last layer'}); delays up to {c.max_delay_steps} steps")
+
+
 def model_info(model_path) -> dict:
     """Architecture, parameter counts, memory in bits, and delay statistics of a saved model."""
     loaded = load_model(model_path)
     net, c = loaded.net, loaded.net.config
     counts = net.parameter_counts()
     bits = net.dtype.itemsize * 8
-    n_weights = counts["input_weights"] + counts["recurrent_weights"] + counts["readout_weights"] + counts["readout_bias"]
-    n_delays = counts["input_delays"] + counts["recurrent_delays"]
+    n_delays = sum(v for k, v in counts.items() if k.endswith("_delays"))
+    n_weights = sum(counts.values()) - n_delays
     delay_bits = max(1, math.ceil(math.log2(c.max_delay_steps + 1)))
     stats = {}
-    for name, proj, mode in (("input", net.params.input, c.input_delays),
-                             ("recurrent", net.params.recurrent, c.recurrent_delays if c.recurrent else "none")):
+    for l, kind, proj in net.params.projections():
         if proj.delay.size:
+            spec = net.layer_specs[l]
+            mode = spec.feedforward.delays if kind == "feedforward" else spec.recurrent.delays
+            name = ("input" if kind == "feedforward" else "recurrent") if len(net.layer_specs) == 1 \
+                else f"layer{l + 1}.{kind}"
             d = proj.delay.astype(np.float64)
             stats[name] = {"mode": mode, "mean": float(d.mean()), "std": float(d.std()),
                            "min": float(d.min()), "max": float(d.max())}
-    return {"model": str(model_path), "network": c.to_dict(), "class_names": loaded.class_names,
+    return {"model": str(model_path), "network": c.to_dict(), "architecture": describe(net),
+            "class_names": loaded.class_names,
             "parameters": counts, "total_weights": n_weights, "total_delays": n_delays,
             "stored_bits": {"weights": n_weights * bits, "delays": n_delays * bits, "precision_bits": bits},
             "integer_delay_bits": {"per_delay": delay_bits, "total": n_delays * delay_bits},

@@ -29,6 +29,12 @@ def warmup(dtypes=("float32", "float64")) -> float:
                                           ("hard", ("axonal", "synaptic"))):
                     cfg = NetworkConfig(n_inputs=3, n_hidden=2, n_outputs=2, max_delay_steps=2, reset=reset,
                                         recurrent=True, input_delays=inp, recurrent_delays=rec)
+                    # two layers read by the readout (the learning signal reads column blocks of the
+                    # readout weights) with conv recurrence
+                    deep = cfg.replace(n_layers=2, readout="all", recurrent="conv", hidden_delays=rec)
+                    for c in (cfg, deep):
+                        net = Network(c, seed=0, batch_size=2, dtype=dtype, threads=threads)
+                        ThreeFactorLearner(net).run_sample(x, np.array([0, 1]), update=True)
                     for optimizer in ("adam", "sgd"):
                         net = Network(cfg, seed=0, batch_size=2, dtype=dtype, threads=threads)
                         learner = ThreeFactorLearner(net, LearningConfig(optimizer=optimizer, update="online"))

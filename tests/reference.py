@@ -118,71 +118,107 @@ def ref_adam(param, grad, m, v, lr, b1, b2, eps, step):
 # ------------------------------------------------------------------------------------------------
 # model reference
 # ------------------------------------------------------------------------------------------------
+class DenseLayer:
+    """Dense float64 copy of one hidden layer: W, D, M (N, n_pre) weights, real delays per synapse,
+    mask; R, DR, MR the same for the recurrent projection (R None without recurrence); tap (N, n_pre)
+    the conv tap of each recurrent synapse (-1 where none); dynamics scalars."""
+
+    def __init__(self, net, l):
+        spec, lp = net.layer_specs[l], net.params.layers[l]
+        self.alpha, self.zeta, self.theta, self.hard = spec.decay_mem, spec.input_gain, spec.threshold, spec.reset == "hard"
+        self.W, self.D, self.M, self.mode = _dense(lp.feedforward, spec.n_neurons, spec.n_pre, spec.feedforward.delays)
+        self.R = self.tap = None
+        if spec.recurrent is not None:
+            self.R, self.DR, self.MR, self.mode_rec = _dense(lp.recurrent, spec.n_neurons, spec.n_neurons,
+                                                             spec.recurrent.delays)
+            if lp.recurrent.weight_of_syn.size:
+                self.tap = -np.ones((spec.n_neurons, spec.n_neurons), int)
+                for j in range(spec.n_neurons):
+                    for s in range(lp.recurrent.indptr[j], lp.recurrent.indptr[j + 1]):
+                        self.tap[j, lp.recurrent.pre[s]] = lp.recurrent.weight_of_syn[s]
+                self.n_taps = lp.recurrent.shared_weight.size
+
+
+def _dense(proj, n_post, n_pre, mode):
+    W = np.zeros((n_post, n_pre))
+    D = np.zeros((n_post, n_pre))
+    M = np.zeros((n_post, n_pre), bool)
+    for j in range(n_post):
+        for s in range(proj.indptr[j], proj.indptr[j + 1]):
+            i = proj.pre[s]
+            W[j, i] = proj.weight[s]
+            M[j, i] = True
+            if mode == "synaptic":
+                D[j, i] = proj.delay[s]
+            elif mode == "axonal":
+                D[j, i] = proj.delay[i]
+    return W, D, M, mode
+
+
 class DenseModel:
     """Dense float64 copy of a network's parameters (0 where a synapse is absent).
 
-    Attributes: W (N, n_in), D (N, n_in) real delays per synapse, M (N, n_in) mask; R, DR, MR the
-    same for the recurrent projection; Wo (n_out, N), b (n_out,); delay modes; dynamics scalars.
+    Attributes: layers (DenseLayer each); Wo (n_out, n_read), b (n_out,); cols: the readout
+    columns of each layer (None where the readout does not read it); kappa, zeta_o, gamma.
+    Single-layer short names: W, D, M, mode_in, R, DR, MR, mode_rec (layer 0).
     """
 
     def __init__(self, net):
         c = net.config
         self.cfg = c
-        self.alpha, self.kappa = c.decay_mem, c.decay_out
-        self.zeta, self.zeta_o = c.input_gain, c.readout_gain
-        self.theta, self.gamma, self.hard = c.threshold, c.surrogate_gamma, c.reset == "hard"
-        self.W, self.D, self.M, self.mode_in = self._dense(net.params.input, c.n_hidden, c.n_inputs, c.input_delays)
-        if c.recurrent:
-            self.R, self.DR, self.MR, self.mode_rec = self._dense(net.params.recurrent, c.n_hidden, c.n_hidden,
-                                                                  c.recurrent_delays)
+        self.kappa, self.zeta_o, self.gamma = c.decay_out, c.readout_gain, c.surrogate_gamma
+        self.layers = [DenseLayer(net, l) for l in range(len(net.layer_specs))]
+        sizes = [spec.n_neurons for spec in net.layer_specs]
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        if c.readout == "all":
+            self.cols = [slice(offsets[l], offsets[l + 1]) for l in range(len(sizes))]
         else:
-            self.R = None
+            self.cols = [None] * (len(sizes) - 1) + [slice(0, sizes[-1])]
         self.Wo = net.params.w_out.astype(float).copy()
         self.b = net.params.b_out.astype(float).copy()
-
-    @staticmethod
-    def _dense(proj, n_post, n_pre, mode):
-        W = np.zeros((n_post, n_pre))
-        D = np.zeros((n_post, n_pre))
-        M = np.zeros((n_post, n_pre), bool)
-        for j in range(n_post):
-            for s in range(proj.indptr[j], proj.indptr[j + 1]):
-                i = proj.pre[s]
-                W[j, i] = proj.weight[s]
-                M[j, i] = True
-                if mode == "synaptic":
-                    D[j, i] = proj.delay[s]
-                elif mode == "axonal":
-                    D[j, i] = proj.delay[i]
-        return W, D, M, mode
+        first = self.layers[0]
+        self.W, self.D, self.M, self.mode_in, self.R = first.W, first.D, first.M, first.mode, first.R
+        if first.R is not None:
+            self.DR, self.MR, self.mode_rec = first.DR, first.MR, first.mode_rec
 
 
 def ref_forward(model: DenseModel, x):
-    """Full-history forward pass.  x: (T, B, n_in).  Returns dict of (T, B, .) arrays."""
+    """Full-history forward pass.  x: (T, B, n_in).  Returns dict of (T, B, .) arrays; per-layer
+    records in "layers" (v, z, a each), the last layer's under "v", "z", "a"."""
     T, B, _ = x.shape
-    N = model.W.shape[0]
-    dint = np.floor(model.D + 0.5).astype(int)
-    v = np.zeros((T, B, N)); z = np.zeros((T, B, N)); a = np.zeros((T, B, N))
-    y = np.zeros((T, B, model.Wo.shape[0]))
-    v_prev = np.zeros((B, N)); z_prev = np.zeros((B, N)); y_prev = np.zeros((B, model.Wo.shape[0]))
-    if model.R is not None:
-        drint = np.floor(model.DR + 0.5).astype(int)
-    for t in range(T):
-        cur = np.zeros((B, N))
-        for j in range(N):
-            for i in np.nonzero(model.M[j])[0]:
-                s = t - dint[j, i]
-                if s >= 0:
-                    cur[:, j] += model.W[j, i] * x[s, :, i]
-            if model.R is not None:
-                for l in np.nonzero(model.MR[j])[0]:
-                    s = t - 1 - drint[j, l]
+    n_out = model.Wo.shape[0]
+    records = []
+    below = x                                  # the feedforward input train of the layer, (T, B, n_pre)
+    for L in model.layers:
+        N = L.W.shape[0]
+        dint = np.floor(L.D + 0.5).astype(int)
+        drint = np.floor(L.DR + 0.5).astype(int) if L.R is not None else None
+        v = np.zeros((T, B, N)); z = np.zeros((T, B, N)); a = np.zeros((T, B, N))
+        v_prev = np.zeros((B, N)); z_prev = np.zeros((B, N))
+        for t in range(T):
+            cur = np.zeros((B, N))
+            for j in range(N):
+                for i in np.nonzero(L.M[j])[0]:
+                    s = t - dint[j, i]
                     if s >= 0:
-                        cur[:, j] += model.R[j, l] * z[s, :, l]
-        v[t], z[t], a[t] = ref_lif(cur, v_prev, z_prev, model.alpha, model.zeta, model.theta, model.hard)
-        y[t] = model.kappa * y_prev + model.zeta_o * z[t] @ model.Wo.T + model.b
-        v_prev, z_prev, y_prev = v[t], z[t], y[t]
-    return {"v": v, "z": z, "a": a, "y": y}
+                        cur[:, j] += L.W[j, i] * below[s, :, i]
+                if L.R is not None:
+                    for m in np.nonzero(L.MR[j])[0]:
+                        s = t - 1 - drint[j, m]
+                        if s >= 0:
+                            cur[:, j] += L.R[j, m] * z[s, :, m]
+            v[t], z[t], a[t] = ref_lif(cur, v_prev, z_prev, L.alpha, L.zeta, L.theta, L.hard)
+            v_prev, z_prev = v[t], z[t]
+        records.append({"v": v, "z": z, "a": a})
+        below = z
+    y = np.zeros((T, B, n_out))
+    y_prev = np.zeros((B, n_out))
+    for t in range(T):
+        drive = sum(records[l]["z"][t] @ model.Wo[:, cols].T for l, cols in enumerate(model.cols) if cols is not None)
+        y[t] = model.kappa * y_prev + model.zeta_o * drive + model.b
+        y_prev = y[t]
+    last = records[-1]
+    return {"v": last["v"], "z": last["z"], "a": last["a"], "y": y, "layers": records}
 
 
 def ref_loss_and_delta(y, labels, weights):
@@ -195,17 +231,21 @@ def ref_loss_and_delta(y, labels, weights):
     return loss, delta
 
 
-def ref_bptt(model: DenseModel, x, labels, weights, half_width, sigma, detach_reset=True):
+def ref_bptt(model: DenseModel, x, labels, weights, half_width, sigma, detach_reset=True, recurrent_end_step=True):
     """Gradients of E = sum_t w^t CE(softmax(y^t), label) by backpropagation through time.
 
-    Recurrent spikes are always treated as constants (e-prop's approximation); the reset is a
-    constant when ``detach_reset``.  Returns dict with w_in, d_in, w_rec, d_rec (dense, per
-    synapse or per presynaptic unit for axonal), w_out, b_out, and the forward record.
+    Recurrent spikes and the spikes a layer receives from the layer below are treated as
+    constants (e-prop's approximation); the reset is a constant when ``detach_reset``.  The
+    recurrent train of a sample of T steps has T + 1 steps: z^(t-1) for t = 0..T (its step T,
+    z^(T-1), is read by the Gaussian relaxation of delays below its half-width; without
+    ``recurrent_end_step`` it is left out, the old boundary).  Returns dict
+    with "layers" (per layer: w_in, d_in, w_rec, d_rec -- dense, per synapse or per presynaptic
+    unit for axonal, per tap for conv), w_out, b_out, the forward record; layer 0's gradients are
+    also at the top level.
     """
     T, B, n_in = x.shape
     fw = ref_forward(model, x)
-    v, z, a, y = fw["v"], fw["z"], fw["a"], fw["y"]
-    N = model.W.shape[0]
+    y = fw["y"]
     _, delta = ref_loss_and_delta(y, labels, weights)
 
     # adjoint of the readout: dE/dy^t including its effect through later steps
@@ -214,39 +254,54 @@ def ref_bptt(model: DenseModel, x, labels, weights, half_width, sigma, detach_re
     for t in range(T - 1, -1, -1):
         acc = delta[t] + model.kappa * acc
         dy[t] = acc
-    psi = ref_psi(v, model.gamma, model.theta)
 
-    # adjoint of v
-    dv = np.zeros_like(v)
-    dv_next = np.zeros((B, N))
-    for t in range(T - 1, -1, -1):
-        dz = model.zeta_o * dy[t] @ model.Wo
-        if t + 1 < T:
-            if not detach_reset:
-                if model.hard:
-                    dz = dz + dv_next * (-model.alpha * v[t])
-                else:
-                    dz = dz + dv_next * (-model.theta)
-            carry = dv_next * a[t + 1]
-        else:
-            carry = 0.0
-        dv[t] = psi[t] * dz + carry
-        dv_next = dv[t]
-
-    out = {"forward": fw, "delta": delta,
-           "w_out": model.zeta_o * np.einsum("tbk,tbj->kj", dy, z), "b_out": dy.sum(axis=(0, 1))}
-    out["w_in"], out["d_in"] = _projection_grads(model.W, model.D, model.M, model.mode_in, x, dv, model.zeta,
-                                                 half_width, sigma, shift=0)
-    if model.R is not None:
-        z_in = np.concatenate([np.zeros((1, B, N)), z[:-1]], axis=0)   # recurrent input at t: z^(t-1)
-        out["w_rec"], out["d_rec"] = _projection_grads(model.R, model.DR, model.MR, model.mode_rec, z_in, dv,
-                                                       model.zeta, half_width, sigma, shift=0)
+    out = {"forward": fw, "delta": delta, "layers": []}
+    z_read = np.concatenate([fw["layers"][l]["z"] for l, cols in enumerate(model.cols) if cols is not None], axis=2)
+    out["w_out"] = model.zeta_o * np.einsum("tbk,tbj->kj", dy, z_read)
+    out["b_out"] = dy.sum(axis=(0, 1))
+    below = x
+    for L, cols, rec in zip(model.layers, model.cols, fw["layers"]):
+        v, z, a = rec["v"], rec["z"], rec["a"]
+        N = L.W.shape[0]
+        psi = ref_psi(v, model.gamma, L.theta)
+        dv = np.zeros_like(v)
+        dv_next = np.zeros((B, N))
+        for t in range(T - 1, -1, -1):
+            dz = model.zeta_o * dy[t] @ model.Wo[:, cols] if cols is not None else np.zeros((B, N))
+            if t + 1 < T:
+                if not detach_reset:
+                    if L.hard:
+                        dz = dz + dv_next * (-L.alpha * v[t])
+                    else:
+                        dz = dz + dv_next * (-L.theta)
+                carry = dv_next * a[t + 1]
+            else:
+                carry = 0.0
+            dv[t] = psi[t] * dz + carry
+            dv_next = dv[t]
+        g = {}
+        g["w_in"], g["d_in"] = _projection_grads(L.W, L.D, L.M, L.mode, below, dv, L.zeta, half_width, sigma)
+        if L.R is not None:
+            z_in = np.concatenate([np.zeros((1, B, N)), z], axis=0)   # recurrent train: z^(t-1), t = 0..T
+            if not recurrent_end_step:
+                z_in = z_in[:T]
+            g["w_rec"], g["d_rec"] = _projection_grads(L.R, L.DR, L.MR, L.mode_rec, z_in, dv, L.zeta,
+                                                       half_width, sigma)
+            if L.tap is not None:
+                g["w_rec"] = np.array([g["w_rec"][L.tap == m].sum() for m in range(L.n_taps)])
+        out["layers"].append(g)
+        below = z
+    out.update(out["layers"][0])
     return out
 
 
-def _projection_grads(W, D, M, mode, x, dv, zeta, half_width, sigma, shift):
-    """g_W[j,i] = sum_t dv_j^t zeta x_i^(t-d);  g_D[j,i] = sum_t dv_j^t zeta W_ji xi_ji^t."""
-    T, B, n_pre = x.shape
+def _projection_grads(W, D, M, mode, x, dv, zeta, half_width, sigma):
+    """g_W[j,i] = sum_t dv_j^t zeta x_i^(t-d);  g_D[j,i] = sum_t dv_j^t zeta W_ji xi_ji^t.
+
+    x: (T', B, n_pre) presynaptic train with T' >= T steps (steps past T are read by the
+    Gaussian relaxation only); dv: (T, B, N)."""
+    T, B, _ = dv.shape
+    n_pre = x.shape[2]
     N = W.shape[0]
     dint = np.floor(D + 0.5).astype(int)
     g_w = np.zeros((N, n_pre))

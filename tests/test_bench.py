@@ -211,3 +211,19 @@ def test_the_report_shows_peers_side_by_side(monkeypatch):
     cells = next(line for line in text.splitlines() if line.startswith("tiny") and " fake " in line).split()
     assert len(cells) == 10 and cells[3] == "fake" and cells[6].endswith("x") and cells[9].endswith("x")
     json.dumps(report, allow_nan=False)                                       # still plain data
+
+
+def test_synapses_and_trace_arrays_count_every_projection_of_a_layered_network():
+    from onlinedelay.bench.measure import synapses_and_traces
+    from onlinedelay.network import Network
+
+    cfg = NetworkConfig(n_inputs=6, n_hidden=4, n_outputs=2, n_layers=2, input_delays="synaptic",
+                        hidden_delays="none", max_delay_steps=3)
+    synapses, traces = synapses_and_traces(Network(cfg, seed=0))
+    assert synapses == 6 * 4 + 4 * 4 and traces == pytest.approx((24 * 4 + 16 * 2) / 40)
+    one_layer = Network(cfg.replace(n_layers=1), seed=0)
+    assert synapses_and_traces(one_layer) == (24, 4.0)
+    deep = bench.BenchConfig("deep", "6-4-4-2", cfg.replace(input_delays="none"))
+    assert not any(p.matches(deep) for p in bench.PEERS)                  # peers are single-layer
+    assert [p.name for p in bench.PEERS if p.matches(bench.BenchConfig("one", "", cfg.replace(n_layers=1)))] \
+        == ["PyTorch + DCLS"]

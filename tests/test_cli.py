@@ -76,7 +76,8 @@ def test_train_writes_every_artefact_and_eval_info_read_them(toy, tmp_path):
 
     result = CliRunner().invoke(main, ["info", str(tmp_path / "run" / "best.h5")])
     assert result.exit_code == 0, result.output
-    assert "140 inputs -> 16 LIF -> 3 readout" in result.output and "input delays (synaptic)" in result.output
+    assert "140 inputs -> 16 LIF (soft reset; in: dense, synaptic delays) -> 3 readout" in result.output
+    assert "input delays (synaptic)" in result.output
 
 
 def test_learning_happens_on_the_toy_task(toy, tmp_path):
@@ -187,8 +188,8 @@ def test_model_files_are_validated_on_load(toy, tmp_path):
     _train(toy, tmp_path / "run")
     path = tmp_path / "run" / "last.h5"
     with h5py.File(path, "a") as f:
-        f["params/input/delay"][0] = 99.0
-    with pytest.raises(ModelFileError, match="params/input/delay: delays outside"):
+        f["params/layers/0/feedforward/delay"][0] = 99.0
+    with pytest.raises(ModelFileError, match=r"params/layers/0/feedforward/delay: delay \[0\] = 99.0 outside"):
         load_model(path)
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
     with pytest.raises(ModelFileError, match="not an HDF5 file"):

@@ -38,23 +38,34 @@ def _rel(a, b):
     return np.abs(a - b).max() / scale
 
 
+def _projection_errors(proj, g, ref_w, ref_d, mode, n_post, n_pre):
+    """Relative errors of one projection's weight and delay gradients against the dense reference."""
+    errs = {}
+    if proj.weight_of_syn.size:                         # conv: per tap
+        errs["w"] = _rel(g.weight, ref_w)
+    else:
+        errs["w"] = _rel(sparse_to_dense_grad(proj, g.weight, n_post, n_pre), ref_w)
+    if mode == "synaptic":
+        errs["d"] = _rel(sparse_to_dense_grad(proj, g.delay, n_post, n_pre), ref_d)
+    elif mode == "axonal":
+        errs["d"] = _rel(g.delay, ref_d)
+    return errs
+
+
 def _compare(net, g, ref):
-    c, p = net.config, net.params
-    errs = {
-        "w_out": _rel(g.w_out, ref["w_out"]),
-        "b_out": _rel(g.b_out, ref["b_out"]),
-        "w_in": _rel(sparse_to_dense_grad(p.input, g.w_in, c.n_hidden, c.n_inputs), ref["w_in"]),
-    }
-    if c.input_delays == "synaptic":
-        errs["d_in"] = _rel(sparse_to_dense_grad(p.input, g.d_in, c.n_hidden, c.n_inputs), ref["d_in"])
-    elif c.input_delays == "axonal":
-        errs["d_in"] = _rel(g.d_in, ref["d_in"])
-    if c.recurrent:
-        errs["w_rec"] = _rel(sparse_to_dense_grad(p.recurrent, g.w_rec, c.n_hidden, c.n_hidden), ref["w_rec"])
-        if c.recurrent_delays == "synaptic":
-            errs["d_rec"] = _rel(sparse_to_dense_grad(p.recurrent, g.d_rec, c.n_hidden, c.n_hidden), ref["d_rec"])
-        elif c.recurrent_delays == "axonal":
-            errs["d_rec"] = _rel(g.d_rec, ref["d_rec"])
+    """Errors of every gradient: w_out, b_out and, per layer, w_in/d_in (feedforward), w_rec/d_rec;
+    layer 0 under the bare names, layer l > 0 with the suffix "@l"."""
+    errs = {"w_out": _rel(g.w_out, ref["w_out"]), "b_out": _rel(g.b_out, ref["b_out"])}
+    for l, (spec, lp, lg, lr) in enumerate(zip(net.layer_specs, net.params.layers, g.layers, ref["layers"])):
+        suffix = "" if l == 0 else f"@{l}"
+        for (kind, proj, pg, mode, n_pre) in (
+                ("in", lp.feedforward, lg.feedforward, spec.feedforward.delays, spec.n_pre),
+                ("rec", lp.recurrent, lg.recurrent, spec.recurrent.delays if spec.recurrent else None, spec.n_neurons)):
+            if kind == "rec" and spec.recurrent is None:
+                continue
+            for part, err in _projection_errors(proj, pg, lr[f"w_{kind}"], lr.get(f"d_{kind}"), mode,
+                                                spec.n_neurons, n_pre).items():
+                errs[f"{part}_{kind}{suffix}"] = err
     return errs
 
 
@@ -126,7 +137,7 @@ def test_parallel_kernels_give_the_serial_gradients(delays):
     parallel.set_threads(2)
     g_serial = ThreeFactorLearner(serial).sample_gradients(x, labels)
     g_parallel = ThreeFactorLearner(parallel).sample_gradients(x, labels)
-    for a, b in zip(g_serial, g_parallel):
+    for (_, a), (_, b) in zip(g_serial.learned(), g_parallel.learned()):
         np.testing.assert_array_equal(a, b)
     assert np.abs(g_serial.d_in).max() > 0
 
@@ -139,7 +150,7 @@ def test_online_mode_with_frozen_parameters_equals_accumulate():
     learner = ThreeFactorLearner(net, frozen)
     learner.zero_grad()
     learner.run_sample(x, labels, update=False)
-    for a, b in zip(g_acc, learner.grads):
+    for (_, a), (_, b) in zip(g_acc.learned(), learner.grads.learned()):
         np.testing.assert_array_equal(a, b)
 
 
@@ -170,6 +181,93 @@ def test_online_updates_mid_chunk_follow_the_step_by_step_rule(delays):
         learner.run_sample(x, labels, update=True)
         finals.append(net.params)
     assert np.abs(finals[0].input.delay - start).max() > 1e-3, "the delays must move for the test to mean anything"
-    for a, b in zip(finals[0], finals[1]):
-        for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
-            np.testing.assert_allclose(u, v, rtol=1e-9, atol=1e-12)
+    for (_, u), (_, v) in zip(finals[0].arrays(), finals[1].arrays()):
+        np.testing.assert_allclose(u, v, rtol=1e-9, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# stacks of layers: every parameter of every layer equals BPTT with the readout reading every layer
+# ------------------------------------------------------------------------------------------------
+def _deep_case(seed, sizes, T=30, B=2, n_in=5, n_out=3, **net_kw):
+    cfg = NetworkConfig(n_inputs=n_in, n_outputs=n_out, dt_ms=1.0, tau_mem_ms=5.0, tau_out_ms=8.0,
+                        max_delay_steps=6, weight_init_scale=2.5, readout="all",
+                        layers=[{"n_hidden": n} for n in sizes], **net_kw)
+    net = Network(cfg, seed=seed, batch_size=B, dtype="float64")
+    rng = np.random.default_rng(2000 + seed)
+    return net, rng.poisson(0.4, size=(T, B, n_in)), rng.integers(0, n_out, size=B)
+
+
+def _spiking_everywhere(ref):
+    for l, rec in enumerate(ref["forward"]["layers"]):
+        assert 0 < rec["z"].mean() < 1, f"layer {l} must spike and be silent to exercise psi and the reset"
+
+
+def _small_delays(net):
+    """Put a third of every projection's delays below the Gaussian half-width (non-causal taps)."""
+    for l in range(len(net.layer_specs)):
+        for which in ("feedforward", "recurrent"):
+            d = net.projection(which, l).delay
+            if d.size:
+                d = d.copy()
+                d[: max(1, d.size // 3)] = np.linspace(0.0, 2.4, max(1, d.size // 3))
+                net.set_delays(which, d, layer=l)
+
+
+@pytest.mark.parametrize("reset", ["soft", "hard"])
+@pytest.mark.parametrize("case", [
+    dict(sizes=(6, 5), input_delays="synaptic", hidden_delays="synaptic"),
+    dict(sizes=(6, 5), input_delays="axonal", hidden_delays="axonal", recurrent="conv", recurrent_delays="axonal"),
+    dict(sizes=(5, 6, 4), input_delays="synaptic", hidden_delays="axonal", recurrent="dense",
+         recurrent_delays="synaptic"),
+    dict(sizes=(7, 6), input_delays="synaptic", density=0.6, hidden_delays="synaptic", hidden_density=0.5,
+         recurrent="sparse", recurrent_density=0.5, recurrent_delays="axonal"),
+    dict(sizes=(6, 6, 5), input_delays="none", hidden_delays="synaptic", recurrent="conv", kernel_size=3,
+         recurrent_delays="synaptic"),
+])
+def test_deep_online_equals_bptt_with_every_layer_read(case, reset):
+    case = dict(case)
+    net, x, labels = _deep_case(20 + len(case), case.pop("sizes"), B=3, reset=reset, **case)
+    _small_delays(net)
+    g, ref = _online_and_bptt(net, x, labels)
+    _spiking_everywhere(ref)
+    errs = _compare(net, g, ref)
+    assert len(errs) >= 2 + 2 * len(net.layer_specs), errs
+    assert max(errs.values()) <= TOL, errs
+
+
+def test_conv_recurrence_learns_shared_taps_exactly():
+    """k = 3 taps shared by every neuron: the gradient of a tap is the sum over its synapses."""
+    net, x, labels = _deep_case(31, (8,), recurrent="conv", recurrent_delays="axonal", input_delays="synaptic")
+    rec = net.params.recurrent
+    assert rec.shared_weight.size == 3 and rec.weight.size == 8 * 3 - 2      # zero padding at both edges
+    np.testing.assert_array_equal(rec.weight, rec.shared_weight[rec.weight_of_syn])
+    g, ref = _online_and_bptt(net, x, labels)
+    assert g.w_rec.shape == (3,)
+    errs = _compare(net, g, ref)
+    assert max(errs.values()) <= TOL, errs
+
+
+def test_random_feedback_or_an_unread_layer_differs_from_bptt():
+    """With random feedback (or the readout reading the last layer only, lower layers on random
+    feedback) the lower layers' gradients are not BPTT's: the exactness test can fail."""
+    net, x, labels = _deep_case(32, (6, 5), input_delays="synaptic")
+    g, ref = _online_and_bptt(net, x, labels, LearningConfig(feedback="random"))
+    errs = _compare(net, g, ref)
+    assert errs["w_out"] <= TOL and errs["w_in"] > 1e-3 and errs["w_in@1"] > 1e-3
+
+
+def test_recurrent_spike_at_the_last_step_enters_the_delay_gradient():
+    """A presynaptic spike at T-1 with a recurrent delay below the half-width is read by the
+    Gaussian window at step T: the online gradients include it, as BPTT of the sample does."""
+    for reset in ("soft", "hard"):
+        net, x, labels = _case(40, 5, 6, 3, T=25, reset=reset, recurrent=True, recurrent_delays="axonal",
+                               input_delays="none")
+        net.set_delays("recurrent", np.array([0.0, 0.4, 1.0, 1.6, 2.2, 0.2]))
+        g, ref = _online_and_bptt(net, x, labels)
+        assert ref["forward"]["z"][-1].sum() > 0, "the case needs spikes at the last step"
+        assert _compare(net, g, ref)["d_rec"] <= TOL
+        learn = LearningConfig()
+        w = np.full(x.shape[0], 1.0 / (x.shape[0] * x.shape[1]))
+        old = ref_bptt(DenseModel(net), x.astype(float), labels, w, learn.half_width_steps, learn.sigma_steps,
+                       recurrent_end_step=False)
+        assert _rel(g.d_rec, old["d_rec"]) > 1e-4, "the last recurrent step must matter for this case"

@@ -73,11 +73,7 @@ def _trained(learn, labels=1, steps=3, density=1.0, seed=0):
 
 
 def _params_equal(a, b):
-    for pa, pb in zip(a, b):
-        for x, y in zip(pa if isinstance(pa, tuple) else (pa,), pb if isinstance(pb, tuple) else (pb,)):
-            if not np.array_equal(x, y):
-                return False
-    return True
+    return all(np.array_equal(x, y) for (_, x), (_, y) in zip(a.arrays(stored_only=False), b.arrays(stored_only=False)))
 
 
 @pytest.mark.parametrize("update", ["accumulate", "online"])
@@ -118,23 +114,33 @@ def test_masked_synapses_never_carry_current_or_change():
     assert not np.diag(dense_mask(net.params.recurrent, net.config.n_hidden)).any()   # no autapses
 
 
-def test_delays_stay_in_bounds_and_clipping_warns_once():
+def test_delays_stay_in_bounds_and_clipped_delays_are_counted_not_warned():
+    cfg = NetworkConfig(n_inputs=6, n_hidden=5, n_outputs=3, weight_init_scale=3.0, recurrent=True,
+                        input_delays="synaptic", recurrent_delays="axonal")
+    net = Network(cfg, seed=0)
+    learner = ThreeFactorLearner(net, LearningConfig(optimizer="sgd", lr_delays=1e4))
+    rng = np.random.default_rng(0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        net, _ = _trained(LearningConfig(optimizer="sgd", lr_delays=1e4), steps=4)
-    clip_warnings = [w for w in caught if "clipped" in str(w.message)]
-    assert len(clip_warnings) == 1
+        clipped = [learner.run_sample(rng.poisson(0.5, size=(30, 2, 6)), np.full(2, 1), update=True)
+                   and learner.clipped_delays for _ in range(4)]
+    assert not [w for w in caught if "clipped" in str(w.message)]
+    assert 0 < clipped[0] <= clipped[-1] == learner.clipped_delays
     for proj in (net.params.input, net.params.recurrent):
         assert proj.delay.min() >= 0 and proj.delay.max() <= net.config.max_delay_steps
         np.testing.assert_array_equal(proj.delay_steps, np.floor(proj.delay[proj.delay_of_syn] + 0.5))
 
 
+def _nbytes(tup):
+    return sum(_nbytes(a) if isinstance(a, tuple) else a.nbytes for a in tup)
+
+
 def _state_bytes(net, learner):
-    total = 0
-    for tup in (net.state, learner.state, learner.grads):
-        for a in tup:
-            total += sum(b.nbytes for b in a) if isinstance(a, tuple) else a.nbytes
-    return total
+    return sum(_nbytes(tup) for tup in (net.state, learner.state, learner.grads))
+
+
+def _flat(tup):
+    return [b for a in tup for b in (_flat(a) if isinstance(a, tuple) else [a])]
 
 
 def test_memory_does_not_grow_with_the_number_of_steps():
@@ -191,7 +197,7 @@ def test_bad_input_is_refused_with_a_clear_message(bad, match):
     before = net.snapshot()["state"]
     with pytest.raises(ValueError, match=match):
         net.step(bad)
-    for a, b in zip(net.state, before):            # nothing written, not even into the ring
+    for a, b in zip(_flat(net.state), _flat(before)):     # nothing written, not even into the ring
         np.testing.assert_array_equal(a, b)
 
 
@@ -494,7 +500,7 @@ def test_push_targets_wide_and_narrow_equal_the_pull_model(max_delay, target_dty
     cfg = NetworkConfig(n_inputs=3, n_hidden=2700, n_outputs=2, max_delay_steps=max_delay, input_delays="synaptic",
                         weight_init_scale=3.0)
     net = Network(cfg, seed=0, batch_size=batch, dtype="float64")
-    assert net._events_in.target.dtype == target_dtype
+    assert net._events[0][0].target.dtype == target_dtype
     d = net.params.input.delay
     d[:3] = [0.0, max_delay, max_delay - 0.4]            # the largest targets
     net.set_delays("input", d)

@@ -39,15 +39,6 @@ class BenchConfig:
     def n_outputs(self) -> int:
         return self.network.n_outputs
 
-    @property
-    def trace_arrays(self) -> int:
-        """Per-synapse, per-sample trace arrays a training step must stream.
-
-        Weight eligibility trace and its readout-filtered copy (2), plus the same pair for the
-        delays when delays are learned (4).
-        """
-        return 2 if self.network.input_delays == "none" else 4
-
     def to_dict(self) -> dict:
         """Plain data (for the memory child's command line); :func:`from_dict` inverts it."""
         return {"name": self.name, "description": self.description, "network": self.network.to_dict()}

@@ -5,7 +5,8 @@
   ``synapses x T x B`` synapse-steps;
 * **inference** -- ``net.run(x)`` on a fresh network (no learner): samples/s;
 * **the streaming bound** -- the triad (:mod:`.triad`) over three arrays each as large as the
-  configuration's per-synapse trace state (``synapses x B x trace_arrays``), timed alternately
+  configuration's per-synapse trace state (``synapses x B x trace_arrays``, see
+  :func:`synapses_and_traces`), timed alternately
   with the training repeats so both see the same machine;
   ``bound_ns_per_synapse_step = triad_ns_per_element x trace_arrays`` (each trace array streamed
   once per step: about 12 bytes per trace, 48 per synapse-step with delays).  This bounds an
@@ -59,10 +60,20 @@ def summary_ms(times_ns) -> dict:
     return {"median": float(np.median(arr)), "min": float(arr.min()), "max": float(arr.max())}
 
 
-def _synapses(net: Network) -> int:
-    """Synapses between spiking neurons (every ``*_weights`` count but the readout's)."""
-    counts = net.parameter_counts()
-    return int(sum(n for name, n in counts.items() if name.endswith("weights") and name != "readout_weights"))
+def synapses_and_traces(net: Network) -> tuple:
+    """(synapses, trace arrays per synapse) over every projection between spiking neurons.
+
+    A projection's synapses stream a weight eligibility trace and its readout-filtered copy (2),
+    plus the same pair for the delays when the projection has delays (4); the second number is
+    the average over all synapses (2 or 4 when every projection is alike).
+    """
+    synapses = traces = 0
+    for layer, kind, proj in net.params.projections():
+        spec = getattr(net.config.layer_specs[layer], kind)          # None: no such projection (empty)
+        delays = "none" if spec is None else spec.delays
+        synapses += proj.pre.size
+        traces += proj.pre.size * (2 if delays == "none" else 4)
+    return int(synapses), traces / max(synapses, 1)
 
 
 def measure_row(config: BenchConfig, batch_size: int, threads: int, plan) -> dict:
@@ -78,10 +89,10 @@ def measure_row(config: BenchConfig, batch_size: int, threads: int, plan) -> dic
     net = Network(config.network_config(), seed=plan.seed, batch_size=batch_size, dtype="float32",
                   threads=threads)
     learner = ThreeFactorLearner(net, LearningConfig())
-    synapses = _synapses(net)
+    synapses, trace_arrays = synapses_and_traces(net)
     synapse_steps = synapses * steps * batch_size
     min_elements = QUICK_TRIAD_ELEMENTS_PER_REPEAT if plan.quick else TRIAD_ELEMENTS_PER_REPEAT
-    triad = Triad(synapses * batch_size * config.trace_arrays, threads, min_elements)
+    triad = Triad(round(synapses * batch_size * trace_arrays), threads, min_elements)
 
     try:
         with quiet_training():
@@ -107,7 +118,7 @@ def measure_row(config: BenchConfig, batch_size: int, threads: int, plan) -> dic
     train_med_ns = float(np.median(train_ns))
     inf_med_ns = float(np.median(inf_ns))
     triad_ns = float(np.median(triad_ns_el))
-    bound_ns = triad_ns * config.trace_arrays
+    bound_ns = triad_ns * trace_arrays
     train_ns_syn = train_med_ns / synapse_steps
     bound_samples_per_s = 1e9 * batch_size / (bound_ns * synapse_steps)
     train_samples_per_s = 1e9 * batch_size / train_med_ns
@@ -129,7 +140,7 @@ def measure_row(config: BenchConfig, batch_size: int, threads: int, plan) -> dic
             "batch_ms": summary_ms(inf_ns),
         },
         "bound": {
-            "trace_arrays": config.trace_arrays,
+            "trace_arrays": trace_arrays,
             "triad_elements": triad_elements,
             "triad_ns_per_element": triad_ns,
             "triad_gb_per_s": 12.0 / triad_ns,            # 2 float32 read + 1 written per element

@@ -55,8 +55,11 @@ class Peer:
 
     def matches(self, config: BenchConfig) -> bool:
         """True when the peer builds the same network: one dense hidden layer, no recurrence."""
-        net = config.network_config()
-        return net.input_delays == self.input_delays and net.density == 1.0 and not net.recurrent
+        layers = config.network_config().layer_specs
+        if len(layers) != 1 or layers[0].recurrent is not None:
+            return False
+        feedforward = layers[0].feedforward
+        return feedforward.connectivity == "dense" and feedforward.delays == self.input_delays
 
 
 def _torch_build(delays: bool) -> Callable:

@@ -43,12 +43,13 @@ class _Spike(torch.autograd.Function):
 class _Net(torch.nn.Module):
     def __init__(self, network, delays: bool):
         super().__init__()
-        n_in, n_hidden, n_out = network.n_inputs, network.n_hidden, network.n_outputs
-        self.alpha = math.exp(-network.dt_ms / network.tau_mem_ms)
-        self.kappa = math.exp(-network.dt_ms / network.tau_out_ms)
-        self.theta, self.gamma = float(network.threshold), float(network.surrogate_gamma)
+        [layer] = network.layer_specs                    # peers.Peer.matches: one hidden layer
+        n_in, n_hidden, n_out = network.n_inputs, layer.n_neurons, network.n_outputs
+        self.alpha = layer.decay_mem                     # our discretisation's decay
+        self.kappa = network.decay_out
+        self.theta, self.gamma = float(layer.threshold), float(network.surrogate_gamma)
         self.delays = delays
-        std = network.weight_init_scale * network.threshold / math.sqrt(n_in)
+        std = layer.feedforward.weight_init_scale * layer.threshold / math.sqrt(n_in)
         if delays:
             self.kernel_steps = network.max_delay_steps | 1          # odd, as DCLS expects
             self.input = Dcls1d(n_in, n_hidden, kernel_count=1, dilated_kernel_size=self.kernel_steps,
