@@ -2,11 +2,12 @@
 
 Imported only when a peer is built (torch, and dcls for delays, are the optional ``peers`` extra).
 
-The network is ours (``NetworkConfig``): input -> hidden LIF (exact decay ``alpha``, soft reset,
-threshold ``theta``) -> leaky readout (decay ``kappa``), per-step softmax cross-entropy, Adam.
-Without delays the input current of every step is one matrix product ``x @ W``; with delays it
-is a ``Dcls1d`` convolution over time (one Gaussian-interpolated tap per synapse, learnable
-position, kernel as long as the maximum delay), as in the DCLS delay papers.  The spike's
+The network is ours (``NetworkConfig``, one hidden layer): input -> hidden LIF (our membrane
+decay ``alpha``, soft reset, threshold ``theta``, input gain 1) -> leaky readout (decay
+``kappa``), per-step softmax cross-entropy, Adam.  Without delays the input current of every
+step is one matrix product ``x @ W``; with delays it is a ``Dcls1d`` convolution over time, as in
+the DCLS delay papers: one Gaussian-interpolated tap per synapse with a learnable position, over
+``max_delay_steps`` taps rounded down to odd (25 taps, delays 0-24, for our 25).  The spike's
 pseudo-derivative is ours: ``gamma * max(0, 1 - |v - theta| / theta)``.
 """
 
@@ -36,7 +37,7 @@ class _Spike(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (v,) = ctx.saved_tensors
-        surrogate = (v - ctx.theta).abs_().mul_(-1.0 / ctx.theta).add_(1.0).clamp_(min=0.0)   # in place: fewer passes
+        surrogate = (v - ctx.theta).abs_().mul_(-1.0 / ctx.theta).add_(1.0).clamp_(min=0.0)    # in place
         return grad * surrogate.mul_(ctx.gamma), None, None
 
 
@@ -51,7 +52,8 @@ class _Net(torch.nn.Module):
         self.delays = delays
         std = layer.feedforward.weight_init_scale * layer.threshold / math.sqrt(n_in)
         if delays:
-            self.kernel_steps = network.max_delay_steps | 1          # odd, as DCLS expects
+            taps = network.max_delay_steps
+            self.kernel_steps = max(1, taps if taps % 2 else taps - 1)      # odd, as DCLS expects
             self.input = Dcls1d(n_in, n_hidden, kernel_count=1, dilated_kernel_size=self.kernel_steps,
                                 bias=False, version="gauss")
             self.input.SIG.requires_grad_(False)                     # fixed kernel width
