@@ -1,8 +1,8 @@
 """The named network configurations of ``onlinedelay bench``.
 
 To add a configuration, add one line to :data:`_ALL_CONFIGS` (any :class:`NetworkConfig`,
-layered ones included); ``--config NAME`` then measures it, and listing it in
-:data:`DEFAULT_CONFIGS` (everything but ``tiny``, unless excluded there) puts it in the default run.
+layered ones included): ``--config NAME`` measures it, and so does the default run, which
+measures every configuration but ``tiny`` (:data:`DEFAULT_CONFIGS`).
 """
 
 from __future__ import annotations
