@@ -327,16 +327,21 @@ def info(model_path, as_json):
 @click.option("--quick", is_flag=True, help="smoke test: T = 20, 1 repeat, two configurations, batch 1, 1 thread")
 @click.option("--repeats", type=click.IntRange(min=1), default=None, help="timed repeats per figure [default: 5; --quick: 1]")
 @click.option("--config", "configs", multiple=True, metavar="NAME",
-              help="named configuration, repeatable or comma-separated [default: all of issue 5]")
+              help="named configuration, repeatable or comma-separated [default: all but tiny]")
 @click.option("--batch", "batch_sizes", type=click.IntRange(min=1), multiple=True, help="batch size, repeatable [default: 1 and 32]")
 @click.option("--threads", type=click.IntRange(min=1), multiple=True, help="thread count, repeatable [default: 1 and 2]")
 @click.option("--memory/--no-memory", default=True, show_default=True, help="measure peak memory at T = 100, 1000, 10000")
-def bench(json_path, quick, repeats, configs, batch_sizes, threads, memory):
+@click.option("--peers", is_flag=True,
+              help="also time PyTorch BPTT (and DCLS delays) on the same batches, with ratios; needs onlinedelay[peers]")
+def bench(json_path, quick, repeats, configs, batch_sizes, threads, memory, peers):
     """Training / inference speed, streaming latency and peak memory against the machine's triad bound."""
     from . import bench as bench_lib
 
+    if peers and bench_lib.missing_message():
+        raise OptionError(bench_lib.missing_message())          # one line, before anything is measured
     try:
-        plan = bench_lib.make_plan(configs, batch_sizes, threads, repeats, quick, memory, json_path=json_path)
+        plan = bench_lib.make_plan(configs, batch_sizes, threads, repeats, quick, memory, json_path=json_path,
+                                   peers=peers)
     except bench_lib.OptionError as err:
         raise click.BadParameter(str(err), param_hint=f"'--{err.option}'") from None
     report = bench_lib.run_bench(plan, progress=lambda line: click.echo(line, err=True))

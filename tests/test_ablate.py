@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from onlinedelay import ablate
+import onlinedelay
+from onlinedelay import ablate, provenance
 from onlinedelay.cli import main
 from onlinedelay.config import LearningConfig, NetworkConfig, RunConfig
 from onlinedelay.datasets.hdf5 import write_events_file
+from onlinedelay.errors import OnlineDelayError
 from onlinedelay.io import load_model
 from onlinedelay.network import Network
 from onlinedelay.train import Trainer
@@ -271,7 +273,7 @@ def test_prune_delays_zeroes_shortest_longest_and_random_shares(monkeypatch):
     net = Network(NetworkConfig(n_inputs=6, n_hidden=3, n_outputs=2, input_delays="synaptic"), seed=1)
     original = net.params.input.delay.copy()
     seen = []
-    monkeypatch.setattr("onlinedelay.train.evaluate_arrays",
+    monkeypatch.setattr("onlinedelay.ablate.pruning.evaluate_arrays",
                         lambda net, x, labels, start: seen.append(net.params.input.delay.copy()) or {"accuracy": 0.5})
     curves = ablate.prune_delays(net, np.zeros((5, 4, 6), np.uint16), np.zeros(4, np.int64), seed=3)
     assert set(curves) == set(ablate.PRUNE_ORDERS) and all(len(c) == 11 for c in curves.values())
@@ -289,3 +291,20 @@ def test_prune_delays_zeroes_shortest_longest_and_random_shares(monkeypatch):
                 assert cut.max() <= kept.min() if order == "shortest-first" else cut.min() >= kept.max()
             previous = zeroed
     np.testing.assert_array_equal(net.params.input.delay, original)               # restored
+
+
+def test_ablation_json_records_the_version_and_the_source_revision(report):
+    meta = json.loads((report[0] / "delays" / "ablation.json").read_text())
+    assert meta["version"] == onlinedelay.__version__
+    assert meta["commit"] == provenance.git_revision().get("commit")      # None outside a git checkout
+
+
+def test_bad_library_requests_raise_the_shared_error_type():
+    assert issubclass(ablate.AblationError, OnlineDelayError)
+    for kwargs, needle in (({"seeds": 0}, "seeds=0 is not allowed; expected an integer >= 1"),
+                           ({"jobs": True}, "jobs=True is not allowed"),
+                           ({"seeds": 2.0}, "seeds=2.0 is not allowed")):
+        with pytest.raises(ablate.AblationError, match=needle):
+            ablate.run_ablation(["delays"], plots=False, **kwargs)
+    with pytest.raises(OnlineDelayError, match="name at least one grid"):
+        ablate.run_ablation([], plots=False)

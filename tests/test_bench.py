@@ -1,13 +1,18 @@
 """`onlinedelay bench`: the harness runs and reports every figure; no timing is asserted."""
 
+import dataclasses
 import json
 import math
+import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from onlinedelay import bench
 from onlinedelay.cli import main
+from onlinedelay.config import NetworkConfig
+from onlinedelay.errors import OnlineDelayError
 
 
 def _positive_finite(value, where):
@@ -97,8 +102,6 @@ def test_plan_defaults_cover_the_issue_matrix():
 
 
 def test_poisson_input_has_the_realistic_rate():
-    import numpy as np
-
     x = bench.poisson_input(100, 4, 140, np.random.default_rng(0))
     assert x.shape == (100, 4, 140) and x.dtype == np.uint8
     assert x.sum() / 4 == pytest.approx(bench.SPIKES_PER_STEP * 100, rel=0.05)
@@ -113,3 +116,114 @@ def test_write_json_replaces_atomically(tmp_path):
         bench.write_json({"a": float("nan")}, path)        # non-finite numbers are refused...
     assert json.loads(path.read_text()) == {"a": 1.5}       # ...and the old file is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+# -- peers (never need torch: the "not installed" path and the plumbing with a fake peer) ----------------
+class _FakeModel:
+    """Stands in for a torch peer: records what it was built and loaded with, does a little work."""
+
+    built = []
+
+    def __init__(self, network, batch_size, threads, seed):
+        self.record = {"network": network, "batch_size": batch_size, "threads": threads, "seed": seed,
+                       "train": 0, "infer": 0}
+        _FakeModel.built.append(self.record)
+
+    def load(self, x, labels):
+        self.record["x"], self.record["labels"] = x.copy(), labels.copy()
+
+    def train(self):
+        self.record["train"] += 1
+        return float(self.record["x"].sum())
+
+    def infer(self):
+        self.record["infer"] += 1
+
+
+class _AnyPeer(bench.Peer):
+    def matches(self, config):
+        return True
+
+
+def test_peers_without_torch_print_one_line_and_measure_nothing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)              # import torch now raises ImportError
+    result = CliRunner().invoke(main, ["bench", "--quick", "--peers", "--config", "tiny"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "torch" in lines[0] and "pip install 'onlinedelay[peers]'" in lines[0], result.output
+    with pytest.raises(bench.OptionError) as err:
+        bench.make_plan(["tiny"], peers=True)
+    assert err.value.option == "peers" and isinstance(err.value, OnlineDelayError)
+
+
+def test_peers_match_our_dense_single_layer_networks():
+    by_name = {p.name: p for p in bench.PEERS}
+    matched = {name: [p for p in by_name.values() if p.matches(bench.CONFIGS[name])] for name in bench.CONFIGS}
+    assert [p.name for p in matched["none700-dense"]] == ["PyTorch BPTT"]
+    assert [p.name for p in matched["syn700-dense"]] == ["PyTorch + DCLS"]
+    assert by_name["PyTorch + DCLS"].modules == ("torch", "DCLS")
+    for name in ("syn140-sparse", "axon140-dense", "tiny"):                # sparse, axonal: no peer
+        assert matched[name] == []
+
+
+def test_a_peer_runs_on_our_batch_at_our_thread_count_and_gets_ratios():
+    _FakeModel.built.clear()
+    config = bench.BenchConfig("dense-tiny", "20-16-4 dense", NetworkConfig(n_inputs=20, n_hidden=16, n_outputs=4,
+                                                                          max_delay_steps=5))
+    plan = bench.make_plan(["tiny"], quick=True, repeats=3, memory=False, seed=7)
+    ours = {"training": {"samples_per_s": 300.0}, "inference": {"samples_per_s": 900.0}}
+    fake = bench.Peer("fake", "synaptic", (), _FakeModel)
+    [result] = bench.measure_peers(config, 5, 2, plan, ours, peers=(fake, bench.Peer("other", "none", (), None)))
+    [record] = _FakeModel.built
+    x, labels = bench.training_batch("dense-tiny", 20, 4, plan.steps, 5, 7)
+    np.testing.assert_array_equal(record["x"], x)                            # the very batch we time
+    np.testing.assert_array_equal(record["labels"], labels)
+    assert record["threads"] == 2 and record["batch_size"] == 5 and record["network"] == config.network
+    assert record["train"] == record["infer"] == 1 + plan.repeats            # warm-up + repeats
+    assert result["peer"] == "fake"
+    for kind, ours_speed in (("training", 300.0), ("inference", 900.0)):
+        peer_speed = result[kind]["samples_per_s"]
+        assert peer_speed > 0 and result[f"{kind}_ratio"] == pytest.approx(ours_speed / peer_speed)
+        assert result[kind]["batch_ms"]["min"] <= result[kind]["batch_ms"]["median"] <= result[kind]["batch_ms"]["max"]
+
+
+def test_a_peer_missing_a_module_is_reported_not_run():
+    config = bench.CONFIGS["tiny"]
+    plan = bench.make_plan(["tiny"], quick=True, memory=False)
+    ours = {"training": {"samples_per_s": 1.0}, "inference": {"samples_per_s": 1.0}}
+    peer = _AnyPeer("needs-missing", "synaptic", ("onlinedelay_no_such_module",), None)
+    assert bench.measure_peers(config, 1, 1, plan, ours, peers=(peer,)) == [
+        {"peer": "needs-missing", "missing": "onlinedelay_no_such_module"}]
+
+
+def test_the_report_shows_peers_side_by_side(monkeypatch):
+    _FakeModel.built.clear()
+    monkeypatch.setattr("onlinedelay.bench.peers.PEERS", (_AnyPeer("fake", "synaptic", (), _FakeModel),
+                                                          _AnyPeer("gone", "synaptic", ("onlinedelay_nope",), None)))
+    plan = dataclasses.replace(bench.make_plan(["tiny"], batch_sizes=[2], quick=True, memory=False), peers=True)
+    report = bench.run_bench(plan)
+    [row] = report["results"]
+    fake, gone = row["peers"]
+    assert fake["training_ratio"] == pytest.approx(row["training"]["samples_per_s"] / fake["training"]["samples_per_s"])
+    assert gone == {"peer": "gone", "missing": "onlinedelay_nope"}
+    text = bench.format_report(report)
+    assert "peers on the same batches" in text and "gone skipped, onlinedelay_nope not installed" in text
+    cells = next(line for line in text.splitlines() if line.startswith("tiny") and " fake " in line).split()
+    assert len(cells) == 10 and cells[3] == "fake" and cells[6].endswith("x") and cells[9].endswith("x")
+    json.dumps(report, allow_nan=False)                                       # still plain data
+
+
+def test_synapses_and_trace_arrays_count_every_projection_of_a_layered_network():
+    from onlinedelay.bench.measure import synapses_and_traces
+    from onlinedelay.network import Network
+
+    cfg = NetworkConfig(n_inputs=6, n_hidden=4, n_outputs=2, n_layers=2, input_delays="synaptic",
+                        hidden_delays="none", max_delay_steps=3)
+    synapses, traces = synapses_and_traces(Network(cfg, seed=0))
+    assert synapses == 6 * 4 + 4 * 4 and traces == pytest.approx((24 * 4 + 16 * 2) / 40)
+    one_layer = Network(cfg.replace(n_layers=1), seed=0)
+    assert synapses_and_traces(one_layer) == (24, 4.0)
+    deep = bench.BenchConfig("deep", "6-4-4-2", cfg.replace(input_delays="none"))
+    assert not any(p.matches(deep) for p in bench.PEERS)                  # peers are single-layer
+    assert [p.name for p in bench.PEERS if p.matches(bench.BenchConfig("one", "", cfg.replace(n_layers=1)))] \
+        == ["PyTorch + DCLS"]
