@@ -109,6 +109,15 @@ def test_grids_are_lists_of_configs():
     assert {(v.learning.feedback, v.learning.update) for v in grid["feedback"].values()} == \
         {(f, u) for f in ("symmetric", "random") for u in ("online", "accumulate")}
     assert [v.learning.sigma_steps for v in grid["sigma"].values()] == list(ablate.SIGMAS)
+    assert {n: (v.network.n_layers, v.network.readout) for n, v in grid["depth"].items()} == \
+        {"layers1": (1, "last"), "layers2": (2, "all"), "layers4": (4, "all")}
+    rec = grid["recurrence"]
+    assert set(rec) == {"none", "dense-learned", "dense-fixed", "dense-nodelay", "conv-learned", "conv-fixed",
+                        "conv-nodelay"}
+    assert all(v.network.n_layers == 2 and v.network.input_delays == "none" for v in rec.values())
+    assert rec["conv-learned"].network.recurrent == "conv" and rec["conv-learned"].learning.learn_delays
+    assert rec["dense-fixed"].network.recurrent_delays == "axonal" and not rec["dense-fixed"].learning.learn_delays
+    assert rec["dense-nodelay"].network.recurrent_delays == "none" and rec["none"].network.recurrent == "none"
     with pytest.raises(ablate.AblationError, match="unknown; choose one of delays"):
         ablate.make_grid("wiring")
 
@@ -186,6 +195,18 @@ def test_every_other_grid_runs_end_to_end(toy, tmp_path):
     assert rows[("feedback", "random-online")]["feedback"] == "random"
     for grid in ("iso-params", "sparsity", "feedback", "sigma"):
         assert (tmp_path / grid / "accuracy.png").is_file() and f"## {grid}: " in (tmp_path / "results.md").read_text()
+
+
+def test_depth_and_recurrence_grids_run_end_to_end(toy, tmp_path):
+    result = _ablate(toy, tmp_path, "depth", "recurrence", "--seeds", "1")
+    assert result.exit_code == 0, result.output
+    rows = {(r["grid"], r["config"]): r for r in _rows(tmp_path / "results.csv")}
+    assert len(rows) == 3 + 7 and {r["status"] for r in rows.values()} == {"ok"}
+    assert [rows[("depth", f"layers{n}")]["n_layers"] for n in (1, 2, 4)] == ["1", "2", "4"]
+    params = {c: int(r["total_parameters"]) for (g, c), r in rows.items() if g == "recurrence"}
+    assert params["dense-nodelay"] - params["conv-nodelay"] > 0            # conv: 3 taps per layer, not N^2 - N
+    assert int(rows[("recurrence", "conv-learned")]["learnable_delays"]) > 0
+    assert rows[("recurrence", "conv-fixed")]["learn_delays"] == "False"
 
 
 def test_rerun_skips_finished_runs_and_resumes_a_killed_one(toy, tmp_path):

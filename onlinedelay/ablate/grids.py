@@ -17,6 +17,7 @@ from ..network import Network
 
 DENSITIES = (1.0, 0.5, 0.2, 0.1)
 SIGMAS = (0.5, 1.0, 2.0, 4.0)
+DEPTHS = (1, 2, 4)
 
 
 class AblationError(OnlineDelayError):
@@ -151,6 +152,34 @@ def _grid_sigma(b: _Base) -> list:
                       b.learning.replace(sigma_steps=s)) for s in SIGMAS]
 
 
+def _grid_depth(b: _Base) -> list:
+    out = []
+    for n in DEPTHS:
+        net = b.network.replace(n_layers=n, layers=(), readout="all" if n > 1 else b.network.readout)
+        out.append(b.variant(f"layers{n}", f"{n} hidden layer{'s' if n > 1 else ''} of {b.network.n_hidden}"
+                             + (", readout of every layer" if n > 1 else ""), net))
+    return out
+
+
+def _grid_recurrence(b: _Base) -> list:
+    """DelRec-style stacks (2 layers, no feedforward delays, recurrent axonal delays from U(10, 30)
+    steps where max_delay_steps allows) with dense or conv recurrence and the recurrent delays
+    learned, fixed at their init or absent; and the same stack without recurrence."""
+    high = min(30.0, float(b.network.max_delay_steps))
+    base = b.network.replace(n_layers=max(2, b.network.n_layers), layers=(), readout="all", input_delays="none",
+                             hidden_delays="none", delay_init="range", delay_init_range=(min(10.0, high), high))
+    out = [b.variant("none", "no recurrence", base.replace(recurrent="none"))]
+    for rec in ("dense", "conv"):
+        net = base.replace(recurrent=rec, recurrent_delays="axonal")
+        out.append(b.variant(f"{rec}-learned", f"{rec} recurrence, axonal recurrent delays learned", net,
+                             b.learning.replace(learn_delays=True)))
+        out.append(b.variant(f"{rec}-fixed", f"{rec} recurrence, axonal recurrent delays fixed at their init", net,
+                             b.learning.replace(learn_delays=False)))
+        out.append(b.variant(f"{rec}-nodelay", f"{rec} recurrence without recurrent delays",
+                             net.replace(recurrent_delays="none")))
+    return out
+
+
 @dataclass(frozen=True)
 class Grid:
     """A named grid: ``build(base) -> [Variant]``."""
@@ -170,6 +199,9 @@ GRIDS = {
     "sparsity": Grid("input density 1.0, 0.5, 0.2, 0.1 without and with delays (8 configs)", _grid_sparsity),
     "feedback": Grid("symmetric vs random feedback x online vs accumulate updates (4 configs)", _grid_feedback),
     "sigma": Grid("Gaussian delay-surrogate width sigma 0.5, 1, 2, 4 steps (4 configs)", _grid_sigma),
+    "depth": Grid("1, 2 and 4 hidden layers (the readout reads every layer of a stack) (3 configs)", _grid_depth),
+    "recurrence": Grid("DelRec-style 2-layer stacks: no recurrence, dense or conv recurrence x axonal recurrent "
+                       "delays learned / fixed / none (7 configs)", _grid_recurrence),
 }
 GRID_SUMMARIES = {name: grid.summary for name, grid in GRIDS.items()}
 GRID_NAMES = tuple(GRIDS)

@@ -16,22 +16,27 @@ import numpy as np
 from .. import plots
 from .._version import __version__
 from ..atomic import atomic_path
+from ..config import NetworkConfig
 from ..io import load_model
 from ..network import Network
 from .grids import GRID_NAMES
 from .plan import read_json
 
 _CSV_FIELDS = ["grid", "config", "seed", "status", "test_accuracy", "best_valid_accuracy", "final_train_accuracy",
-               "epochs_done", "n_hidden", "input_delays", "density", "delay_init", "learn_delays", "feedback",
+               "epochs_done", "n_hidden", "n_layers", "recurrent", "recurrent_delays", "input_delays", "density", "delay_init", "learn_delays", "feedback",
                "update", "sigma_steps", "total_parameters", "learnable_delays", "mean_delay_steps",
                "std_delay_steps", "initial_input_delay_steps", "train_seconds", "reused_from", "path"]
 
 
 def _row(grid, variant, seed, result, out: Path) -> dict:
     net, learn = variant["network"], variant["learning"]
+    config = NetworkConfig.from_dict(net)
+    has_delays = any(spec.feedforward.delays != "none" or (spec.recurrent is not None and spec.recurrent.delays != "none")
+                     for spec in config.layer_specs)
     row = {"grid": grid, "config": variant["name"], "seed": seed, "status": "missing", "n_hidden": net["n_hidden"],
+           "n_layers": config.n_layers, "recurrent": config.recurrent, "recurrent_delays": config.recurrent_delays,
            "input_delays": net["input_delays"], "density": net["density"], "delay_init": net["delay_init"],
-           "learn_delays": learn["learn_delays"] and net["input_delays"] != "none", "feedback": learn["feedback"],
+           "learn_delays": learn["learn_delays"] and has_delays, "feedback": learn["feedback"],
            "update": learn["update"], "sigma_steps": learn["sigma_steps"],
            "path": f"{grid}/{variant['name']}/seed{seed}"}
     if result:
@@ -39,7 +44,8 @@ def _row(grid, variant, seed, result, out: Path) -> dict:
                      "total_parameters", "mean_delay_steps", "std_delay_steps", "initial_input_delay_steps",
                      "train_seconds"):
             row[name] = result.get(name)
-        row["learnable_delays"] = (result.get("parameters") or {}).get("input_delays")
+        counts = result.get("parameters") or {}
+        row["learnable_delays"] = sum(v for k, v in counts.items() if k.endswith("_delays")) if counts else None
         source = result.get("reused_from")
         if source:
             inside = Path(source).resolve().is_relative_to(out.resolve())

@@ -63,6 +63,10 @@ _ALL_CONFIGS = (
     BenchConfig("none140-sparse", "140-256-20, no delays, density 0.2", _net(140, "none", 0.2)),
     BenchConfig("syn700-dense", "700-256-20, synaptic delays, density 1.0", _net(700, "synaptic", 1.0)),
     BenchConfig("none700-dense", "700-256-20, no delays, density 1.0", _net(700, "none", 1.0)),
+    BenchConfig("conv2-140", "140-256-256-20, synaptic input delays, conv recurrence (k = 3) with axonal delays, "
+                "readout of both layers",
+                NetworkConfig(n_inputs=140, n_hidden=256, n_layers=2, input_delays="synaptic", recurrent="conv",
+                              recurrent_delays="axonal", readout="all", max_delay_steps=25)),
     BenchConfig("tiny", "20-16-4, synaptic delays (max 5), density 0.5 -- smoke tests",
                 _net(20, "synaptic", 0.5, n_hidden=16, n_outputs=4, max_delay_steps=5)),
 )

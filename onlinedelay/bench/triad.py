@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
+
+from ..kernels._jit import jit
 
 
 def _triad(a, b, c, scalar, passes):
@@ -24,8 +25,8 @@ def _triad(a, b, c, scalar, passes):
     return a[n // 2]
 
 
-# compiled lazily on first call (never at import), cached on disk; nogil: threads run it side by side
-_triad_kernel = numba.njit(cache=True, nogil=True)(_triad)
+# the package's decorator: compiled lazily, cached on disk, nogil (threads run it side by side)
+_triad_kernel = jit(_triad)
 
 
 class Triad:
