@@ -74,7 +74,7 @@ def test_list_prints_one_line_per_grid():
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert [line.split()[0] for line in lines] == list(ablate.GRID_NAMES)
-    assert len(ablate.GRID_NAMES) == 7 and all(len(line.split()) > 3 for line in lines)
+    assert len(ablate.GRID_NAMES) == 9 and all(len(line.split()) > 3 for line in lines)
 
 
 def test_grids_are_lists_of_configs():
