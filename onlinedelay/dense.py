@@ -10,8 +10,7 @@ products over (step, batch).  With ``Xs[i, u, b]`` the filtered trace of unit ``
 
 The traces ``E`` are stored batch-outermost, (B, n_post, n_pre), so each update is one GEMM
 writing in place (beta = kappa^n).  BLAS runs on one thread (threadpoolctl): OpenBLAS's own
-threads spin between calls and, next to numba's workers on 2 cores, made ``threads=2`` 2-8x
-slower than one thread (measured with ``onlinedelay bench``, 700-256-20 and 140-256-20 dense).
+threads spin between calls and fight numba's workers (docs/benchmarks.md, tuning constants).
 """
 
 from __future__ import annotations

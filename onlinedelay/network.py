@@ -467,7 +467,7 @@ class Network:
 
     def _pull(self, proj: Projection):
         """The pull kernel for one step of ``proj``: the parallel build only where a call has enough work
-        to pay for waking the threads (about 2^20 synapse-samples; measured, 2 cores)."""
+        to pay for waking the threads (PARALLEL_PULL_WORK; docs/benchmarks.md, tuning constants)."""
         if proj.pre.size * self.batch_size >= PARALLEL_PULL_WORK:
             return self.synapse_kernels.pulled_current
         return K.pulled_current
@@ -543,8 +543,7 @@ class Network:
     def _set_budgets(self) -> None:
         """Push a step only while it is estimated to cost less than pulling it (always at batch 1).
 
-        The serial pull's cost is the yardstick even with threads (the parallel pull was measured
-        slower than the serial push on a large dense batch)."""
+        The serial pull's cost is the yardstick even with threads (docs/benchmarks.md, tuning constants)."""
         B, c = self.batch_size, self.config
         layer_events = []
         for lp, events in zip(self.params.layers, self._events):

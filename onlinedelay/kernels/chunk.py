@@ -163,8 +163,8 @@ def _synaptic_delay_chunk(xh, xearly, first_step, n, indptr, pre, centre, taps, 
 
     V^u = sum_q taps[s, q] X^(u - m_q) - sum_{m_q < 0} taps[s, q] alpha^(u+1) X^(-m_q-1),
     m_q = centre[s] - K + q.  centre, taps : from gaussian_taps; weight : (n_syn,);
-    APQ : (3, n_post, B) = A, Pa, Qa (one array: numba calls with 20 or more arguments were measured
-    to leave a tuple behind per call).  ebar : (n_syn, B) in place; grad : (n_syn,) accumulated.
+    APQ : (3, n_post, B) = A, Pa, Qa (one array: numba calls with 20 or more arguments leave a tuple
+    behind per call, docs/benchmarks.md).  ebar : (n_syn, B) in place; grad : (n_syn,) accumulated.
     The weight traces of the same steps read the centre tap (centre = the forward delay): pass
     ebar_w (n_syn, B) and grad_w (n_syn,) to update them in the same pass, or empty arrays.
     keep : False for the last chunk of a sample: the traces are not carried on (not updated), which

@@ -20,9 +20,9 @@ the pull model (every synapse pulled, tests/pull_kernels.py) up to the order of 
 ``forward_step`` is one whole network step (counts written, input and recurrent spikes pushed,
 current taken, LIF and readout) in a single call, for the steps that need no pull.
 
-Cost model (ns per synapse, float32, measured on the 2-core development machine): pushing one
-unit's spikes to ``a`` of ``B`` batch elements one at a time costs ~3a, pushing its whole row
-~4 + 0.2 B, pulling a synapse for the whole batch ~5 + 0.12 B.  Only ratios matter.
+Cost model (ns per synapse, float32): pushing one unit's spikes to ``a`` of ``B`` batch elements
+one at a time costs ~3a, pushing its whole row ~4 + 0.2 B, pulling a synapse for the whole batch
+~5 + 0.12 B; only the ratios matter (the measurements: docs/benchmarks.md, tuning constants).
 """
 
 import numpy as np
