@@ -37,6 +37,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*delays were clipped:RuntimeWar
 NAMES = ["low", "mid", "high"]
 DT_MS = 10.0
 POOL = 5
+N_STEPS = 30                                   # the model's training n_steps: an ended sample is padded to it
 
 
 def _params(net):
@@ -55,7 +56,7 @@ def files(tmp_path_factory):
     net = Network(NetworkConfig(n_inputs=140, n_hidden=16, n_outputs=3, max_delay_steps=8), seed=0)
     model = root / "model.h5"
     save_model(model, net, class_names=NAMES, learner=None,
-               training={"run": RunConfig(pool=POOL, n_steps=30).to_dict()})
+               training={"run": RunConfig(pool=POOL, n_steps=N_STEPS).to_dict()})
     rng = np.random.default_rng(1)
     times, units, labels = [], [], []
     for k in (0, 1, 2, 1):
@@ -69,9 +70,9 @@ def files(tmp_path_factory):
 
 
 def _offline(files, i):
-    """Readout of every step of sample i, evaluated offline (frames -> net.run)."""
+    """Readout of every step of sample i, evaluated offline (frames -> net.run), padded to N_STEPS."""
     t, _ = files["ds"].events(i)
-    x = files["ds"].frames(i, DT_MS, steps_for(t.max(), DT_MS), POOL)
+    x = files["ds"].frames(i, DT_MS, max(N_STEPS, steps_for(t.max(), DT_MS)), POOL)
     return load_model(files["model"]).net.run(x)[:, 0], x
 
 
@@ -294,7 +295,7 @@ def test_reset_on_gap_resets_state_and_skips_the_silence(files):
     assert first[-1].index == int(np.floor((t.max() + gap_ms / 1000) * 100 + 1e-9)) - 1 > last_step
     assert second[0].index == runner.step_of([t[0] + shift])[0] and second[0].segment_step == 0
     k = runner.step_of(t + shift)
-    x = np.zeros((k.max() - k.min() + 1, 140), np.int64)
+    x = np.zeros((max(N_STEPS, k.max() - k.min() + 1), 140), np.int64)     # the eof pads the segment
     np.add.at(x, (k - k.min(), u // POOL), 1)
     assert np.array_equal(np.stack([r.y for r in second]), load_model(files["model"]).net.run(x)[:, 0])
 
@@ -319,9 +320,11 @@ def test_realtime_paces_a_replay_at_wall_clock_speed(files):
     run_stream(files["model"], str(files["data"]), plain, sample=1)
     strip = [{k: v for k, v in json.loads(line).items() if k != "summary"} for line in plain.getvalue().splitlines()]
     assert strip[:-1] == [json.loads(line) for line in paced.getvalue().splitlines()][:-1]
-    steps = summary["steps"]
+    steps = steps_for(t.max(), DT_MS)                               # then the end pads to N_STEPS at once
+    assert summary["steps"] == N_STEPS > steps
     assert now[0] == pytest.approx(t.max(), abs=1e-9)               # the feed took its own duration
     assert emitted_at[steps - 2] == pytest.approx((steps - 1) * DT_MS / 1000)   # step k out at its end
+    assert emitted_at[N_STEPS - 1] == emitted_at[steps - 1]
 
 
 # -- adaptation --------------------------------------------------------------------------------------------
@@ -452,7 +455,8 @@ def test_ticks_complete_steps_labels_and_an_absolute_clock(files):
     assert first.push(epoch, [1, 2, 3, 4]) == 4
     first.finish()
     steps = _steps(first.poll())
-    assert [s.n_events for s in steps] == [2, 1, 1] and steps[0].t_end_s == pytest.approx(1.7e9 + 0.01)
+    assert [s.n_events for s in steps] == [2, 1, 1] + [0] * (N_STEPS - 3)
+    assert steps[0].t_end_s == pytest.approx(1.7e9 + 0.01)
 
 
 def test_snapshot_resume_with_axonal_recurrent_delays(files, tmp_path):
