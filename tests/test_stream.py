@@ -481,3 +481,126 @@ def test_snapshot_resume_with_axonal_recurrent_delays(files, tmp_path):
         runner.finish()
         runs.append((np.stack([s.y for s in _steps(runner.poll())]), _params(runner.net)))
     assert np.array_equal(runs[0][0], runs[1][0]) and _same_params(runs[0][1], runs[1][1])
+
+
+# -- issue 14: stream and eval agree, long silences, line and record limits, idle clients -------------------
+def test_stream_and_eval_agree_on_the_binned_split(files):
+    """An ended sample is padded to the model's n_steps: the stream runs exactly what eval runs."""
+    ds, net = files["ds"], load_model(files["model"]).net
+    x = ds.frames_batch(np.arange(len(ds)), dt_ms=DT_MS, n_steps=N_STEPS, pool=POOL)     # as load_split bins
+    predictions = infer(net, x)[0]
+    buf = io.StringIO()
+    summary = run_stream(files["model"], str(files["data"]), buf)
+    records = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert [r["class"] for r in records if "segment" in r] == predictions.tolist()
+    assert summary["segment_accuracy"] == pytest.approx(np.mean(predictions == ds.labels))
+    assert summary["steps"] == len(ds) * N_STEPS
+    for i in range(len(ds)):
+        runner = StreamRunner(files["model"])
+        runner.push(*ds.events(i))
+        runner.end_sample()
+        steps = _steps(runner.poll())
+        assert np.array_equal(np.stack([s.y for s in steps]), net.run(x[:, i])[:, 0])
+        assert steps[-1].vote == predictions[i]
+    unpadded = StreamRunner(files["model"], pad_to_steps=0)          # the sample ends at its last event
+    t, u = ds.events(0)
+    unpadded.push(t, u)
+    unpadded.end_sample()
+    assert len(_steps(unpadded.poll())) == steps_for(t.max(), DT_MS) < N_STEPS
+    empty = StreamRunner(files["model"])                             # nothing happened: nothing to pad
+    empty.end_sample()
+    assert empty.poll() == []
+
+
+def test_a_long_silence_runs_at_most_max_silent_steps(files, tmp_path):
+    feed = tmp_path / "hour.txt"
+    feed.write_text("0.001 5\n3599 5\n")                             # legal: within max_jump_s
+    buf = io.StringIO()
+    summary = run_stream(files["model"], str(feed), buf)
+    steps = [json.loads(line) for line in buf.getvalue().splitlines() if '"step"' in line]
+    assert summary["steps"] == len(steps) == 1 + N_STEPS + 1 and summary["events_accepted"] == 2
+    assert summary["skipped_steps"] == 359900 - 1 - N_STEPS
+    assert [r["k"] for r in steps] == list(range(N_STEPS + 1)) + [359900]
+    assert len(buf.getvalue()) < 20_000
+    runner = StreamRunner(files["model"])                            # the skip keeps the state of the last step run
+    runner.push([0.001, 3599.0], [5, 6])
+    runner.end_sample()
+    x = np.zeros((N_STEPS + 2, 140), np.int64)
+    x[0, 1] = x[-1, 1] = 1
+    ref = load_model(files["model"]).net.run(x)[:, 0]
+    assert np.array_equal(np.stack([s.y for s in _steps(runner.poll())]), ref)
+    ticking = StreamRunner(files["model"])                           # the bound holds across ticks too
+    ticking.push([0.001], [5])
+    for k in range(1, 101):
+        ticking.advance(k * 0.1)
+    ticking.end_sample()
+    assert len(_steps(ticking.poll())) == 1 + N_STEPS and ticking.summary()["skipped_steps"] == 1000 - N_STEPS
+    unbounded = StreamRunner(files["model"], max_silent_steps=0)
+    unbounded.push([0.001, 2.0], [5, 6])
+    unbounded.end_sample()
+    assert len(_steps(unbounded.poll())) == 201 and unbounded.summary()["skipped_steps"] == 0
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100, 1025, 1 << 16])
+def test_a_line_over_the_limit_is_rejected_whatever_the_reads(chunk):
+    limit = 64
+    lines = [b"0.01" + b" " * (limit - 5) + b"5",                     # exactly the limit: accepted
+             b"0.02" + b" " * (limit - 4) + b"6",                     # one byte over: rejected
+             b"#" * (limit + 1), b" " * (limit + 1), b"label " + b"x" * limit,
+             b"0.03 7", b"0.04 " + b"8" * (3 * limit)]
+    data = b"\n".join(lines) + b"\n0.05 9"                           # the last line without a newline
+    assert [len(line) for line in lines[:2]] == [limit, limit + 1]
+    parser = TextParser("s", max_line_bytes=limit)
+    items = [item for a in range(0, len(data), chunk) for item in parser.feed(data[a:a + chunk])] + parser.close()
+    events = np.concatenate([item[1] for item in items if item[0] == "events"])
+    assert events.tolist() == [0.01, 0.03, 0.05]
+    assert sum(item[2] for item in items if item[0] == "reject") == 5
+    assert {item[1] for item in items if item[0] == "reject"} == {"oversized_record"}
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 12, 13, 1 << 16])
+def test_a_record_whose_count_exceeds_its_payload_ends_at_the_next_header(chunk):
+    lying = bytearray(encode_events([0.01, 0.02], [5, 6]))
+    lying[8:12] = (3).to_bytes(4, "little")                           # says 3 events, holds 2
+    odd = bytearray(encode_events([0.03], [7]) + b"\x01\x02\x03")    # holds 1 event and 3 stray bytes
+    odd[8:12] = (9).to_bytes(4, "little")
+    data = bytes(lying) + encode_events([0.05, 0.06], [7, 8]) + bytes(odd) + encode_label(2) + encode_end()
+    parser = BinaryParser()
+    items = [item for a in range(0, len(data), chunk) for item in parser.feed(data[a:a + chunk])] + parser.close()
+    assert [(k, v[0].tolist(), v[1].tolist()) for k, *v in items if k == "events"] == [
+        ("events", [0.01, 0.02], [5, 6]), ("events", [0.05, 0.06], [7, 8]), ("events", [0.03], [7])]
+    assert [item for item in items if item[0] != "events"] == [
+        ("reject", "truncated_record", 1), ("reject", "truncated_record", 1), ("label", 2), ("end", "end")]
+
+
+def test_an_idle_tcp_client_is_disconnected_after_the_receive_timeout(files):
+    t, u = files["ds"].events(1)
+    source = TcpSource(port=0, max_clients=2, accept_timeout_s=10, recv_timeout_s=0.5)
+    host, port = source.address
+    release = threading.Event()
+
+    def idle():
+        with socket.create_connection((host, port), timeout=10) as conn:
+            conn.sendall(b"0.01 5\n")                                # then nothing, holding the connection
+            release.wait(timeout=20)
+
+    def second():
+        time.sleep(0.2)
+        with socket.create_connection((host, port), timeout=10) as conn:
+            conn.sendall(_text(t, u, label="mid").encode())
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (idle, second)]
+    for thread in threads:
+        thread.start()
+    started = time.monotonic()
+    logged = []
+    buf = io.StringIO()
+    summary = run_stream(files["model"], source, buf, log=logged.append)
+    release.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert time.monotonic() - started < 10 and not any(thread.is_alive() for thread in threads)
+    segments = [json.loads(line) for line in buf.getvalue().splitlines() if '"segment"' in line]
+    assert summary["clients"] == 2 and [s["reason"] for s in segments] == ["timeout", "disconnect"]
+    assert summary["events_accepted"] == 1 + t.size
+    assert any("sent nothing for 0.5 s" in line for line in logged)
