@@ -141,6 +141,11 @@ def _events(buf, offset: int, count: int):
     return item
 
 
+def _partial_magic(buf) -> int:
+    """Length of the longest proper prefix of the magic that ``buf`` ends with (0 to 3)."""
+    return next((k for k in (3, 2, 1) if buf.endswith(MAGIC[:k])), 0)
+
+
 def _header_in(buf, start: int, stop: int) -> int:
     """First position p in [start, stop) where a valid header begins (its 8 bytes in ``buf``), else -1."""
     p = buf.find(MAGIC, start, stop + 3)
@@ -174,7 +179,7 @@ class BinaryParser:
                 j = buf.find(MAGIC, pos + 1)
                 self._garbage(items)
                 if j < 0:
-                    pos = max(pos, n - 3)              # keep a possible partial magic
+                    pos = max(pos, n - _partial_magic(buf))    # keep a possible partial magic
                     break
                 pos = j
                 continue
@@ -231,16 +236,17 @@ class BinaryParser:
         """End of input: bytes left over are a truncated record (its complete events are kept) or garbage."""
         items = []
         buf = self._buf
-        if buf:
-            if buf[:4] == MAGIC[:len(buf[:4])]:
-                if len(buf) >= HEADER_BYTES:
-                    _, kind, flags, count = HEADER.unpack_from(buf, 0)
-                    whole = min(count, (len(buf) - HEADER_BYTES) // _EVENT_BYTES)
-                    if kind == KIND_EVENTS and flags == 0 and whole:
-                        items.append(_events(buf, HEADER_BYTES, whole))
-                items.append(("reject", "truncated_record", 1))
-            else:
-                self._garbage(items)
+        if buf and buf[:4] != MAGIC[:len(buf[:4])]:   # bytes after a bad header, perhaps then a cut record
+            j = buf.find(MAGIC)
+            self._garbage(items)
+            del buf[:j if j >= 0 else len(buf) - _partial_magic(buf)]
+        if buf:                                        # a record cut by the end of the feed
+            if len(buf) >= HEADER_BYTES:
+                _, kind, flags, count = HEADER.unpack_from(buf, 0)
+                whole = min(count, (len(buf) - HEADER_BYTES) // _EVENT_BYTES)
+                if kind == KIND_EVENTS and flags == 0 and whole:
+                    items.append(_events(buf, HEADER_BYTES, whole))
+            items.append(("reject", "truncated_record", 1))
         self._buf = bytearray()
         self._resyncing = False
         self._scanned = 0
