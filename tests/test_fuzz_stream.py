@@ -19,7 +19,6 @@ The suite runs a fast slice; ``python tests/test_fuzz_stream.py --cases 1000`` r
 from __future__ import annotations
 
 import io
-import json
 import struct
 import sys
 import time
