@@ -604,3 +604,22 @@ def test_an_idle_tcp_client_is_disconnected_after_the_receive_timeout(files):
     assert summary["clients"] == 2 and [s["reason"] for s in segments] == ["timeout", "disconnect"]
     assert summary["events_accepted"] == 1 + t.size
     assert any("sent nothing for 0.5 s" in line for line in logged)
+
+
+def test_the_stream_package_reads_no_private_name_of_another_object_or_module():
+    """Issue 16: the stream modules talk through public names only (self's own privates excepted)."""
+    import ast
+    from pathlib import Path
+
+    import onlinedelay.stream as package
+
+    found = []
+    for path in sorted(Path(package.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__") \
+                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                found.append(f"{path.name}:{node.lineno} .{node.attr}")
+            if isinstance(node, ast.ImportFrom):
+                found += [f"{path.name}:{node.lineno} import {a.name}" for a in node.names if a.name.startswith("_")]
+    assert found == []
+    assert max(len(path.read_text().splitlines()) for path in Path(package.__file__).parent.glob("*.py")) <= 500
