@@ -587,15 +587,16 @@ def test_an_idle_tcp_client_is_disconnected_after_the_receive_timeout(files):
     t, u = files["ds"].events(1)
     source = TcpSource(port=0, max_clients=2, accept_timeout_s=10, recv_timeout_s=0.5)
     host, port = source.address
-    release = threading.Event()
+    connected, release = threading.Event(), threading.Event()
 
     def idle():
         with socket.create_connection((host, port), timeout=10) as conn:
             conn.sendall(b"0.01 5\n")                                # then nothing, holding the connection
+            connected.set()
             release.wait(timeout=20)
 
-    def second():
-        time.sleep(0.2)
+    def second():                                                    # queued behind the idle client
+        connected.wait(timeout=10)
         with socket.create_connection((host, port), timeout=10) as conn:
             conn.sendall(_text(t, u, label="mid").encode())
 
