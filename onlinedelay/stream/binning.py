@@ -9,8 +9,8 @@ step.  Silent steps are queued too (the network keeps decaying), within two rule
 
 * **padding** -- :meth:`Binner.end_sample` pads a segment that ran fewer than ``pad_to_steps``
   steps (default: the model's ``n_steps``) with silent steps, so a sample ends as the offline
-  evaluation runs it: all ``n_steps`` steps.  A sample with no event or tick is not padded;
-  silence resets (``reset_on_gap_ms``) do not pad.
+  evaluation runs it: all ``n_steps`` steps (at once, also in a real-time replay).  A sample
+  with no event or tick is not padded; silence resets (``reset_on_gap_ms``) do not pad.
 * **silence bound** -- of a stretch of steps without events, only the first
   ``max_silent_steps`` (default: the model's ``n_steps``) are queued; the rest are skipped
   (counted in ``skipped_steps``): the network keeps the state of the last step run, and the next
