@@ -640,3 +640,16 @@ def test_the_stream_package_reads_no_private_name_of_another_object_or_module():
                 found += [f"{path.name}:{node.lineno} import {a.name}" for a in node.names if a.name.startswith("_")]
     assert found == []
     assert max(len(path.read_text().splitlines()) for path in Path(package.__file__).parent.glob("*.py")) <= 500
+
+
+def test_events_exactly_on_step_boundaries_start_their_step(files):
+    """Issue 14: 0.29 s * 100 steps/s is 28.999999999999996 in float64; the binning slack puts it in step 29."""
+    k = np.arange(1, 100)
+    times = k / 100.0
+    assert (times * 100.0 < k).sum() == 3                            # 0.29, 0.57, 0.58: the cases that need it
+    runner = StreamRunner(files["model"], pad_to_steps=0)
+    assert runner.step_of(times).tolist() == k.tolist()
+    runner.push(times, np.full(k.size, 5))
+    runner.end_sample()
+    steps = _steps(runner.poll())
+    assert [s.n_events for s in steps] == [0] + [1] * k.size         # one event at the start of each step 1 .. 99
