@@ -437,7 +437,8 @@ def test_cli_stream_from_stdin_and_files_and_bad_options(files, tmp_path):
     silence = "0.001 5\n3.0 5\n"                                     # 299 silent steps between two events
     for options, steps in (([], 1 + N_STEPS + 1), (["--max-silent-steps", "5"], N_STEPS),
                            (["--max-silent-steps", "5", "--pad-to-steps", "0"], 1 + 5 + 1),
-                           (["--max-silent-steps", "0"], 301), (["--max-silent-steps", "0", "--pad-to-steps", "400"], 400)):
+                           (["--max-silent-steps", "0"], 301),
+                           (["--max-silent-steps", "0", "--pad-to-steps", "400"], 400)):
         result = runner.invoke(main, ["stream", "--model", str(files["model"]), "--input", "-", "--quiet", *options],
                                input=silence)
         summary = json.loads(result.stdout.splitlines()[-1])["summary"]

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import check_choice, check_int
 from .output import OutputWriter
-from .protocol import TIME_UNITS, StreamError, StreamOptionError, check_option
+from .protocol import MAX_RECORD_EVENTS, TIME_UNITS, StreamError, StreamOptionError, check_option
 from .runner import StreamRunner
 from .sources import TcpSource, merge_labels, open_source, read_label_file, source_items
 
@@ -100,7 +100,8 @@ def run_stream(model, source, out, *, input_format: str = "auto", time_unit: str
                realtime: bool = False, on_backwards: str = "drop", host: str = "127.0.0.1",
                max_clients: int | None = None, accept_timeout_s: float | None = None, origin: str = "zero",
                max_jump_s: float | None = 3600.0, update_every_steps: int | None = None, threads: int = 1,
-               max_line_bytes: int = 1024, max_record_events: int = 65536, recv_timeout_s: float | None = 60.0,
+               max_line_bytes: int = 1024, max_record_events: int = MAX_RECORD_EVENTS,
+               recv_timeout_s: float | None = 60.0,
                pad_to_steps: int | None = None, max_silent_steps: int | None = None, log=None,
                clock=time.monotonic, sleep=time.sleep) -> dict:
     """Stream a source through a model until it ends; returns the summary (also written by ``out``).
