@@ -43,7 +43,7 @@ def _float_arrays(tup):
     for a in tup:
         if isinstance(a, tuple):
             yield from _float_arrays(a)
-        elif a.dtype.kind == "f":
+        elif isinstance(a, np.ndarray) and a.dtype.kind == "f":
             yield a
 
 
