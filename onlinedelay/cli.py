@@ -388,6 +388,14 @@ def bench(json_path, quick, repeats, configs, batch_sizes, threads, memory, peer
               help="stop after this many TCP clients [default: never]")
 @click.option("--accept-timeout", "accept_timeout_s", type=click.FloatRange(min=0, min_open=True), default=None,
               help="stop when no TCP client connects for this many seconds [default: wait]")
+@click.option("--recv-timeout", "recv_timeout_s", type=click.FloatRange(min=0, min_open=True), default=60.0,
+              show_default=True, help="disconnect a TCP client that sends nothing for this many seconds")
+@click.option("--pad-to-steps", type=click.IntRange(min=0), default=None,
+              help="pad an ended sample with silent steps to this many, as eval runs it "
+                   "[default: the model's n_steps; 0: no padding]")
+@click.option("--max-silent-steps", type=click.IntRange(min=0), default=None,
+              help="steps run of a stretch without events, the rest are skipped "
+                   "[default: the model's n_steps; 0: run them all]")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="threads for the synapse kernels")
 @click.option("--quiet", is_flag=True, help="no summary on stderr")
 def stream(model_path, source, quiet, **options):

@@ -37,6 +37,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*delays were clipped:RuntimeWar
 NAMES = ["low", "mid", "high"]
 DT_MS = 10.0
 POOL = 5
+N_STEPS = 30                                   # the model's training n_steps: an ended sample is padded to it
 
 
 def _params(net):
@@ -55,7 +56,7 @@ def files(tmp_path_factory):
     net = Network(NetworkConfig(n_inputs=140, n_hidden=16, n_outputs=3, max_delay_steps=8), seed=0)
     model = root / "model.h5"
     save_model(model, net, class_names=NAMES, learner=None,
-               training={"run": RunConfig(pool=POOL, n_steps=30).to_dict()})
+               training={"run": RunConfig(pool=POOL, n_steps=N_STEPS).to_dict()})
     rng = np.random.default_rng(1)
     times, units, labels = [], [], []
     for k in (0, 1, 2, 1):
@@ -69,9 +70,9 @@ def files(tmp_path_factory):
 
 
 def _offline(files, i):
-    """Readout of every step of sample i, evaluated offline (frames -> net.run)."""
+    """Readout of every step of sample i, evaluated offline (frames -> net.run), padded to N_STEPS."""
     t, _ = files["ds"].events(i)
-    x = files["ds"].frames(i, DT_MS, steps_for(t.max(), DT_MS), POOL)
+    x = files["ds"].frames(i, DT_MS, max(N_STEPS, steps_for(t.max(), DT_MS)), POOL)
     return load_model(files["model"]).net.run(x)[:, 0], x
 
 
@@ -294,7 +295,7 @@ def test_reset_on_gap_resets_state_and_skips_the_silence(files):
     assert first[-1].index == int(np.floor((t.max() + gap_ms / 1000) * 100 + 1e-9)) - 1 > last_step
     assert second[0].index == runner.step_of([t[0] + shift])[0] and second[0].segment_step == 0
     k = runner.step_of(t + shift)
-    x = np.zeros((k.max() - k.min() + 1, 140), np.int64)
+    x = np.zeros((max(N_STEPS, k.max() - k.min() + 1), 140), np.int64)     # the eof pads the segment
     np.add.at(x, (k - k.min(), u // POOL), 1)
     assert np.array_equal(np.stack([r.y for r in second]), load_model(files["model"]).net.run(x)[:, 0])
 
@@ -319,9 +320,11 @@ def test_realtime_paces_a_replay_at_wall_clock_speed(files):
     run_stream(files["model"], str(files["data"]), plain, sample=1)
     strip = [{k: v for k, v in json.loads(line).items() if k != "summary"} for line in plain.getvalue().splitlines()]
     assert strip[:-1] == [json.loads(line) for line in paced.getvalue().splitlines()][:-1]
-    steps = summary["steps"]
+    steps = steps_for(t.max(), DT_MS)                               # then the end pads to N_STEPS at once
+    assert summary["steps"] == N_STEPS > steps
     assert now[0] == pytest.approx(t.max(), abs=1e-9)               # the feed took its own duration
     assert emitted_at[steps - 2] == pytest.approx((steps - 1) * DT_MS / 1000)   # step k out at its end
+    assert emitted_at[N_STEPS - 1] == emitted_at[steps - 1]
 
 
 # -- adaptation --------------------------------------------------------------------------------------------
@@ -431,6 +434,17 @@ def test_cli_stream_from_stdin_and_files_and_bad_options(files, tmp_path):
         result = runner.invoke(main, args)
         assert result.exit_code == 2, (bad, result.output)
         assert "--" in result.output
+    silence = "0.001 5\n3.0 5\n"                                     # 299 silent steps between two events
+    for options, steps in (([], 1 + N_STEPS + 1), (["--max-silent-steps", "5"], N_STEPS),
+                           (["--max-silent-steps", "5", "--pad-to-steps", "0"], 1 + 5 + 1),
+                           (["--max-silent-steps", "0"], 301),
+                           (["--max-silent-steps", "0", "--pad-to-steps", "400"], 400)):
+        result = runner.invoke(main, ["stream", "--model", str(files["model"]), "--input", "-", "--quiet", *options],
+                               input=silence)
+        summary = json.loads(result.stdout.splitlines()[-1])["summary"]
+        assert result.exit_code == 0 and summary["steps"] == steps, (options, summary["steps"])
+    result = runner.invoke(main, ["stream", "--model", str(files["model"]), "--input", "-", "--recv-timeout", "0"])
+    assert result.exit_code == 2 and "--recv-timeout" in result.output
 
 
 def test_ticks_complete_steps_labels_and_an_absolute_clock(files):
@@ -452,7 +466,8 @@ def test_ticks_complete_steps_labels_and_an_absolute_clock(files):
     assert first.push(epoch, [1, 2, 3, 4]) == 4
     first.finish()
     steps = _steps(first.poll())
-    assert [s.n_events for s in steps] == [2, 1, 1] and steps[0].t_end_s == pytest.approx(1.7e9 + 0.01)
+    assert [s.n_events for s in steps] == [2, 1, 1] + [0] * (N_STEPS - 3)
+    assert steps[0].t_end_s == pytest.approx(1.7e9 + 0.01)
 
 
 def test_snapshot_resume_with_axonal_recurrent_delays(files, tmp_path):
@@ -477,3 +492,165 @@ def test_snapshot_resume_with_axonal_recurrent_delays(files, tmp_path):
         runner.finish()
         runs.append((np.stack([s.y for s in _steps(runner.poll())]), _params(runner.net)))
     assert np.array_equal(runs[0][0], runs[1][0]) and _same_params(runs[0][1], runs[1][1])
+
+
+# -- issue 14: stream and eval agree, long silences, line and record limits, idle clients -------------------
+def test_stream_and_eval_agree_on_the_binned_split(files):
+    """An ended sample is padded to the model's n_steps: the stream runs exactly what eval runs."""
+    ds, net = files["ds"], load_model(files["model"]).net
+    x = ds.frames_batch(np.arange(len(ds)), dt_ms=DT_MS, n_steps=N_STEPS, pool=POOL)     # as load_split bins
+    predictions = infer(net, x)[0]
+    buf = io.StringIO()
+    summary = run_stream(files["model"], str(files["data"]), buf)
+    records = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert [r["class"] for r in records if "segment" in r] == predictions.tolist()
+    assert summary["segment_accuracy"] == pytest.approx(np.mean(predictions == ds.labels))
+    assert summary["steps"] == len(ds) * N_STEPS
+    for i in range(len(ds)):
+        runner = StreamRunner(files["model"])
+        runner.push(*ds.events(i))
+        runner.end_sample()
+        steps = _steps(runner.poll())
+        assert np.array_equal(np.stack([s.y for s in steps]), net.run(x[:, i])[:, 0])
+        assert steps[-1].vote == predictions[i]
+    unpadded = StreamRunner(files["model"], pad_to_steps=0)          # the sample ends at its last event
+    t, u = ds.events(0)
+    unpadded.push(t, u)
+    unpadded.end_sample()
+    assert len(_steps(unpadded.poll())) == steps_for(t.max(), DT_MS) < N_STEPS
+    empty = StreamRunner(files["model"])                             # nothing happened: nothing to pad
+    empty.end_sample()
+    assert empty.poll() == []
+
+
+def test_a_long_silence_runs_at_most_max_silent_steps(files, tmp_path):
+    feed = tmp_path / "hour.txt"
+    feed.write_text("0.001 5\n3599 5\n")                             # legal: within max_jump_s
+    buf = io.StringIO()
+    summary = run_stream(files["model"], str(feed), buf)
+    steps = [json.loads(line) for line in buf.getvalue().splitlines() if '"step"' in line]
+    assert summary["steps"] == len(steps) == 1 + N_STEPS + 1 and summary["events_accepted"] == 2
+    assert summary["skipped_steps"] == 359900 - 1 - N_STEPS
+    assert [r["k"] for r in steps] == list(range(N_STEPS + 1)) + [359900]
+    assert len(buf.getvalue()) < 20_000
+    runner = StreamRunner(files["model"])                            # the skip keeps the state of the last step run
+    runner.push([0.001, 3599.0], [5, 6])
+    runner.end_sample()
+    x = np.zeros((N_STEPS + 2, 140), np.int64)
+    x[0, 1] = x[-1, 1] = 1
+    ref = load_model(files["model"]).net.run(x)[:, 0]
+    assert np.array_equal(np.stack([s.y for s in _steps(runner.poll())]), ref)
+    ticking = StreamRunner(files["model"])                           # the bound holds across ticks too
+    ticking.push([0.001], [5])
+    for k in range(1, 101):
+        ticking.advance(k * 0.1)
+    ticking.end_sample()
+    assert len(_steps(ticking.poll())) == 1 + N_STEPS and ticking.summary()["skipped_steps"] == 1000 - N_STEPS
+    unbounded = StreamRunner(files["model"], max_silent_steps=0)
+    unbounded.push([0.001, 2.0], [5, 6])
+    unbounded.end_sample()
+    assert len(_steps(unbounded.poll())) == 201 and unbounded.summary()["skipped_steps"] == 0
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100, 1025, 1 << 16])
+def test_a_line_over_the_limit_is_rejected_whatever_the_reads(chunk):
+    limit = 64
+    lines = [b"0.01" + b" " * (limit - 5) + b"5",                     # exactly the limit: accepted
+             b"0.02" + b" " * (limit - 4) + b"6",                     # one byte over: rejected
+             b"#" * (limit + 1), b" " * (limit + 1), b"label " + b"x" * limit,
+             b"0.03 7", b"0.04 " + b"8" * (3 * limit)]
+    data = b"\n".join(lines) + b"\n0.05 9"                           # the last line without a newline
+    assert [len(line) for line in lines[:2]] == [limit, limit + 1]
+    parser = TextParser("s", max_line_bytes=limit)
+    items = [item for a in range(0, len(data), chunk) for item in parser.feed(data[a:a + chunk])] + parser.close()
+    events = np.concatenate([item[1] for item in items if item[0] == "events"])
+    assert events.tolist() == [0.01, 0.03, 0.05]
+    assert sum(item[2] for item in items if item[0] == "reject") == 5
+    assert {item[1] for item in items if item[0] == "reject"} == {"oversized_record"}
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 12, 13, 1 << 16])
+def test_a_record_whose_count_exceeds_its_payload_ends_at_the_next_header(chunk):
+    lying = bytearray(encode_events([0.01, 0.02], [5, 6]))
+    lying[8:12] = (3).to_bytes(4, "little")                           # says 3 events, holds 2
+    odd = bytearray(encode_events([0.03], [7]) + b"\x01\x02\x03")    # holds 1 event and 3 stray bytes
+    odd[8:12] = (9).to_bytes(4, "little")
+    long_t = 0.1 + np.arange(1000) * 1e-4                              # a long payload: searched by words
+    long = bytearray(encode_events(long_t, np.arange(1000) % 700) + b"\x07" * 5)
+    long[8:12] = (1002).to_bytes(4, "little")
+    data = (bytes(lying) + encode_events([0.05, 0.06], [7, 8]) + bytes(odd) + encode_label(2) + bytes(long)
+            + encode_end())
+    parser = BinaryParser()
+    items = [item for a in range(0, len(data), chunk) for item in parser.feed(data[a:a + chunk])] + parser.close()
+    assert [(k, v[0].tolist(), v[1].tolist()) for k, *v in items if k == "events"] == [
+        ("events", [0.01, 0.02], [5, 6]), ("events", [0.05, 0.06], [7, 8]), ("events", [0.03], [7]),
+        ("events", long_t.tolist(), (np.arange(1000) % 700).tolist())]
+    assert [item for item in items if item[0] != "events"] == [
+        ("reject", "truncated_record", 1), ("reject", "truncated_record", 1), ("label", 2),
+        ("reject", "truncated_record", 1), ("end", "end")]
+
+
+def test_an_idle_tcp_client_is_disconnected_after_the_receive_timeout(files):
+    t, u = files["ds"].events(1)
+    source = TcpSource(port=0, max_clients=2, accept_timeout_s=10, recv_timeout_s=0.5)
+    host, port = source.address
+    connected, release = threading.Event(), threading.Event()
+
+    def idle():
+        with socket.create_connection((host, port), timeout=10) as conn:
+            conn.sendall(b"0.01 5\n")                                # then nothing, holding the connection
+            connected.set()
+            release.wait(timeout=20)
+
+    def second():                                                    # queued behind the idle client
+        connected.wait(timeout=10)
+        with socket.create_connection((host, port), timeout=10) as conn:
+            conn.sendall(_text(t, u, label="mid").encode())
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (idle, second)]
+    for thread in threads:
+        thread.start()
+    started = time.monotonic()
+    logged = []
+    buf = io.StringIO()
+    summary = run_stream(files["model"], source, buf, log=logged.append)
+    release.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert time.monotonic() - started < 10 and not any(thread.is_alive() for thread in threads)
+    segments = [json.loads(line) for line in buf.getvalue().splitlines() if '"segment"' in line]
+    assert summary["clients"] == 2 and [s["reason"] for s in segments] == ["timeout", "disconnect"]
+    assert summary["events_accepted"] == 1 + t.size
+    assert any("sent nothing for 0.5 s" in line for line in logged)
+
+
+def test_the_stream_package_reads_no_private_name_of_another_object_or_module():
+    """Issue 16: the stream modules talk through public names only (self's own privates excepted)."""
+    import ast
+    from pathlib import Path
+
+    import onlinedelay.stream as package
+
+    found = []
+    for path in sorted(Path(package.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__") \
+                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                found.append(f"{path.name}:{node.lineno} .{node.attr}")
+            if isinstance(node, ast.ImportFrom):
+                found += [f"{path.name}:{node.lineno} import {a.name}" for a in node.names if a.name.startswith("_")]
+    assert found == []
+    assert max(len(path.read_text().splitlines()) for path in Path(package.__file__).parent.glob("*.py")) <= 500
+
+
+def test_events_exactly_on_step_boundaries_start_their_step(files):
+    """Issue 14: 0.29 s * 100 steps/s is 28.999999999999996 in float64; the binning slack puts it in step 29."""
+    k = np.arange(1, 100)
+    times = k / 100.0
+    assert (times * 100.0 < k).sum() == 3                            # 0.29, 0.57, 0.58: the cases that need it
+    runner = StreamRunner(files["model"], pad_to_steps=0)
+    assert runner.step_of(times).tolist() == k.tolist()
+    runner.push(times, np.full(k.size, 5))
+    runner.end_sample()
+    steps = _steps(runner.poll())
+    assert [s.n_events for s in steps] == [0] + [1] * k.size         # one event at the start of each step 1 .. 99

@@ -47,6 +47,11 @@ def _steps(times_s, dt_ms):
     return np.floor(np.asarray(times_s, dtype=np.float64) * (1000.0 / dt_ms) + _SLACK).astype(np.int64)
 
 
+def step_index(times_s, dt_ms):
+    """Step of each time (seconds from the window's start), int64: the rule of the module docstring."""
+    return _steps(times_s, dt_ms)
+
+
 def bin_events(times_s, units, dt_ms=10.0, n_steps=100, n_channels=700, pool=5, overflow="clip"):
     """Bin one sample.
 
