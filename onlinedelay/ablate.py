@@ -295,7 +295,7 @@ def plan(grids, network=None, learning=None, run=None, seeds: int = 3, out="runs
 # -- one run ---------------------------------------------------------------------------------------
 def _load_eval_data(model_path, test_dataset=None, split="test", data_dir=None):
     """(loaded model, x (T, N, C), labels (N,)) of the data a model is evaluated on."""
-    from .train import load_eval_data
+    from .evaluate import load_eval_data
 
     return load_eval_data(model_path, test_dataset, split, data_dir)[:3]
 
@@ -316,7 +316,7 @@ def prune_delays(net, x, labels, fractions=PRUNE_FRACTIONS, orders=PRUNE_ORDERS,
     -------
     {order: [accuracy per fraction]}
     """
-    from .train import evaluate_arrays
+    from .evaluate import evaluate_arrays
 
     delays = net.params.input.delay.astype(np.float64).copy()
     if delays.size == 0:
@@ -378,7 +378,8 @@ def execute_run(spec: dict) -> dict:
     (``status = "diverged"``, no accuracy), not an error.
     """
     from .atomic import atomic_path
-    from .train import DivergenceError, Trainer, evaluate_arrays
+    from .evaluate import evaluate_arrays
+    from .train import DivergenceError, Trainer
 
     out = Path(spec["out_dir"])
     out.mkdir(parents=True, exist_ok=True)

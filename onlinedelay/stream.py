@@ -1229,7 +1229,7 @@ class Hdf5Source:
     def items(self, runner: StreamRunner):
         """Yields the items of the chosen sample(s); labels mapped to the model's classes by name."""
         from .datasets import load_dataset
-        from .train import map_labels
+        from .evaluate import map_labels
 
         ds = load_dataset(self.path)
         if ds.n_channels != runner.n_channels:

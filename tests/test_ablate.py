@@ -271,7 +271,7 @@ def test_prune_delays_zeroes_shortest_longest_and_random_shares(monkeypatch):
     net = Network(NetworkConfig(n_inputs=6, n_hidden=3, n_outputs=2, input_delays="synaptic"), seed=1)
     original = net.params.input.delay.copy()
     seen = []
-    monkeypatch.setattr("onlinedelay.train.evaluate_arrays",
+    monkeypatch.setattr("onlinedelay.evaluate.evaluate_arrays",
                         lambda net, x, labels, start: seen.append(net.params.input.delay.copy()) or {"accuracy": 0.5})
     curves = ablate.prune_delays(net, np.zeros((5, 4, 6), np.uint16), np.zeros(4, np.int64), seed=3)
     assert set(curves) == set(ablate.PRUNE_ORDERS) and all(len(c) == 11 for c in curves.values())
