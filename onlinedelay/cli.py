@@ -410,12 +410,13 @@ def train(ctx, out_dir, config_file, resume, quiet, as_json, **options):
 
 def _confusion_table(confusion, names) -> str:
     """Rows: true class (index and name); columns: predicted class index."""
-    k = len(names)
-    width = max(len(str(k - 1)), max((len(str(n)) for row in confusion for n in row), default=1))
-    name_width = max(len(str(n)) for n in names) + len(str(k - 1)) + 1
-    head = " " * (name_width + 2) + " ".join(f"{j:>{width}}" for j in range(k))
-    rows = [f"  {f'{i} {names[i]}':<{name_width}}" + " ".join(f"{n:>{width}}" for n in row)
-            for i, row in enumerate(confusion)]
+    k, index_width = len(names), len(str(len(names) - 1))
+    width = max(index_width, max((len(str(n)) for row in confusion for n in row), default=1))
+    labels = [f"{i:>{index_width}} {name}" for i, name in enumerate(names)]
+    label_width = max(len(label) for label in labels)
+    head = " " * (label_width + 4) + " ".join(f"{j:>{width}}" for j in range(k))
+    rows = [f"  {label:<{label_width}}  " + " ".join(f"{n:>{width}}" for n in row)
+            for label, row in zip(labels, confusion)]
     return "\n".join(["confusion matrix (rows: true class, columns: predicted class):", head, *rows])
 
 

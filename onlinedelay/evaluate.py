@@ -115,7 +115,7 @@ def clipped_note(n_long: int, n_total: int, run: RunConfig, dt_ms: float, what: 
     if not n_long:
         return None
     fate = "count in the last step" if run.overflow == "clip" else "are dropped"
-    return (f"{n_long} of {n_total} {what} samples last longer than --n-steps {run.n_steps} x {dt_ms:g} ms "
+    return (f"{n_long} of the {n_total} samples in {what} last longer than --n-steps {run.n_steps} x {dt_ms:g} ms "
             f"= {run.n_steps * dt_ms / 1000:g} s; their later events {fate}")
 
 

@@ -204,7 +204,7 @@ class Trainer:
         self.x_valid, self.y_valid = x[:, valid_idx], labels[valid_idx]
         self.net_config = self.net_config.replace(n_inputs=x.shape[2], n_outputs=len(self.class_names))
         note = clipped_note(samples_longer_than(ds, self.net_config.dt_ms, run.n_steps), len(ds), run,
-                            self.net_config.dt_ms, "training")
+                            self.net_config.dt_ms, "the training split")
         if note:
             self._info(note)
         if not len(valid_idx):
