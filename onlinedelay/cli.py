@@ -20,19 +20,25 @@ from .datasets.cli import data
 
 
 def _one_line(err) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text
+    """The message of ``err`` on one line."""
+    return " ".join(str(err).split()) or type(err).__name__
 
 
-def _exit_status(err) -> int:
-    """2 for bad input, 1 for a failure at run time (bugs included).
+def _exit_status(err) -> int | None:
+    """2 for bad input, 1 for a failure at run time, None for anything else (a bug).
 
     Bad input is the ``ValueError`` family: ``OnlineDelayError`` and the package's other error
     classes for bad input -- ``ModelFileError``, ``DatasetFormatError``, ``ChecksumError``,
     ``StreamError``, ``StreamOptionError``, ``AblationError``, ``ConfigMismatchError``, bench's
     ``OptionError`` -- are all ``ValueError`` subclasses (tests/test_first_use.py checks it).
+    Run-time failures: ``OSError`` (missing files, a full disk), ``RuntimeError`` (divergence,
+    downloads), ``MemoryError``.
     """
-    return 2 if isinstance(err, ValueError) else 1
+    if isinstance(err, ValueError):
+        return 2
+    if isinstance(err, (OSError, RuntimeError, MemoryError)):
+        return 1
+    return None
 
 
 class Failure(click.ClickException):
@@ -58,7 +64,7 @@ class _Main(click.Group):
             if os.environ.get("ONLINEDELAY_DEBUG") == "1":
                 raise
             status = _exit_status(err)
-            if status == 2 or isinstance(err, (OSError, RuntimeError, MemoryError)):
+            if status is not None:
                 raise Failure(_one_line(err), status) from None
             raise Failure(f"internal error ({type(err).__name__}: {_one_line(err)}); please report it with the "
                           f"command (ONLINEDELAY_DEBUG=1 shows the traceback)", 1) from None
@@ -227,7 +233,12 @@ def _read_config_file(path) -> tuple[dict, dict]:
 
     try:
         text = Path(path).read_text()
-        data = __import__("tomllib").loads(text) if str(path).endswith(".toml") else json.loads(text)
+        if str(path).endswith(".toml"):
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
     except Exception as err:  # noqa: BLE001 - report any read or parse error as one line
         raise OptionError(f"--config {path}: cannot parse ({_one_line(err)})") from None
     if not isinstance(data, dict):
@@ -324,12 +335,13 @@ class _Progress:
                        nl=False, err=True)
         elif kind == "epoch":
             valid = event["valid_accuracy"]
-            clipped = event.get("clipped_delays")
+            at_limits = event.get("delays_at_limits")
             click.echo(("\n" if self.tty else "") +
                        f"epoch {event['epoch']}: loss {event['train_loss']:.4f}  train acc {event['train_accuracy']:.3f}"
                        f"  valid acc {'-' if valid is None else f'{valid:.3f}'}  {event['samples_per_s']:.1f} samples/s"
                        f"  {event['seconds']:.1f} s"
-                       + (f"  ({clipped} delays clipped to [0, {event['max_delay_steps']}] steps)" if clipped else ""),
+                       + (f"  ({at_limits} of {event['n_delays']} delays clipped to 0 or {event['max_delay_steps']} "
+                          f"steps)" if at_limits else ""),
                        err=True)
 
 

@@ -3,7 +3,7 @@
 A run writes into its output folder::
 
     config.json       resolved network / learning / run configs, seed, package version, data file
-    metrics.jsonl     one JSON line per epoch (loss, accuracies, time, samples/s, mean delay, clipped delays)
+    metrics.jsonl     one JSON line per epoch (loss, accuracies, time, samples/s, mean delay, delays at the limits)
     checkpoint.h5     everything needed to continue (parameters, optimizer, epoch and batch position)
     last.h5, best.h5  the model after the last epoch and the one with the best validation accuracy
                       (the best training accuracy when there is no validation split)
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import threading
 import time
 import warnings
@@ -39,7 +38,7 @@ RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.h5", "best.h5", "last.h
 # options that may change when a run is resumed: they do not change what is computed
 RESUMABLE_CHANGES = ("epochs", "threads", "checkpoint_every")
 COMPILE_NOTICE_S = 1.0           # say "compiling kernels" when warming them takes longer than this
-_CLIP_WARNING = re.compile(r"(\d+) delays were clipped")
+_CLIP_WARNING = r"\d+ delays were clipped"       # the learner's RuntimeWarning
 
 
 class DivergenceError(RuntimeError):
@@ -62,26 +61,18 @@ def _finite_params(net: Network) -> bool:
                                               p.recurrent.delay, p.w_out, p.b_out))
 
 
-def run_batch(learner: ThreeFactorLearner, x, labels) -> tuple[dict, int]:
-    """``learner.run_sample(x, labels, update=True)``; returns (its result, delays clipped by its updates).
+def run_batch(learner: ThreeFactorLearner, x, labels) -> dict:
+    """``learner.run_sample(x, labels, update=True)`` without the learner's delay-clipping warning:
+    the epoch line reports the delays at the limits instead (:func:`delays_at_limits`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_CLIP_WARNING, category=RuntimeWarning)
+        return learner.run_sample(x, labels, update=True)
 
-    The learner reports clipping as a RuntimeWarning once per optimizer; here the warning is
-    re-armed before the batch and counted instead of shown (other warnings pass through), so the
-    count is exact for one update per batch (accumulate mode) and covers the first clipping update
-    of the batch in online mode.
-    """
-    learner.optimizer.warned_clip = False
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.filterwarnings("always", message=_CLIP_WARNING.pattern, category=RuntimeWarning)
-        out = learner.run_sample(x, labels, update=True)
-    clipped = 0
-    for w in caught:
-        match = _CLIP_WARNING.match(str(w.message))
-        if match and issubclass(w.category, RuntimeWarning):
-            clipped += int(match.group(1))
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    return out, clipped
+
+def delays_at_limits(net: Network) -> tuple[int, int]:
+    """(delays at 0 or ``max_delay_steps``, all delays): learned delays end there only by clipping."""
+    d = np.concatenate([net.params.input.delay, net.params.recurrent.delay])
+    return int(np.count_nonzero((d <= 0) | (d >= net.config.max_delay_steps))), int(d.size)
 
 
 def read_metrics(path) -> list[dict]:
@@ -227,12 +218,11 @@ class Trainer:
         run = self.run_config
         n_train = len(self.y_train)
         sizes = {min(2, run.batch_size, n_train), min(2, n_train % run.batch_size)} - {0}
-        with _CompileNotice(self.progress), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_CLIP_WARNING.pattern, category=RuntimeWarning)
+        with _CompileNotice(self.progress):
             for size in sorted(sizes):
                 net = Network(self.net_config, seed=run.seed, threads=run.threads)
                 learner = ThreeFactorLearner(net, self.learn_config, seed=run.seed)
-                learner.run_sample(self.x_train[:, :size], self.y_train[:size], update=True)
+                run_batch(learner, self.x_train[:, :size], self.y_train[:size])
                 infer(net, self.x_train[:, :size], self.learn_config.loss_start_step)
 
     def _resume(self, resolved: dict) -> dict:
@@ -281,14 +271,13 @@ class Trainer:
         n_train = len(self.y_train)
         n_batches = math.ceil(n_train / run.batch_size)
         measure = "valid_accuracy" if len(self.y_valid) else "train_accuracy"
+        learns_delays = lc.learn_delays and lc.lr_delays > 0 and delays_at_limits(self.net)[1] > 0
         for epoch in range(start_epoch, run.epochs):
             order = np.random.default_rng([run.seed, epoch]).permutation(n_train)
             started = time.perf_counter() - partial["seconds"]
-            clipped = int(partial.get("clipped_delays", 0))
             for b in range(start_batch, n_batches):
                 idx = order[b * run.batch_size:(b + 1) * run.batch_size]
-                out, n_clipped = run_batch(self.learner, self.x_train[:, idx], self.y_train[idx])
-                clipped += n_clipped
+                out = run_batch(self.learner, self.x_train[:, idx], self.y_train[idx])
                 if not math.isfinite(out["loss"]) or not _finite_params(self.net):
                     raise DivergenceError(
                         f"training diverged at epoch {epoch + 1}, batch {b + 1}: loss={out['loss']!r} "
@@ -303,7 +292,7 @@ class Trainer:
                                "accuracy": partial["correct"] / partial["seen"],
                                "samples_per_s": partial["seen"] / max(elapsed, 1e-9)})
                 if run.checkpoint_every and (b + 1) % run.checkpoint_every == 0 and b + 1 < n_batches:
-                    partial["seconds"], partial["clipped_delays"] = elapsed, clipped
+                    partial["seconds"] = elapsed
                     self._save("checkpoint.h5", {"epoch": epoch, "batch": b + 1, "partial": partial,
                                                  "best_valid": best_score, "best_epoch": best_epoch,
                                                  "run": run.to_dict()}, True)
@@ -313,7 +302,8 @@ class Trainer:
             metrics = {"epoch": epoch + 1, "train_loss": partial["loss"] / partial["seen"],
                        "train_accuracy": partial["correct"] / partial["seen"], "valid_accuracy": valid,
                        "seconds": seconds, "samples_per_s": partial["seen"] / max(seconds, 1e-9),
-                       "mean_input_delay_steps": _mean_delay(self.net), "clipped_delays": clipped}
+                       "mean_input_delay_steps": _mean_delay(self.net),
+                       "delays_at_limits": delays_at_limits(self.net)[0] if learns_delays else None}
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(metrics) + "\n")
             info = {"epoch": epoch + 1, "metrics": metrics, "run": run.to_dict()}
@@ -325,7 +315,8 @@ class Trainer:
             self._save("checkpoint.h5", {"epoch": epoch + 1, "batch": 0, "partial": partial,
                                          "best_valid": best_score, "best_epoch": best_epoch,
                                          "run": run.to_dict()}, True)
-            self.progress({"kind": "epoch", "max_delay_steps": self.net_config.max_delay_steps, **metrics})
+            self.progress({"kind": "epoch", "max_delay_steps": self.net_config.max_delay_steps,
+                           "n_delays": delays_at_limits(self.net)[1], **metrics})
         return self._summary(best_score, best_epoch)
 
     def _summary(self, best_score: float, best_epoch, finished_already: bool = False) -> dict:

@@ -187,17 +187,15 @@ def test_resume_refuses_options_that_differ_from_the_saved_run(run):
 def test_ctrl_c_prints_the_resume_command_and_exits_130(toy, tmp_path, monkeypatch):
     from onlinedelay import train
 
-    calls = []
+    out = tmp_path / "my run"
 
     def interrupted_in_epoch_2(learner, x, labels):
-        calls.append(1)
-        if len(calls) == 6 + 1:                   # 48 samples -> 6 batches of 8 per epoch
+        if (out / "checkpoint.h5").exists():      # the first batch after epoch 1's checkpoint
             raise KeyboardInterrupt
         return run_batch(learner, x, labels)
 
     run_batch = train.run_batch
     monkeypatch.setattr(train, "run_batch", interrupted_in_epoch_2)
-    out = tmp_path / "my run"
     result = CliRunner().invoke(main, ["train", "--dataset", str(toy["train"]), "--out", str(out), *SMALL,
                                        "--valid-fraction", "0"])
     assert result.exit_code == 130 and "Traceback" not in result.output
@@ -243,10 +241,13 @@ def test_clipped_delays_are_counted_per_epoch_not_warned(toy, tmp_path):
         warnings.simplefilter("always")
         Trainer(net, LearningConfig(lr_delays=1.0), run, tmp_path, progress=events.append).run()
     assert not [w for w in caught if "clipped" in str(w.message)]
+    delays = load_model(tmp_path / "last.h5").net.params.input.delay
+    at_limits = int(((delays == 0) | (delays == 2)).sum())
+    assert 0 < at_limits < delays.size
     epochs = [e for e in events if e["kind"] == "epoch"]
-    assert all(e["clipped_delays"] > 0 for e in epochs)
-    assert [m["clipped_delays"] for m in read_metrics(tmp_path / "metrics.jsonl")] == \
-        [e["clipped_delays"] for e in epochs]
+    assert epochs[-1]["delays_at_limits"] == at_limits and epochs[-1]["n_delays"] == delays.size
+    assert [m["delays_at_limits"] for m in read_metrics(tmp_path / "metrics.jsonl")] == \
+        [e["delays_at_limits"] for e in epochs]
 
 
 def test_train_prints_a_parameter_table_notices_and_caps_threads(toy, tmp_path):
