@@ -229,7 +229,8 @@ class Trainer:
         """Load the checkpoint into the trainer; returns its training position."""
         checkpoint = self.out / "checkpoint.h5"
         if not checkpoint.exists():
-            raise OnlineDelayError(f"--resume: no checkpoint in {self.out} (looked for {checkpoint})")
+            raise OnlineDelayError(f"--resume: no checkpoint in {self.out} (looked for {checkpoint}); the run "
+                                   f"stopped before its first one: start it again without --resume")
         self._check_resume(resolved)
         loaded = load_model(checkpoint)
         position = _position(checkpoint, loaded.training)
