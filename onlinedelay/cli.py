@@ -451,9 +451,8 @@ def evaluate(model, model_option, dataset, split, data_dir, classes, as_json):
         click.echo(json.dumps(result))
         return
     click.echo(f"{result['data_file']} ({split}): accuracy {result['accuracy']:.4f} on {result['n_samples']} samples")
-    if result["n_long_samples"]:
-        click.echo(f"note: {result['n_long_samples']} samples last longer than the model's {result['n_steps']} "
-                   f"steps; their later events count in the last step")
+    if result["note"]:
+        click.echo(f"note: {result['note']}")
     click.echo(f"mean spikes per hidden neuron per sample {result['mean_spikes_per_neuron']:.2f}; "
                f"synaptic operations per sample {result['synops_per_sample']:.0f}")
     click.echo("per-class accuracy:")

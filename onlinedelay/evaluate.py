@@ -163,6 +163,17 @@ def map_labels(labels, file_names, model_names, where: str, classes: str = "by-n
     return np.array(lookup, np.int64)[labels]
 
 
+def _eval_run(loaded, dataset, data_dir) -> RunConfig:
+    """The run config a model was trained with, pointed at ``dataset`` / ``data_dir`` where given."""
+    training = loaded.training or {}
+    run = RunConfig.from_dict(training["run"]) if "run" in training else RunConfig()
+    if dataset is not None:
+        run = run.replace(dataset=str(dataset))
+    if data_dir is not None:
+        run = run.replace(data_dir=str(data_dir))
+    return run
+
+
 def load_eval_data(model_path, dataset: str | None = None, split: str = "test", data_dir=None,
                    classes: str = "by-name"):
     """(loaded model, x (T, N, C), labels (N,) in the model's class order, dataset) for evaluation.
@@ -171,12 +182,7 @@ def load_eval_data(model_path, dataset: str | None = None, split: str = "test", 
     ``data_dir`` override where they come from; ``classes`` as in :func:`map_labels`.
     """
     loaded = load_model(model_path)
-    training = loaded.training or {}
-    run = RunConfig.from_dict(training["run"]) if "run" in training else RunConfig()
-    if dataset is not None:
-        run = run.replace(dataset=str(dataset))
-    if data_dir is not None:
-        run = run.replace(data_dir=str(data_dir))
+    run = _eval_run(loaded, dataset, data_dir)
     x, labels, ds = load_split(run, loaded.net.config.dt_ms, split)
     if x.shape[2] != loaded.net.config.n_inputs:
         raise OnlineDelayError(f"{ds.path}: {x.shape[2]} input channels after pooling by {run.pool}, "
@@ -189,15 +195,18 @@ def evaluate_model(model_path, dataset: str | None = None, split: str = "test", 
                    classes: str = "by-name") -> dict:
     """Evaluate a saved model on a dataset split, binned as the model was trained.
 
-    Returns :func:`evaluate_arrays`'s dict plus model, data_file, split, class_names and
-    ``n_long_samples`` (samples with events after the model's ``n_steps``) with its ``n_steps``.
+    Returns :func:`evaluate_arrays`'s dict plus model, data_file, split, class_names,
+    ``n_long_samples`` (samples with events after the model's ``n_steps``) and ``note`` (a line
+    about them, or None).
     """
     loaded, x, labels, ds = load_eval_data(model_path, dataset, split, data_dir, classes)
     lc = loaded.learning_config or LearningConfig()
     result = evaluate_arrays(loaded.net, x, labels, lc.loss_start_step)
+    dt_ms, run = loaded.net.config.dt_ms, _eval_run(loaded, dataset, data_dir)
+    n_long = samples_longer_than(ds, dt_ms, run.n_steps)
     result.update({"model": str(model_path), "data_file": str(ds.path), "split": split,
-                   "class_names": loaded.class_names, "n_steps": int(x.shape[0]),
-                   "n_long_samples": samples_longer_than(ds, loaded.net.config.dt_ms, x.shape[0])})
+                   "class_names": loaded.class_names, "n_long_samples": n_long,
+                   "note": clipped_note(n_long, len(ds), run, dt_ms, f"the {split} split")})
     return result
 
 

@@ -262,6 +262,10 @@ def test_train_prints_a_parameter_table_notices_and_caps_threads(toy, tmp_path):
     n_long = sum(float(ds.events(i)[0].max()) >= 0.2 for i in range(len(ds)))
     assert 0 < n_long < len(ds)
     assert f"{n_long} of the 48 samples in the training split last longer than --n-steps 20" in result.stderr
+    test = load_dataset(toy["test"])
+    n_long_test = sum(float(test.events(i)[0].max()) >= 0.2 for i in range(len(test)))
+    evaluated = _cli("eval", tmp_path / "run" / "last.h5", "--dataset", toy["test"]).stdout
+    assert f"note: {n_long_test} of the 24 samples in the test split last longer than --n-steps 20" in evaluated
     table = result.stdout.split("parameters:\n")[1].splitlines()
     counts = load_model(tmp_path / "run" / "last.h5").net.parameter_counts()
     assert table[-1].split() == ["total", f"{sum(counts.values()):,}"]
