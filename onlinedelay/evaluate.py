@@ -1,7 +1,8 @@
 """Evaluation in one place: the prediction rule, inference, accuracies, class matching, model info.
 
 The prediction of a sample is the argmax of the softmax of the readout summed over the steps
-``t >= loss_start_step`` (:func:`predict`); training, evaluation, ablations and the stream use it.
+``t >= loss_start_step`` (:func:`predict`): validation during training, ``eval`` and the ablations
+use it, and the stream's per-sample vote follows the same rule.
 """
 
 from __future__ import annotations

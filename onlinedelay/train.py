@@ -148,7 +148,8 @@ class _CompileNotice:
     def __exit__(self, *exc):
         self.timer.cancel()
         if self.said and exc[0] is None:
-            self.progress({"kind": "info", "message": f"kernels compiled in {time.perf_counter() - self.started:.1f} s"})
+            seconds = time.perf_counter() - self.started
+            self.progress({"kind": "info", "message": f"kernels compiled in {seconds:.1f} s"})
 
 
 # -- training ---------------------------------------------------------------------------------------

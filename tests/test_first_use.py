@@ -393,7 +393,8 @@ def test_stale_temporaries_of_named_files_only_are_removed(tmp_path):
 def test_the_embedded_dataset_is_package_data():
     package = Path(onlinedelay.__file__).resolve().parent
     assert embedded_path().resolve().parent == package / "datasets" / "data" and embedded_path().is_file()
-    assert '"onlinedelay.datasets" = ["data/digits.npz", "data/digits.npz.md5"]' in (ROOT / "pyproject.toml").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"onlinedelay.datasets" = ["data/digits.npz", "data/digits.npz.md5"]' in pyproject
 
 
 def test_no_issue_numbers_in_help_or_readme():
