@@ -1,6 +1,17 @@
-"""The ``onlinedelay`` command: parses options, builds configs, calls the library -- no logic here."""
+"""The ``onlinedelay`` command: parses options, builds configs, calls the library -- no logic here.
+
+Errors: every command's failures end in one line on stderr, never a traceback (:func:`_exit_status`):
+exit status 2 for bad input (options, config files, datasets, model files, stream records: the
+package's ``ValueError`` family, :class:`~onlinedelay.errors.OnlineDelayError` first), 1 for a
+failure at run time (a missing file, a failed download, divergence, a full disk, or a bug), 130
+after Ctrl-C.
+"""
 
 from __future__ import annotations
+
+import os
+import re
+import shlex
 
 import click
 
@@ -8,7 +19,58 @@ from ._version import __version__
 from .datasets.cli import data
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _one_line(err) -> str:
+    """The message of ``err`` on one line."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _exit_status(err) -> int | None:
+    """2 for bad input, 1 for a failure at run time, None for anything else (a bug).
+
+    Bad input is the ``ValueError`` family: ``OnlineDelayError`` and the package's other error
+    classes for bad input -- ``ModelFileError``, ``DatasetFormatError``, ``ChecksumError``,
+    ``StreamError``, ``StreamOptionError``, ``AblationError``, ``ConfigMismatchError``, bench's
+    ``OptionError`` -- are all ``ValueError`` subclasses (tests/test_first_use.py checks it).
+    Run-time failures: ``OSError`` (missing files, a full disk), ``RuntimeError`` (divergence,
+    downloads), ``MemoryError``.
+    """
+    if isinstance(err, ValueError):
+        return 2
+    if isinstance(err, (OSError, RuntimeError, MemoryError)):
+        return 1
+    return None
+
+
+class Failure(click.ClickException):
+    """One line on stderr (``Error: ...``) and the given exit status."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Main(click.Group):
+    """The command group; turns every subcommand's exceptions into one line and an exit status."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            ctx.exit(130)
+        except Exception as err:  # noqa: BLE001 - the one place where errors become a line and a status
+            if os.environ.get("ONLINEDELAY_DEBUG") == "1":
+                raise
+            status = _exit_status(err)
+            if status is not None:
+                raise Failure(_one_line(err), status) from None
+            raise Failure(f"internal error ({type(err).__name__}: {_one_line(err)}); please report it with the "
+                          f"command (ONLINEDELAY_DEBUG=1 shows the traceback)", 1) from None
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="onlinedelay")
 def main():
     """Online three-factor learning of weights and delays in spiking neural networks."""
@@ -22,11 +84,12 @@ def warmup():
     """Compile and cache every numba kernel; prints the time it took."""
     from .warmup import warmup as run_warmup
 
+    click.echo("compiling every kernel (a minute or two on a cold cache, seconds when cached)...", err=True)
     seconds = run_warmup()
     click.echo(f"compiled and cached all kernels in {seconds:.1f} s")
 
 
-# -- train / eval / info -----------------------------------------------------------------------------
+# -- shared helpers ----------------------------------------------------------------------------------
 class OptionError(click.ClickException):
     """A bad option value: one line on stderr, exit status 2."""
 
@@ -37,6 +100,47 @@ def _default(cls, field):
     return getattr(cls(), field)
 
 
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def cap_threads(threads: int, option: str = "--threads") -> int:
+    """``threads``, capped at the usable cores with a one-line warning."""
+    cores = usable_cores()
+    if threads > cores:
+        click.echo(f"warning: {option} {threads} is more than the {cores} cores here; using {cores}", err=True)
+        return cores
+    return threads
+
+
+def _model_argument(function):
+    """MODEL as a positional argument, or --model MODEL (the same)."""
+    function = click.option("--model", "model_option", type=click.Path(exists=True, dir_okay=False), default=None,
+                            help="model .h5 file (the same as giving MODEL)")(function)
+    return click.argument("model", type=click.Path(exists=True, dir_okay=False), required=False)(function)
+
+
+def _model_path(model, model_option) -> str:
+    if model and model_option and model != model_option:
+        raise click.UsageError(f"two models given ({model} and --model {model_option}); give one")
+    if not (model or model_option):
+        raise click.UsageError("missing the model file: give MODEL (or --model MODEL)")
+    return model or model_option
+
+
+def parameter_table(counts: dict) -> str:
+    """Parameter counts as aligned lines with a total (rows with no parameters left out)."""
+    rows = [(name.replace("_", " "), int(n)) for name, n in counts.items() if n]
+    rows.append(("total", int(sum(counts.values()))))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"  {name:<{width}}  {n:>10,}" for name, n in rows)
+
+
+# -- train / eval / info -----------------------------------------------------------------------------
 # (option name, section, config field, click type, help)
 _TRAIN_OPTIONS = [
     ("--dataset", "run", "dataset", str, "digits (embedded), shd, ssc, or a path to an SHD-layout file"),
@@ -105,43 +209,86 @@ def _train_options(function):
     return function
 
 
-def _read_config_file(path) -> dict:
-    """TOML or JSON: sections [network] [learning] [run], or flat field names."""
+def _option_name(field: str) -> str | None:
+    """The command-line option of a config field (``max_delay_steps`` -> ``--max-delay``), or None."""
+    for name, _, f, _, _ in _TRAIN_OPTIONS:
+        if f == field:
+            return name.split("/")[0]
+    return None
+
+
+def name_options(message: str) -> str:
+    """A message that starts with ``field=value`` reworded to start with ``--option=value``."""
+    match = re.match(r"(\w+)=", message)
+    option = _option_name(match.group(1)) if match else None
+    return option + message[len(match.group(1)):] if option else message
+
+
+def _config_keys() -> dict:
+    """{section: {key a config file may use: field}}: field names and option names, - or _."""
+    classes = _config_classes()
+    keys = {section: {} for section in classes}
+    for section, cls in classes.items():
+        for field in cls.__dataclass_fields__:
+            keys[section][field] = keys[section][field.replace("_", "-")] = field
+    for name, section, field, _, _ in _TRAIN_OPTIONS:
+        typed = name.split("/")[0].lstrip("-")
+        keys[section][typed] = keys[section][typed.replace("-", "_")] = field
+    return keys
+
+
+def _read_config_file(path) -> tuple[dict, dict]:
+    """TOML or JSON: sections [network] [learning] [run], or flat keys; a key is a field name
+    (``max_delay_steps``) or an option name (``max-delay`` / ``max_delay``).
+
+    Returns ({section: {field: value}}, {field: the key as the file spells it}).
+    """
+    import difflib
     import json
     from pathlib import Path
 
-    text = Path(path).read_text()
     try:
+        text = Path(path).read_text()
         if str(path).endswith(".toml"):
             import tomllib
 
             data = tomllib.loads(text)
         else:
             data = json.loads(text)
-    except Exception as err:  # noqa: BLE001 - report any parse error as one line
-        raise OptionError(f"--config {path}: cannot parse ({err})") from None
-    classes = _config_classes()
-    fields = {section: {f for f in cls.__dataclass_fields__} for section, cls in classes.items()}
-    out = {section: {} for section in classes}
-    layers = data.pop("layer", None)
+    except Exception as err:  # noqa: BLE001 - report any read or parse error as one line
+        raise OptionError(f"--config {path}: cannot parse ({_one_line(err)})") from None
+    if not isinstance(data, dict):
+        raise OptionError(f"--config {path}: expected a table of options, got {type(data).__name__}")
+    keys = _config_keys()
+    out, typed = {section: {} for section in keys}, {}
+    layers = data.pop("layer", None)                      # [[layer]] tables: one per hidden layer
     if isinstance(data.get("network"), dict) and "layer" in data["network"]:
         layers = data["network"].pop("layer")
     if layers is not None:
         if not isinstance(layers, list) or not all(isinstance(t, dict) for t in layers):
             raise OptionError(f"--config {path}: [[layer]] must be a list of tables, one per hidden layer")
-        out["network"]["layers"] = layers
+        out["network"]["layers"], typed["layers"] = layers, "[[layer]]"
+
+    def put(section, key, value):
+        candidates = [section] if section else [s for s in keys if key in keys[s]]
+        if not candidates or key not in keys[candidates[0]]:
+            known = sorted(keys[section] if section else {k for s in keys.values() for k in s})
+            hint = difflib.get_close_matches(key, known, n=1)
+            where = f"[{section}] has no option" if section else "unknown field"
+            raise OptionError(f"--config {path}: {where} {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+        field = keys[candidates[0]][key]
+        if field in typed:
+            raise OptionError(f"--config {path}: {key!r} and {typed[field]!r} set the same option")
+        out[candidates[0]][field] = value
+        typed[field] = key
+
     for key, value in data.items():
-        if key in classes and isinstance(value, dict):
+        if key in keys and isinstance(value, dict):
             for k, v in value.items():
-                if k not in fields[key]:
-                    raise OptionError(f"--config {path}: [{key}] has no field {k!r}")
-                out[key][k] = v
-            continue
-        owners = [section for section in classes if key in fields[section]]
-        if not owners:
-            raise OptionError(f"--config {path}: unknown field {key!r}")
-        out[owners[0]][key] = value
-    return out
+                put(key, k, v)
+        else:
+            put(None, key, value)
+    return out, typed
 
 
 def _parse_layers(text: str) -> dict:
@@ -154,7 +301,7 @@ def _parse_layers(text: str) -> dict:
     if not sizes or min(sizes) < 1:
         raise OptionError(f"--layers {text!r}: expected a layer count or comma-separated layer sizes, e.g. 256,256")
     if len(sizes) == 1:
-        return {"n_layers": sizes[0]}
+        return {"n_layers": sizes[0], "layers": []}
     return {"n_layers": len(sizes), "layers": [{"n_hidden": n} for n in sizes]}
 
 
@@ -166,34 +313,67 @@ def _parse_range(text: str):
     return [low, high]
 
 
-def build_configs(config_file, options: dict):
-    """Architecture preset (``--arch``), then the config file, then the options given on the command line."""
+def build_configs(config_file, options: dict, saved: dict | None = None, resume_dir=None):
+    """(network, learning, run) configs: defaults (or, to resume, the run's ``saved`` config.json),
+    then the config file, then the options given on the command line.
+
+    Errors name the option (``--max-delay=-1 ...``) or the config file key.  With ``saved``, an
+    option or config value that differs from the saved run (other than epochs, threads and
+    checkpoint_every) is a :class:`~onlinedelay.train.ConfigMismatchError`.
+    """
     from .archs import arch_values
 
     classes = _config_classes()
-    from_file = _read_config_file(config_file) if config_file else {s: {} for s in classes}
-    arch = options.get("arch") or from_file["run"].pop("arch", None) or from_file["network"].pop("arch", None) \
-        or "three-factor"
-    try:
-        values = arch_values(arch)
-    except ValueError as err:
-        raise OptionError(str(err)) from None
-    values["run"] = {}
-    for section in classes:
-        values[section].update(from_file[section])
+    given, labels = {}, {}
+    if config_file:
+        from_file, typed = _read_config_file(config_file)
+        for section, fields in from_file.items():
+            for field, value in fields.items():
+                given[(section, field)] = value
+                labels[field] = f"--config {config_file}: {typed[field]}"
     if options.get("layers_option") is not None:
-        values["network"].pop("layers", None)
-        values["network"].update(_parse_layers(options["layers_option"]))
+        for field, value in _parse_layers(options["layers_option"]).items():
+            given[("network", field)] = value
+            labels[field] = "--layers"
     if options.get("delay_init_range") is not None:
         options = dict(options, delay_init_range=_parse_range(options["delay_init_range"]))
-    for _, section, field, _, _ in _TRAIN_OPTIONS:
+    if options.get("arch") is not None:
+        given[("run", "arch")] = options["arch"]
+        labels["arch"] = "--arch"
+    for name, section, field, _, _ in _TRAIN_OPTIONS:
         if options.get(field) is not None:
-            values[section][field] = options[field]
-    values["run"]["arch"] = arch
+            given[(section, field)] = options[field]
+            labels[field] = name.split("/")[0] if options[field] is not False or "/" not in name \
+                else name.split("/")[1]
+    if saved:
+        values = {s: dict(saved[s]) for s in classes}
+    else:                                 # start from the architecture preset (--arch, or the file's arch)
+        arch = given.get(("run", "arch"), "three-factor")
+        try:
+            values = arch_values(arch)
+        except ValueError as err:
+            raise OptionError(str(err)) from None
+        values["run"] = {"arch": arch}
+    if saved:
+        from .train import RESUMABLE_CHANGES, ConfigMismatchError
+
+        for (section, field), value in given.items():
+            if field not in RESUMABLE_CHANGES and field in values[section] and values[section][field] != value:
+                raise ConfigMismatchError(
+                    f"--resume: {labels[field]} {value!r} differs from the run in {resume_dir} "
+                    f"({values[section][field]!r}); leave it out to continue that run, or train into another --out")
+    for (section, field), value in given.items():
+        values[section][field] = value
     try:
         return tuple(classes[s](**values[s]) for s in ("network", "learning", "run"))
     except (TypeError, ValueError) as err:
-        raise OptionError(str(err)) from None
+        message = _one_line(err)
+        match = re.match(r"(\w+)=", message)
+        if match and match.group(1) in labels:
+            message = labels[match.group(1)] + message[len(match.group(1)):]
+        elif isinstance(err, TypeError):
+            message = f"bad configuration ({message})"
+        raise OptionError(message) from None
 
 
 class _Progress:
@@ -219,10 +399,31 @@ class _Progress:
                        nl=False, err=True)
         elif kind == "epoch":
             valid = event["valid_accuracy"]
+            at_limits = event.get("delays_at_limits")
             click.echo(("\n" if self.tty else "") +
                        f"epoch {event['epoch']}: loss {event['train_loss']:.4f}  train acc {event['train_accuracy']:.3f}"
                        f"  valid acc {'-' if valid is None else f'{valid:.3f}'}  {event['samples_per_s']:.1f} samples/s"
-                       f"  {event['seconds']:.1f} s", err=True)
+                       f"  {event['seconds']:.1f} s"
+                       + (f"  ({at_limits} of {event['n_delays']} delays clipped to 0 or {event['max_delay_steps']} "
+                          f"steps)" if at_limits else ""),
+                       err=True)
+
+
+def _train_summary(summary: dict) -> str:
+    """The lines ``train`` prints at the end."""
+    last, best, test_acc = summary["last"], summary["best"], summary["test_accuracy"]
+    if best["measure"] == "valid_accuracy":
+        best_text = f"best validation accuracy {best['accuracy']:.3f} (epoch {best['epoch']})"
+    else:
+        best_text = f"best training accuracy {best['accuracy']:.3f} (epoch {best['epoch']}; no validation split)"
+    lines = [f"trained {summary['n_train']} samples x {summary['epochs']} epochs -> {summary['out_dir']}",
+             f"  final train accuracy {last['train_accuracy']:.3f}, {best_text}, test accuracy "
+             f"{'n/a' if test_acc is None else f'{test_acc:.3f}'}",
+             f"  {last['samples_per_s']:.1f} samples/s in the last epoch",
+             "parameters:", parameter_table(summary["parameters"])]
+    if summary.get("test_note"):
+        lines.insert(2, f"  ({summary['test_note']})")
+    return "\n".join(lines)
 
 
 @main.command()
@@ -230,22 +431,43 @@ class _Progress:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
               help="output folder (config, metrics, checkpoints, models)")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="TOML or JSON file of options; command-line options override it")
-@click.option("--resume", is_flag=True, help="continue the run in --out from its checkpoint")
+              help="TOML or JSON file of options (option or field names); command-line options override it")
+@click.option("--resume", is_flag=True,
+              help="continue the run in --out from its checkpoint, with its own config.json (options given override)")
 @click.option("--quiet", is_flag=True, help="print nothing but errors (and --json)")
 @click.option("--json", "as_json", is_flag=True, help="print the final summary as JSON")
-def train(out_dir, config_file, resume, quiet, as_json, **options):
+@click.pass_context
+def train(ctx, out_dir, config_file, resume, quiet, as_json, **options):
     """Train a network online (weights, and delays unless --delays none)."""
     import json
+    from pathlib import Path
 
-    from .train import ConfigMismatchError, DivergenceError, Trainer, evaluate_model
+    from .errors import OnlineDelayError
+    from .evaluate import evaluate_model
+    from .train import Trainer, load_run_config
 
-    net_cfg, learn_cfg, run_cfg = build_configs(config_file, options)
+    saved = load_run_config(out_dir) if resume else None
+    net_cfg, learn_cfg, run_cfg = build_configs(config_file, options, saved, out_dir)
+    run_cfg = run_cfg.replace(threads=cap_threads(run_cfg.threads))
     trainer = Trainer(net_cfg, learn_cfg, run_cfg, out_dir, progress=_Progress(quiet))
     try:
         summary = trainer.run(resume=resume)
-    except (DivergenceError, ConfigMismatchError, FileNotFoundError) as err:
-        raise click.ClickException(str(err)) from None
+    except KeyboardInterrupt:
+        if (Path(out_dir) / "checkpoint.h5").is_file():
+            hint = f"continue with: onlinedelay train --out {shlex.quote(str(out_dir))} --resume"
+        else:
+            hint = "no checkpoint was written yet: run the same command again to start over"
+        click.echo(f"\ninterrupted; {hint}", err=True)
+        ctx.exit(130)
+    except OnlineDelayError as err:
+        raise Failure(name_options(_one_line(err)), 2) from None
+    if summary["finished_already"]:
+        if as_json:
+            click.echo(json.dumps(summary))
+        elif not quiet:
+            click.echo(f"the run in {out_dir} has already finished its {summary['epochs_done']} epochs; nothing "
+                       f"to do (give a larger --epochs to train on)")
+        return
     from .datasets import DATASETS
 
     summary["test_accuracy"] = None
@@ -253,65 +475,71 @@ def train(out_dir, config_file, resume, quiet, as_json, **options):
         try:
             summary["test_accuracy"] = evaluate_model(f"{out_dir}/best.h5", split="test")["accuracy"]
         except (FileNotFoundError, ValueError) as err:
-            summary["test_note"] = str(err).splitlines()[0]
+            summary["test_note"] = f"no test accuracy: {_one_line(err)}"
     else:
-        summary["test_note"] = "a file has no test split: run 'onlinedelay eval --model ... --dataset TEST_FILE'"
+        summary["test_note"] = "a file has no test split: run 'onlinedelay eval MODEL --dataset TEST_FILE'"
     if as_json:
         click.echo(json.dumps(summary))
     elif not quiet:
-        last = summary["last"]
-        test_acc = summary["test_accuracy"]
-        click.echo(f"trained {summary['n_train']} samples x {summary['epochs']} epochs -> {summary['out_dir']}\n"
-                   f"  final train accuracy {last['train_accuracy']:.3f}, best validation accuracy "
-                   f"{summary['best_valid_accuracy']:.3f}, test accuracy "
-                   f"{'n/a' if test_acc is None else f'{test_acc:.3f}'}\n"
-                   f"  {last['samples_per_s']:.1f} samples/s; parameters {summary['parameters']}")
+        click.echo(_train_summary(summary))
+
+
+def _confusion_table(confusion, names) -> str:
+    """Rows: true class (index and name); columns: predicted class index."""
+    k, index_width = len(names), len(str(len(names) - 1))
+    width = max(index_width, max((len(str(n)) for row in confusion for n in row), default=1))
+    labels = [f"{i:>{index_width}} {name}" for i, name in enumerate(names)]
+    label_width = max(len(label) for label in labels)
+    head = " " * (label_width + 4) + " ".join(f"{j:>{width}}" for j in range(k))
+    rows = [f"  {label:<{label_width}}  " + " ".join(f"{n:>{width}}" for n in row)
+            for label, row in zip(labels, confusion)]
+    return "\n".join(["confusion matrix (rows: true class, columns: predicted class):", head, *rows])
 
 
 @main.command("eval")
-@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), required=True, help="model .h5 file")
+@_model_argument
 @click.option("--dataset", default=None, help="dataset name or path [default: the one the model was trained on]")
 @click.option("--split", default="test", show_default=True, help="split to evaluate")
 @click.option("--data-dir", default=None, help="folder with downloaded datasets")
+@click.option("--classes", type=click.Choice(["by-name", "by-index"]), default="by-name", show_default=True,
+              help="match the file's classes to the model's by name (case, accents and umlauts aside) or by index")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-def evaluate(model_path, dataset, split, data_dir, as_json):
-    """Accuracy, per-class accuracy, confusion matrix, spikes and synaptic operations of a model."""
+def evaluate(model, model_option, dataset, split, data_dir, classes, as_json):
+    """Accuracy, per-class accuracy, confusion matrix, spikes and synaptic operations of MODEL."""
     import json
 
-    from .train import evaluate_model
+    from .evaluate import evaluate_model
 
-    try:
-        result = evaluate_model(model_path, dataset, split, data_dir)
-    except (FileNotFoundError, ValueError) as err:
-        raise click.ClickException(str(err)) from None
+    result = evaluate_model(_model_path(model, model_option), dataset, split, data_dir, classes)
     if as_json:
         click.echo(json.dumps(result))
         return
     click.echo(f"{result['data_file']} ({split}): accuracy {result['accuracy']:.4f} on {result['n_samples']} samples")
+    if result["note"]:
+        click.echo(f"note: {result['note']}")
     click.echo(f"mean spikes per hidden neuron per sample {result['mean_spikes_per_neuron']:.2f}; "
                f"synaptic operations per sample {result['synops_per_sample']:.0f}")
+    click.echo("per-class accuracy:")
     for name, acc in zip(result["class_names"], result["per_class_accuracy"]):
         click.echo(f"  {name:>12s}  {'-' if acc is None else f'{acc:.3f}'}")
+    click.echo(_confusion_table(result["confusion"], result["class_names"]))
 
 
 @main.command()
-@click.argument("model_path", type=click.Path(exists=True, dir_okay=False))
+@_model_argument
 @click.option("--json", "as_json", is_flag=True, help="print as JSON")
-def info(model_path, as_json):
-    """Architecture, parameter counts, memory footprint and delay statistics of a model."""
+def info(model, model_option, as_json):
+    """Architecture, parameter counts, memory footprint and delay statistics of MODEL."""
     import json
 
-    from .train import model_info
+    from .evaluate import model_info
 
-    try:
-        result = model_info(model_path)
-    except (FileNotFoundError, ValueError) as err:
-        raise click.ClickException(str(err)) from None
+    result = model_info(_model_path(model, model_option))
     if as_json:
         click.echo(json.dumps(result))
         return
     click.echo(result["architecture"])
-    click.echo(f"parameters: {result['parameters']}")
+    click.echo("parameters:\n" + parameter_table(result["parameters"]))
     bits = result["stored_bits"]
     click.echo(f"memory: {bits['weights']} bits of weights + {bits['delays']} bits of delays at "
                f"{bits['precision_bits']}-bit precision; delays need {result['integer_delay_bits']['per_delay']} "
@@ -352,7 +580,7 @@ def bench(json_path, quick, repeats, configs, batch_sizes, threads, memory, peer
 
 
 @main.command()
-@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), required=True, help="model .h5 file")
+@_model_argument
 @click.option("--input", "source", required=True,
               help="'-' (stdin), tcp:PORT (listen on --host), or a file: text, binary records or SHD-layout .h5")
 @click.option("--format", "input_format", type=click.Choice(["auto", "text", "binary", "hdf5"]), default="auto",
@@ -398,19 +626,19 @@ def bench(json_path, quick, repeats, configs, batch_sizes, threads, memory, peer
                    "[default: the model's n_steps; 0: run them all]")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="threads for the synapse kernels")
 @click.option("--quiet", is_flag=True, help="no summary on stderr")
-def stream(model_path, source, quiet, **options):
-    """Run a model on a live spike feed, one prediction per step; optionally keep learning online."""
+def stream(model, model_option, source, quiet, **options):
+    """Run MODEL on a live spike feed, one prediction per step; optionally keep learning online."""
     import sys
 
     from . import stream as stream_lib
 
+    model_path = _model_path(model, model_option)
+    options["threads"] = cap_threads(options["threads"])
     try:
         summary = stream_lib.run_stream(model_path, source, sys.stdout, log=lambda line: click.echo(line, err=True),
                                         **options)
     except stream_lib.StreamOptionError as err:
         raise click.BadParameter(str(err), param_hint=f"'--{err.option.replace('_', '-')}'") from None
-    except (FileNotFoundError, ValueError) as err:
-        raise click.ClickException(str(err)) from None
     if not quiet:
         click.echo(stream_lib.format_summary(summary), err=True)
     if summary["error"]:
@@ -444,6 +672,7 @@ def ablate(grids, list_grids, seeds, jobs, out_dir, scheduler, test_dataset, plo
             click.echo(f"{name:<18s}{summary}")
         return
     net_cfg, learn_cfg, run_cfg = build_configs(config_file, options)
+    run_cfg = run_cfg.replace(threads=cap_threads(run_cfg.threads))
 
     def progress(event):
         line = ablate_lib.format_event(event)
@@ -456,6 +685,9 @@ def ablate(grids, list_grids, seeds, jobs, out_dir, scheduler, test_dataset, plo
                                          progress=progress)
     except ablate_lib.AblationError as err:
         raise OptionError(str(err)) from None
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted; run the same command again to continue (finished runs are kept)", err=True)
+        raise click.exceptions.Exit(130) from None
     click.echo(f"{len(report['results'])} runs done; tables in {report['files']['results.md']}")
     if report["failed"]:
         raise click.ClickException(f"{len(report['failed'])} run(s) failed (run the same command again to retry): "

@@ -40,16 +40,10 @@ from .kernels._jit import build
 from .config import LayerSpec, LearningConfig
 from .dense import blas_threads, dense_weight_chunk, is_dense
 from .errors import OnlineDelayError
+from .evaluate import softmax, vote
 from .network import Network, synapse_kernels
 from .state import (PROJECTION_KINDS, Gradients, LayerGradients, LayerLearnerState, LearnerState, Projection,
                     ProjectionGradients, ProjectionTraces, assign_tuple, copy_tuple, fill_tuple)
-
-
-def predict(votes: np.ndarray) -> np.ndarray:
-    """The prediction rule: argmax over classes of the softmax summed over the loss window.
-
-    votes : (n_out, B) summed softmax.  Returns (B,) class indices."""
-    return votes.argmax(axis=0)
 
 
 class _LayerRule:
@@ -452,8 +446,9 @@ class ThreeFactorLearner:
         (``online``) or once at the end (``accumulate``).  Without it, gradients are only
         accumulated in ``self.grads``.
 
-        Returns {"loss": mean CE, "correct": (B,) bool by :func:`predict` (softmax summed over the
-        steps from ``loss_start_step``), "spikes": hidden spike count (all layers)}.
+        Returns {"loss": mean CE, "correct": (B,) bool by the prediction rule (softmax summed over
+        the steps from ``loss_start_step``, :mod:`onlinedelay.evaluate`), "spikes": hidden spike
+        count (all layers)}.
         """
         net = self.net
         x = net.check_sequence(inputs)
@@ -471,14 +466,14 @@ class ThreeFactorLearner:
             net.advance(x[t].T)
             self._step(lab, weights[t])
             if t >= start:
-                votes += self.state.probs
+                votes += softmax(net.state.y)
             spikes += float(net.state.z.sum())
             if online and (t + 1) % every == 0:
                 self.apply()
         self.flush()
         if update:
             self.apply()
-        return {"loss": self.loss_sum, "correct": predict(votes) == lab, "spikes": spikes}
+        return {"loss": self.loss_sum, "correct": vote(votes) == lab, "spikes": spikes}
 
     def sample_gradients(self, inputs, labels) -> Gradients:
         """Accumulate-mode gradients of one sample/batch (parameters unchanged); returns a copy."""

@@ -1,108 +1,53 @@
-"""Training and evaluation: epochs of batches, validation, checkpoints, resume, divergence checks.
+"""Training: epochs of batches, validation, checkpoints, resume, divergence checks.
 
 A run writes into its output folder::
 
     config.json       resolved network / learning / run configs, seed, package version, data file
-    metrics.jsonl     one JSON line per epoch (loss, accuracies, time, samples/s, mean delay)
+    metrics.jsonl     one JSON line per epoch (loss, accuracies, time, samples/s, mean delay, delays at the limits)
     checkpoint.h5     everything needed to continue (parameters, optimizer, epoch and batch position)
     last.h5, best.h5  the model after the last epoch and the one with the best validation accuracy
+                      (the best training accuracy when there is no validation split)
 
 Batch order is drawn from ``default_rng([seed, epoch])``, so a run resumed from a checkpoint takes
 exactly the batches the uninterrupted run would have taken and ends with identical parameters.
+Evaluation lives in :mod:`.evaluate`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ._version import __version__
+from .atomic import atomic_path, remove_stale_temporaries
 from .config import LearningConfig, NetworkConfig, RunConfig
-from .atomic import atomic_path
+from .errors import OnlineDelayError
+from .evaluate import clipped_note, evaluate_arrays, infer, load_split, samples_longer_than
+from .evaluate import evaluate_model  # noqa: F401 - re-exported: the walkthrough notebook imports it from here
 from .io import load_model, restore_optimizer, save_model
 from .learning import ThreeFactorLearner
 from .network import Network
+
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.h5", "best.h5", "last.h5")
+# options that may change when a run is resumed: they do not change what is computed
+RESUMABLE_CHANGES = ("epochs", "threads", "checkpoint_every")
+COMPILE_NOTICE_S = 1.0           # say "compiling kernels" when warming them takes longer than this
 
 
 class DivergenceError(RuntimeError):
     """Training produced NaN or inf; the last good checkpoint is kept."""
 
 
-class ConfigMismatchError(ValueError):
+class ConfigMismatchError(OnlineDelayError):
     """``--resume`` was asked with a configuration that differs from the checkpoint's."""
 
 
-# -- data ------------------------------------------------------------------------------------------
-def load_split(run: RunConfig, dt_ms: float, split: str):
-    """Load one split and bin it: returns (x (T, N, C) uint16, labels (N,), dataset)."""
-    from .datasets import load_dataset
-
-    ds = load_dataset(run.dataset, split=split, data_dir=run.data_dir)
-    x = ds.frames_batch(np.arange(len(ds)), dt_ms=dt_ms, n_steps=run.n_steps, pool=run.pool,
-                        overflow=run.overflow)
-    return x, np.asarray(ds.labels, np.int64), ds
-
-
-def map_labels(labels, file_names, model_names, where: str) -> np.ndarray:
-    """Map a file's labels onto a model's classes by name (orders may differ)."""
-    file_names, model_names = list(file_names), list(model_names)
-    if file_names == model_names:
-        return labels
-    missing = sorted(set(file_names) - set(model_names))
-    if missing or len(file_names) != len(model_names):
-        raise ValueError(f"{where}: class names do not match the model's: the file has "
-                         f"{file_names}, the model {model_names}")
-    lookup = np.array([model_names.index(name) for name in file_names], np.int64)
-    return lookup[labels]
-
-
-# -- inference --------------------------------------------------------------------------------------
-def infer(net: Network, x, loss_start_step: int = 0, batch_size: int = 64):
-    """Predictions by the summed softmax over steps >= ``loss_start_step``.
-
-    x : (T, N, C) counts.  Returns (predictions (N,), hidden spike counts (N, sum of layer sizes)).
-    """
-    n_steps, n = x.shape[0], x.shape[1]
-    preds = np.empty(n, np.int64)
-    spikes = np.zeros((n, net.state.z.shape[0]))
-    for start in range(0, n, batch_size):
-        chunk = net.check_sequence(x[:, start:start + batch_size])
-        b = chunk.shape[1]
-        net.reset(b)
-        votes = np.zeros((net.config.n_outputs, b))
-        for t in range(n_steps):
-            net.advance(chunk[t].T)
-            spikes[start:start + b] += net.state.z.T
-            if t >= loss_start_step:
-                y = net.state.y.astype(np.float64)
-                e = np.exp(y - y.max(axis=0))
-                votes += e / e.sum(axis=0)
-        preds[start:start + b] = votes.argmax(axis=0)
-    return preds, spikes
-
-
-def evaluate_arrays(net: Network, x, labels, loss_start_step: int = 0) -> dict:
-    """Accuracy, per-class accuracy, confusion matrix, spikes and synaptic operations per sample."""
-    preds, spikes = infer(net, x, loss_start_step)
-    n_classes = net.config.n_outputs
-    confusion = np.zeros((n_classes, n_classes), np.int64)
-    np.add.at(confusion, (labels, preds), 1)
-    per_class = [float(confusion[k, k] / confusion[k].sum()) if confusion[k].sum() else None
-                 for k in range(n_classes)]
-    fan_out_in, fan_out_hidden = net.fan_out()
-    input_counts = np.asarray(x, np.float64).sum(axis=0)             # (N, C)
-    synops = input_counts @ fan_out_in + spikes @ fan_out_hidden
-    return {"accuracy": float((preds == labels).mean()) if len(labels) else float("nan"),
-            "per_class_accuracy": per_class, "confusion": confusion.tolist(),
-            "mean_spikes_per_neuron": float(spikes.mean()), "synops_per_sample": float(synops.mean()),
-            "n_samples": int(len(labels))}
-
-
-# -- training ---------------------------------------------------------------------------------------
+# -- helpers ----------------------------------------------------------------------------------------
 def _mean_delay(net: Network):
     d = np.concatenate([proj.delay for _, _, proj in net.params.projections()])
     return float(d.mean()) if d.size else None
@@ -112,6 +57,96 @@ def _finite_params(net: Network) -> bool:
     return all(np.isfinite(a).all() for _, a in net.params.arrays() if a.dtype.kind == "f")
 
 
+def run_batch(learner: ThreeFactorLearner, x, labels) -> dict:
+    """One training batch: ``learner.run_sample(x, labels, update=True)``.  The learner warns of
+    nothing; the epoch line reports the delays at the limits (:func:`delays_at_limits`)."""
+    return learner.run_sample(x, labels, update=True)
+
+
+def delays_at_limits(net: Network) -> tuple[int, int]:
+    """(delays at 0 or ``max_delay_steps``, all delays): learned delays end there only by clipping."""
+    d = np.concatenate([proj.delay for _, _, proj in net.params.projections()])
+    return int(np.count_nonzero((d <= 0) | (d >= net.config.max_delay_steps))), int(d.size)
+
+
+def read_metrics(path) -> list[dict]:
+    """The epoch lines of a ``metrics.jsonl`` (unreadable lines, e.g. one cut by a kill, are skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = []
+    for text in path.read_text().splitlines():
+        try:
+            line = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(line, dict) and isinstance(line.get("epoch"), int):
+            lines.append(line)
+    return lines
+
+
+def load_run_config(out_dir) -> dict:
+    """The ``config.json`` of the run in ``out_dir`` as written by :class:`Trainer` (validated)."""
+    path = Path(out_dir) / "config.json"
+    if not path.is_file():
+        raise OnlineDelayError(f"--resume: no run in {out_dir} ({path} is missing); start one without --resume")
+    try:
+        saved = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise OnlineDelayError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(saved, dict) or not all(isinstance(saved.get(s), dict) for s in ("network", "learning", "run")):
+        raise OnlineDelayError(f"{path}: expected the sections network, learning and run")
+    return saved
+
+
+def _position(path, training) -> dict:
+    """The validated training position stored in a checkpoint."""
+    def bad(field, need):
+        raise OnlineDelayError(f"{path}: attrs/training: {field}: expected {need}")
+
+    if not isinstance(training, dict):
+        bad("training", "a dict with epoch, batch, partial and best_valid")
+    for field in ("epoch", "batch"):
+        value = training.get(field)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            bad(field, "an integer >= 0")
+    partial = training.get("partial")
+    if not isinstance(partial, dict) or not all(isinstance(partial.get(k), (int, float)) and
+                                                not isinstance(partial.get(k), bool)
+                                                for k in ("loss", "correct", "seen", "seconds")):
+        bad("partial", "a dict of numbers loss, correct, seen, seconds")
+    best = training.get("best_valid")
+    if isinstance(best, bool) or not isinstance(best, (int, float)) or not math.isfinite(best):
+        bad("best_valid", "a finite number")
+    return training
+
+
+class _CompileNotice:
+    """Says "compiling kernels" once the block inside takes longer than ``COMPILE_NOTICE_S`` seconds."""
+
+    def __init__(self, progress):
+        self.progress = progress
+        self.timer = threading.Timer(COMPILE_NOTICE_S, self._say)
+        self.timer.daemon = True
+        self.said = False
+
+    def _say(self):
+        self.said = True
+        self.progress({"kind": "info", "message": "compiling kernels (first run only)..."})
+
+    def __enter__(self):
+        self.started = time.perf_counter()
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.timer.cancel()
+        if self.said and exc[0] is None:
+            seconds = time.perf_counter() - self.started
+            self.progress({"kind": "info", "message": f"kernels compiled in {seconds:.1f} s"})
+
+
+# -- training ---------------------------------------------------------------------------------------
 class Trainer:
     """Train a network on a dataset; ``run()`` returns the final summary dict.
 
@@ -127,9 +162,16 @@ class Trainer:
         self.progress = progress or (lambda event: None)
         self.prepare_network = prepare_network
 
+    def _info(self, message: str) -> None:
+        self.progress({"kind": "info", "message": message})
+
     def _prepare(self):
-        run = self.run_config
-        self.progress({"kind": "info", "message": f"loading {run.dataset}"})
+        """Load and split the data; raises before anything is written if the run cannot start."""
+        run, lc = self.run_config, self.learn_config
+        if lc.loss_start_step >= run.n_steps:
+            raise OnlineDelayError(f"loss_start_step={lc.loss_start_step} leaves no step of the {run.n_steps}-step "
+                                   f"samples (n_steps) in the loss and the prediction; it must be < {run.n_steps}")
+        self._info(f"loading {run.dataset}")
         x, labels, ds = load_split(run, self.net_config.dt_ms, "train")
         self.class_names = list(ds.class_names)
         self.data_path = str(ds.path)
@@ -141,9 +183,19 @@ class Trainer:
         if run.max_samples is not None and run.max_samples < len(train_idx):
             keep = np.random.default_rng([run.seed, 1]).choice(len(train_idx), run.max_samples, replace=False)
             train_idx = np.sort(train_idx[keep])
+        if len(train_idx) == 0:
+            raise OnlineDelayError(f"{ds.path}: no training samples left after the validation split "
+                                   f"(valid_fraction={run.valid_fraction})")
         self.x_train, self.y_train = x[:, train_idx], labels[train_idx]
         self.x_valid, self.y_valid = x[:, valid_idx], labels[valid_idx]
         self.net_config = self.net_config.replace(n_inputs=x.shape[2], n_outputs=len(self.class_names))
+        note = clipped_note(samples_longer_than(ds, self.net_config.dt_ms, run.n_steps), len(ds), run,
+                            self.net_config.dt_ms, "the training split")
+        if note:
+            self._info(note)
+        if not len(valid_idx):
+            self._info("no validation split (valid_fraction 0): best.h5 is the epoch with the best "
+                       "training accuracy")
 
     def _resolved(self) -> dict:
         return {"network": self.net_config.to_dict(), "learning": self.learn_config.to_dict(),
@@ -155,27 +207,54 @@ class Trainer:
         save_model(path, self.net, self.class_names, self.learner if with_optimizer else None, training)
         return path
 
+    def _warm_kernels(self) -> None:
+        """Compile (or load from numba's cache) the kernels of this run on a throwaway copy of its
+        network, so that compilation stays out of epoch 1's samples/s; the run itself is untouched."""
+        run = self.run_config
+        n_train = len(self.y_train)
+        sizes = {min(2, run.batch_size, n_train), min(2, n_train % run.batch_size)} - {0}
+        with _CompileNotice(self.progress):
+            for size in sorted(sizes):
+                net = Network(self.net_config, seed=run.seed, threads=run.threads)
+                learner = ThreeFactorLearner(net, self.learn_config, seed=run.seed)
+                run_batch(learner, self.x_train[:, :size], self.y_train[:size])
+                infer(net, self.x_train[:, :size], self.learn_config.loss_start_step)
+
+    def _resume(self, resolved: dict) -> dict:
+        """Load the checkpoint into the trainer; returns its training position."""
+        checkpoint = self.out / "checkpoint.h5"
+        if not checkpoint.exists():
+            raise OnlineDelayError(f"--resume: no checkpoint in {self.out} (looked for {checkpoint}); the run "
+                                   f"stopped before its first one: start it again without --resume")
+        self._check_resume(resolved)
+        loaded = load_model(checkpoint)
+        position = _position(checkpoint, loaded.training)
+        self.net = loaded.net
+        self.net.set_threads(self.run_config.threads)
+        self.learner = ThreeFactorLearner(self.net, self.learn_config, seed=self.run_config.seed)
+        restore_optimizer(self.learner, loaded.optimizer)
+        kept = [m for m in read_metrics(self.out / "metrics.jsonl") if m["epoch"] <= position["epoch"]]
+        with atomic_path(self.out / "metrics.jsonl") as tmp:      # drop lines of epochs the checkpoint lacks
+            tmp.write_text("".join(json.dumps(m) + "\n" for m in kept))
+        return position
+
     def run(self, resume: bool = False) -> dict:
         run, lc = self.run_config, self.learn_config
         self._prepare()
         self.out.mkdir(parents=True, exist_ok=True)
+        for path in remove_stale_temporaries(self.out, RUN_FILES):
+            self._info(f"removed {path.name}, left by an interrupted write")
         resolved = self._resolved()
         checkpoint = self.out / "checkpoint.h5"
         start_epoch, start_batch, partial = 0, 0, {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-        best_valid = -1.0
+        best_score, best_epoch = -1.0, None
         if resume:
-            if not checkpoint.exists():
-                raise FileNotFoundError(f"--resume: no checkpoint in {self.out} (looked for {checkpoint})")
-            self._check_resume(resolved)
-            loaded = load_model(checkpoint)
-            self.net = loaded.net
-            self.net.set_threads(run.threads)
-            self.learner = ThreeFactorLearner(self.net, lc, seed=run.seed)
-            restore_optimizer(self.learner, loaded.optimizer)
-            pos = loaded.training
+            pos = self._resume(resolved)
             start_epoch, start_batch, partial = pos["epoch"], pos["batch"], pos["partial"]
-            best_valid = pos["best_valid"]
-            self.progress({"kind": "info", "message": f"resuming at epoch {start_epoch + 1}, batch {start_batch}"})
+            best_score, best_epoch = pos["best_valid"], pos.get("best_epoch")
+            if start_epoch >= run.epochs:
+                return self._summary(best_score, best_epoch, finished_already=True)
+            self._info(f"resuming at epoch {start_epoch + 1}, batch {start_batch}")
         else:
             self.net = Network(self.net_config, seed=run.seed, threads=run.threads)
             if self.prepare_network is not None:
@@ -184,17 +263,17 @@ class Trainer:
             with atomic_path(self.out / "config.json") as tmp:
                 tmp.write_text(json.dumps(resolved, indent=2))
             (self.out / "metrics.jsonl").write_text("")
+        self._warm_kernels()
         n_train = len(self.y_train)
-        if n_train == 0:
-            raise ValueError(f"{run.dataset}: no training samples left after the validation split")
         n_batches = math.ceil(n_train / run.batch_size)
-        last_metrics = None
+        measure = "valid_accuracy" if len(self.y_valid) else "train_accuracy"
+        learns_delays = lc.learn_delays and lc.lr_delays > 0 and delays_at_limits(self.net)[1] > 0
         for epoch in range(start_epoch, run.epochs):
             order = np.random.default_rng([run.seed, epoch]).permutation(n_train)
             started = time.perf_counter() - partial["seconds"]
             for b in range(start_batch, n_batches):
                 idx = order[b * run.batch_size:(b + 1) * run.batch_size]
-                out = self.learner.run_sample(self.x_train[:, idx], self.y_train[idx], update=True)
+                out = run_batch(self.learner, self.x_train[:, idx], self.y_train[idx])
                 if not math.isfinite(out["loss"]) or not _finite_params(self.net):
                     raise DivergenceError(
                         f"training diverged at epoch {epoch + 1}, batch {b + 1}: loss={out['loss']!r} "
@@ -211,115 +290,55 @@ class Trainer:
                 if run.checkpoint_every and (b + 1) % run.checkpoint_every == 0 and b + 1 < n_batches:
                     partial["seconds"] = elapsed
                     self._save("checkpoint.h5", {"epoch": epoch, "batch": b + 1, "partial": partial,
-                                                 "best_valid": best_valid, "run": run.to_dict()}, True)
+                                                 "best_valid": best_score, "best_epoch": best_epoch,
+                                                 "run": run.to_dict()}, True)
             seconds = time.perf_counter() - started
             valid = (evaluate_arrays(self.net, self.x_valid, self.y_valid, lc.loss_start_step)["accuracy"]
                      if len(self.y_valid) else None)
-            last_metrics = {"epoch": epoch + 1, "train_loss": partial["loss"] / partial["seen"],
-                            "train_accuracy": partial["correct"] / partial["seen"], "valid_accuracy": valid,
-                            "seconds": seconds, "samples_per_s": partial["seen"] / max(seconds, 1e-9),
-                            "mean_input_delay_steps": _mean_delay(self.net)}
+            metrics = {"epoch": epoch + 1, "train_loss": partial["loss"] / partial["seen"],
+                       "train_accuracy": partial["correct"] / partial["seen"], "valid_accuracy": valid,
+                       "seconds": seconds, "samples_per_s": partial["seen"] / max(seconds, 1e-9),
+                       "mean_input_delay_steps": _mean_delay(self.net),
+                       "delays_at_limits": delays_at_limits(self.net)[0] if learns_delays else None}
             with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(last_metrics) + "\n")
-            score = valid if valid is not None else last_metrics["train_accuracy"]
-            info = {"epoch": epoch + 1, "metrics": last_metrics, "run": run.to_dict()}
-            if score > best_valid:
-                best_valid = score
+                f.write(json.dumps(metrics) + "\n")
+            info = {"epoch": epoch + 1, "metrics": metrics, "run": run.to_dict()}
+            if metrics[measure] > best_score:
+                best_score, best_epoch = metrics[measure], epoch + 1
                 self._save("best.h5", info, False)
             self._save("last.h5", info, False)
             start_batch, partial = 0, {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
             self._save("checkpoint.h5", {"epoch": epoch + 1, "batch": 0, "partial": partial,
-                                         "best_valid": best_valid, "run": run.to_dict()}, True)
-            self.progress({"kind": "epoch", **last_metrics})
-        return {"out_dir": str(self.out), "epochs": run.epochs, "best_valid_accuracy": best_valid,
-                "last": last_metrics, "n_train": n_train, "n_valid": int(len(self.y_valid)),
-                "parameters": self.net.parameter_counts()}
+                                         "best_valid": best_score, "best_epoch": best_epoch,
+                                         "run": run.to_dict()}, True)
+            self.progress({"kind": "epoch", "max_delay_steps": self.net_config.max_delay_steps,
+                           "n_delays": delays_at_limits(self.net)[1], **metrics})
+        return self._summary(best_score, best_epoch)
+
+    def _summary(self, best_score: float, best_epoch, finished_already: bool = False) -> dict:
+        """The dict ``run()`` returns.
+
+        best : {"epoch", "accuracy", "measure": "valid_accuracy" or "train_accuracy"} of best.h5;
+        best_valid_accuracy : its validation accuracy (None without a validation split);
+        finished_already : True when a resumed run had already done its epochs (nothing was trained).
+        """
+        metrics = read_metrics(self.out / "metrics.jsonl")
+        measure = "valid_accuracy" if len(self.y_valid) else "train_accuracy"
+        return {"out_dir": str(self.out), "epochs": self.run_config.epochs,
+                "epochs_done": metrics[-1]["epoch"] if metrics else 0, "finished_already": finished_already,
+                "best": {"epoch": best_epoch, "accuracy": best_score, "measure": measure},
+                "best_valid_accuracy": best_score if measure == "valid_accuracy" else None,
+                "last": metrics[-1] if metrics else None, "n_train": len(self.y_train),
+                "n_valid": int(len(self.y_valid)), "parameters": self.net.parameter_counts()}
 
     def _check_resume(self, resolved: dict) -> None:
-        path = self.out / "config.json"
-        if not path.exists():
-            raise FileNotFoundError(f"--resume: {path} is missing")
-        saved = json.loads(path.read_text())
+        saved = load_run_config(self.out)
         for section in ("network", "learning", "run"):
-            mine, theirs = dict(resolved[section]), dict(saved.get(section, {}))
-            mine.pop("epochs", None)
-            theirs.pop("epochs", None)
+            mine, theirs = dict(resolved[section]), dict(saved[section])
+            for key in RESUMABLE_CHANGES:
+                mine.pop(key, None)
+                theirs.pop(key, None)
             if mine != theirs:
                 diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
                 raise ConfigMismatchError(f"--resume: the {section} configuration differs from the run in "
                                           f"{self.out} in: {', '.join(diff)}")
-
-
-def load_eval_data(model_path, dataset: str | None = None, split: str = "test", data_dir=None):
-    """(loaded model, x (T, N, C), labels (N,) in the model's class order, dataset) for evaluation.
-
-    The data are binned as the model was trained (its stored run config); ``dataset`` and
-    ``data_dir`` override where they come from.
-    """
-    loaded = load_model(model_path)
-    training = loaded.training or {}
-    run = RunConfig.from_dict(training["run"]) if "run" in training else RunConfig()
-    if dataset is not None:
-        run = run.replace(dataset=str(dataset))
-    if data_dir is not None:
-        run = run.replace(data_dir=str(data_dir))
-    x, labels, ds = load_split(run, loaded.net.config.dt_ms, split)
-    if x.shape[2] != loaded.net.config.n_inputs:
-        raise ValueError(f"{ds.path}: {x.shape[2]} input channels after pooling by {run.pool}, "
-                         f"the model has {loaded.net.config.n_inputs}")
-    labels = map_labels(labels, ds.class_names, loaded.class_names, str(ds.path))
-    return loaded, x, labels, ds
-
-
-def evaluate_model(model_path, dataset: str | None = None, split: str = "test", data_dir=None) -> dict:
-    """Evaluate a saved model on a dataset split, binned as the model was trained."""
-    loaded, x, labels, ds = load_eval_data(model_path, dataset, split, data_dir)
-    lc = loaded.learning_config or LearningConfig()
-    result = evaluate_arrays(loaded.net, x, labels, lc.loss_start_step)
-    result.update({"model": str(model_path), "data_file": str(ds.path), "split": split,
-                   "class_names": loaded.class_names})
-    return result
-
-
-def describe(net: Network) -> str:
-    """One line: the layers, their projections and the readout."""
-    c, parts = net.config, []
-    for spec in net.layer_specs:
-        ff = spec.feedforward
-        text = f"{spec.n_neurons} LIF ({spec.reset} reset; in: {ff.connectivity}"
-        text += f" {ff.density:g}" if ff.connectivity == "sparse" else ""
-        text += f", {ff.delays} delays" if ff.delays != "none" else ""
-        if spec.recurrent is not None:
-            rec = spec.recurrent
-            text += f"; recurrent: {rec.connectivity}" + (f" k={rec.kernel_size}" if rec.connectivity == "conv" else "")
-            text += f", {rec.delays} delays" if rec.delays != "none" else ""
-        parts.append(text + ")")
-    return (f"{c.n_inputs} inputs -> " + " -> ".join(parts) + f" -> {c.n_outputs} readout (reads "
-            f"{'every layer' if c.readout == 'all' else 'the last layer'}); delays up to {c.max_delay_steps} steps")
-
-
-def model_info(model_path) -> dict:
-    """Architecture, parameter counts, memory in bits, and delay statistics of a saved model."""
-    loaded = load_model(model_path)
-    net, c = loaded.net, loaded.net.config
-    counts = net.parameter_counts()
-    bits = net.dtype.itemsize * 8
-    n_delays = sum(v for k, v in counts.items() if k.endswith("_delays"))
-    n_weights = sum(counts.values()) - n_delays
-    delay_bits = max(1, math.ceil(math.log2(c.max_delay_steps + 1)))
-    stats = {}
-    for l, kind, proj in net.params.projections():
-        if proj.delay.size:
-            spec = net.layer_specs[l]
-            mode = spec.feedforward.delays if kind == "feedforward" else spec.recurrent.delays
-            name = ("input" if kind == "feedforward" else "recurrent") if len(net.layer_specs) == 1 \
-                else f"layer{l + 1}.{kind}"
-            d = proj.delay.astype(np.float64)
-            stats[name] = {"mode": mode, "mean": float(d.mean()), "std": float(d.std()),
-                           "min": float(d.min()), "max": float(d.max())}
-    return {"model": str(model_path), "network": c.to_dict(), "architecture": describe(net),
-            "class_names": loaded.class_names,
-            "parameters": counts, "total_weights": n_weights, "total_delays": n_delays,
-            "stored_bits": {"weights": n_weights * bits, "delays": n_delays * bits, "precision_bits": bits},
-            "integer_delay_bits": {"per_delay": delay_bits, "total": n_delays * delay_bits},
-            "delay_stats": stats, "training": loaded.training}

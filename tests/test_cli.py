@@ -123,7 +123,7 @@ def test_resume_refuses_a_different_configuration(toy, tmp_path):
     _train(toy, tmp_path / "run")
     result = CliRunner().invoke(main, ["train", "--dataset", str(toy["train"]), "--out", str(tmp_path / "run"),
                                        "--resume", *SMALL, "--hidden", "17"])
-    assert result.exit_code == 1 and "differs" in result.output and "n_hidden" in result.output
+    assert result.exit_code == 2 and "--hidden 17 differs" in result.output and "(16)" in result.output
 
 
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(toy, tmp_path):
@@ -139,8 +139,9 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(toy, tmp_pa
 
 @pytest.mark.parametrize("args,needle", [
     (["--delays", "dendritic"], "'dendritic' is not one of 'none', 'synaptic', 'axonal'"),
-    (["--density", "0"], "density=0.0 is not allowed"),
-    (["--hidden", "-3"], "n_hidden=-3 is not allowed"),
+    (["--density", "0"], "--density=0.0 is not allowed"),
+    (["--hidden", "-3"], "--hidden=-3 is not allowed"),
+    (["--max-delay", "-1"], "--max-delay=-1 is not allowed"),
     (["--feedback", "mirror"], "'mirror' is not one of 'symmetric', 'random'"),
     (["--epochs", "zero"], "'zero' is not a valid integer"),
 ])
@@ -181,7 +182,7 @@ def test_eval_maps_classes_by_name_and_refuses_strangers(toy, tmp_path):
     assert mapped["accuracy"] == same["accuracy"] and mapped["confusion"] == same["confusion"]
     strangers = _write(tmp_path / "strangers.h5", 24, 1, names=["alpha", "beta", "delta"])
     result = CliRunner().invoke(main, ["eval", "--model", model, "--dataset", str(strangers)])
-    assert result.exit_code == 1 and "class names do not match" in result.output
+    assert result.exit_code == 2 and "class names do not match" in result.output
 
 
 def test_model_files_are_validated_on_load(toy, tmp_path):

@@ -17,7 +17,8 @@ from .._version import __version__
 from ..atomic import atomic_path
 from ..config import LearningConfig, NetworkConfig, RunConfig
 from ..io import load_model
-from ..train import DivergenceError, Trainer, evaluate_arrays, load_eval_data
+from ..evaluate import evaluate_arrays, load_eval_data
+from ..train import DivergenceError, Trainer
 from .plan import read_json
 from .pruning import PRUNE_FRACTIONS, PRUNE_ORDERS, prune_delays
 

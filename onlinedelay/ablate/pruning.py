@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import LearningConfig
-from ..train import evaluate_arrays, load_eval_data
+from ..evaluate import evaluate_arrays, load_eval_data
 
 PRUNE_FRACTIONS = tuple(k / 10 for k in range(11))
 PRUNE_ORDERS = ("shortest-first", "longest-first", "random")

@@ -35,7 +35,8 @@ EMBEDDED_FILE = "digits.npz"
 
 
 def embedded_path() -> Path:
-    """The compact frozen copy of ``digits`` (``data/digits.npz`` in the source tree).
+    """The compact frozen copy of ``digits``: ``onlinedelay/datasets/data/digits.npz``, package data
+    (installed with the package, wheel or editable).
 
     ``$ONLINEDELAY_EMBEDDED_DATA`` (a file path) overrides it.
     """
@@ -44,7 +45,7 @@ def embedded_path() -> Path:
     env = os.environ.get("ONLINEDELAY_EMBEDDED_DATA")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[2] / "data" / EMBEDDED_FILE
+    return Path(__file__).resolve().parent / "data" / EMBEDDED_FILE
 
 
 def materialise_embedded(cache_dir=None, verify=False) -> dict:

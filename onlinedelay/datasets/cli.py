@@ -51,10 +51,7 @@ def info(name, splits, data_dir, verify):
     else:
         splits = splits or (None,)
     for split in splits:
-        try:
-            ds = load_dataset(name, split=split or "train", data_dir=data_dir, verify=verify)
-        except (FileNotFoundError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from None
+        ds = load_dataset(name, split=split or "train", data_dir=data_dir, verify=verify)   # errors: see ../cli.py
         counts = ds.spike_counts
         units = ds.units.astype(np.int64)
         share = np.bincount(units * 7 // ds.n_channels, minlength=7) / max(units.size, 1)
@@ -80,14 +77,10 @@ def info(name, splits, data_dir, verify):
               help="Seconds to wait for a server before giving up.")
 def fetch(name, splits, data_dir, urls, timeout_s):
     """Download NAME's .h5.zip files and check their published MD5."""
-    from .registry import ChecksumError, DownloadError
     from .registry import fetch as do_fetch
 
-    try:
-        paths = do_fetch(name, splits or None, data_dir, urls=list(urls) or None, timeout_s=timeout_s,
-                         progress=lambda line: click.echo(line, err=True))
-    except (DownloadError, ChecksumError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    paths = do_fetch(name, splits or None, data_dir, urls=list(urls) or None, timeout_s=timeout_s,   # errors: ../cli.py
+                     progress=lambda line: click.echo(line, err=True))
     for path in paths:
         click.echo(f"ok {path}")
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..datasets import load_dataset
 from ..errors import check_choice, check_int, check_positive
-from ..train import map_labels
+from ..evaluate import map_labels
 from .parsers import make_parser
 from .protocol import TIME_UNITS, StreamError, StreamOptionError, check_option
 
