@@ -81,7 +81,6 @@ def evaluate_arrays(net: Network, x, labels, loss_start_step: int = 0) -> dict:
     np.add.at(confusion, (labels, preds), 1)
     per_class = [float(confusion[k, k] / confusion[k].sum()) if confusion[k].sum() else None
                  for k in range(n_classes)]
-    p = net.params
     fan_out_in, fan_out_hidden = net.fan_out()
     input_counts = np.asarray(x, np.float64).sum(axis=0)             # (N, C)
     synops = input_counts @ fan_out_in + spikes @ fan_out_hidden

@@ -34,7 +34,7 @@ from .atomic import atomic_path
 from .config import LearningConfig, NetworkConfig, ProjectionSpec
 from .errors import OnlineDelayError
 from .network import Network, refresh_delay_steps
-from .state import PROJECTION_KINDS, STORED_PROJECTION_FIELDS, LayerParameters, Parameters, Projection
+from .state import PROJECTION_KINDS, LayerParameters, Parameters, Projection
 
 FORMAT = "onlinedelay-model"
 FORMAT_VERSION = 2

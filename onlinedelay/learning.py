@@ -41,8 +41,8 @@ from .config import LayerSpec, LearningConfig
 from .dense import blas_threads, dense_weight_chunk, is_dense
 from .errors import OnlineDelayError
 from .evaluate import softmax, vote
-from .network import Network, synapse_kernels
-from .state import (PROJECTION_KINDS, Gradients, LayerGradients, LayerLearnerState, LearnerState, Projection,
+from .network import Network
+from .state import (Gradients, LayerGradients, LayerLearnerState, LearnerState, Projection,
                     ProjectionGradients, ProjectionTraces, assign_tuple, copy_tuple, fill_tuple)
 
 

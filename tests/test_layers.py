@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from onlinedelay import LearningConfig, Network, NetworkConfig, ThreeFactorLearner
 from onlinedelay.archs import ARCHS
-from onlinedelay.cli import OptionError, build_configs, main
+from onlinedelay.cli import main
+from onlinedelay.options import OptionError, build_configs
 from onlinedelay.config import RunConfig
 from onlinedelay.io import load_model, save_model
 from onlinedelay.stream import StepResult, StreamRunner

@@ -360,8 +360,6 @@ def test_learner_snapshot_restore_mid_sample_is_bit_identical():
 # -- event-driven forward current == the pull model ----------------------------------------------------
 def _pull_current(net):
     """Oracle: the pull model's current at the step just taken, read from the network's own rings."""
-    from onlinedelay import kernels as K
-
     s, p, t = net.state, net.params, net.t - 1
     cur = np.zeros_like(s.current)
     PK.delayed_current(s.hist_in, t, p.input.indptr, p.input.pre, p.input.delay_steps, p.input.weight, cur)
