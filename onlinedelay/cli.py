@@ -34,6 +34,8 @@ class OptionError(click.ClickException):
 
 
 def _default(cls, field):
+    if field == "learn":                  # --learn sets learn_weights, learn_delays, learn_readout
+        return "weights,delays,readout"
     return getattr(cls(), field)
 
 
@@ -58,6 +60,13 @@ _TRAIN_OPTIONS = [
     ("--reset", "network", "reset", click.Choice(["soft", "hard"]), "reset after a spike"),
     ("--delay-init", "network", "delay_init", click.Choice(["uniform", "zero", "range"]), "initial delays: U(0, max), 0, or U(--delay-range)"),
     ("--delay-range", "network", "delay_init_range", str, "LOW,HIGH steps of --delay-init range"),
+    ("--weight-bits", "network", "weight_bits", click.Choice(["32", "8", "4", "2", "ternary"]), "precision of the hidden weights (the readout stays float32)"),
+    ("--ternary-scales", "network", "ternary_scales", click.Choice(["fixed", "learned"]), "ternary scales alpha, beta: recomputed each update or learned"),
+    ("--delay-step", "network", "delay_step", float, "delay quantization step in steps (0: real-valued delays)"),
+    ("--delay-offset", "network", "delay_offset", float, "offset of the delay grid (steps)"),
+    ("--delay-offset-mode", "network", "delay_offset_mode", click.Choice(["fixed", "learned"]), "the delay grid's offset is fixed or learned"),
+    ("--delay-l2", "network", "delay_l2", float, "lambda of the delay penalty lambda sum d^2"),
+    ("--learn", "learning", "learn", str, "what learns: any of weights,delays,readout (comma-separated)"),
     ("--pool", "run", "pool", int, "adjacent input channels summed (700 -> 700/pool inputs)"),
     ("--n-steps", "run", "n_steps", int, "steps per sample (longer samples are clipped)"),
     ("--feedback", "learning", "feedback", click.Choice(["symmetric", "random"]), "feedback matrix of the learning signal"),
@@ -144,6 +153,15 @@ def _read_config_file(path) -> dict:
     return out
 
 
+def _parse_learn(text: str) -> dict:
+    """``--learn weights,delays,readout`` (any subset) as LearningConfig's learn_* booleans."""
+    groups = {p.strip() for p in str(text).split(",") if p.strip()}
+    unknown = sorted(groups - {"weights", "delays", "readout"})
+    if unknown:
+        raise OptionError(f"--learn {text!r}: unknown part(s) {', '.join(unknown)}; choose from weights, delays, readout")
+    return {f"learn_{g}": g in groups for g in ("weights", "delays", "readout")}
+
+
 def _parse_layers(text: str) -> dict:
     """``--layers``: "N" (N layers) or "A,B,..." (one layer of each size)."""
     parts = [p.strip() for p in str(text).split(",") if p.strip()]
@@ -187,8 +205,10 @@ def build_configs(config_file, options: dict):
     if options.get("delay_init_range") is not None:
         options = dict(options, delay_init_range=_parse_range(options["delay_init_range"]))
     for _, section, field, _, _ in _TRAIN_OPTIONS:
-        if options.get(field) is not None:
+        if options.get(field) is not None and field != "learn":
             values[section][field] = options[field]
+    if options.get("learn") is not None:
+        values["learning"].update(_parse_learn(options["learn"]))
     values["run"]["arch"] = arch
     try:
         return tuple(classes[s](**values[s]) for s in ("network", "learning", "run"))
@@ -238,6 +258,7 @@ def train(out_dir, config_file, resume, quiet, as_json, **options):
     """Train a network online (weights, and delays unless --delays none)."""
     import json
 
+    from .quantize import format_footprint
     from .train import ConfigMismatchError, DivergenceError, Trainer, evaluate_model
 
     net_cfg, learn_cfg, run_cfg = build_configs(config_file, options)
@@ -265,7 +286,8 @@ def train(out_dir, config_file, resume, quiet, as_json, **options):
                    f"  final train accuracy {last['train_accuracy']:.3f}, best validation accuracy "
                    f"{summary['best_valid_accuracy']:.3f}, test accuracy "
                    f"{'n/a' if test_acc is None else f'{test_acc:.3f}'}\n"
-                   f"  {last['samples_per_s']:.1f} samples/s; parameters {summary['parameters']}")
+                   f"  {last['samples_per_s']:.1f} samples/s; parameters {summary['parameters']}\n"
+                   + format_footprint(summary["footprint"]).splitlines()[-1])
 
 
 @main.command("eval")
@@ -278,6 +300,7 @@ def evaluate(model_path, dataset, split, data_dir, as_json):
     """Accuracy, per-class accuracy, confusion matrix, spikes and synaptic operations of a model."""
     import json
 
+    from .quantize import format_footprint
     from .train import evaluate_model
 
     try:
@@ -292,6 +315,7 @@ def evaluate(model_path, dataset, split, data_dir, as_json):
                f"synaptic operations per sample {result['synops_per_sample']:.0f}")
     for name, acc in zip(result["class_names"], result["per_class_accuracy"]):
         click.echo(f"  {name:>12s}  {'-' if acc is None else f'{acc:.3f}'}")
+    click.echo(format_footprint(result["footprint"]).splitlines()[-1])
 
 
 @main.command()
@@ -301,6 +325,7 @@ def info(model_path, as_json):
     """Architecture, parameter counts, memory footprint and delay statistics of a model."""
     import json
 
+    from .quantize import format_footprint
     from .train import model_info
 
     try:
@@ -319,6 +344,7 @@ def info(model_path, as_json):
     for name, st in result["delay_stats"].items():
         click.echo(f"{name} delays ({st['mode']}): mean {st['mean']:.2f}, std {st['std']:.2f}, "
                    f"min {st['min']:.2f}, max {st['max']:.2f} steps")
+    click.echo(format_footprint(result["footprint"]))
 
 
 @main.command()

@@ -26,6 +26,7 @@ from .atomic import atomic_path
 from .io import load_model, restore_optimizer, save_model
 from .learning import ThreeFactorLearner
 from .network import Network
+from .quantize import footprint_bits
 
 
 class DivergenceError(RuntimeError):
@@ -233,7 +234,7 @@ class Trainer:
             self.progress({"kind": "epoch", **last_metrics})
         return {"out_dir": str(self.out), "epochs": run.epochs, "best_valid_accuracy": best_valid,
                 "last": last_metrics, "n_train": n_train, "n_valid": int(len(self.y_valid)),
-                "parameters": self.net.parameter_counts()}
+                "parameters": self.net.parameter_counts(), "footprint": footprint_bits(self.net)}
 
     def _check_resume(self, resolved: dict) -> None:
         path = self.out / "config.json"
@@ -277,7 +278,7 @@ def evaluate_model(model_path, dataset: str | None = None, split: str = "test", 
     lc = loaded.learning_config or LearningConfig()
     result = evaluate_arrays(loaded.net, x, labels, lc.loss_start_step)
     result.update({"model": str(model_path), "data_file": str(ds.path), "split": split,
-                   "class_names": loaded.class_names})
+                   "class_names": loaded.class_names, "footprint": footprint_bits(loaded.net)})
     return result
 
 
@@ -289,6 +290,8 @@ def describe(net: Network) -> str:
         text = f"{spec.n_neurons} LIF ({spec.reset} reset; in: {ff.connectivity}"
         text += f" {ff.density:g}" if ff.connectivity == "sparse" else ""
         text += f", {ff.delays} delays" if ff.delays != "none" else ""
+        text += f", {ff.weight_bits}{'' if ff.weight_bits == 'ternary' else '-bit'} weights" if ff.quantized_weights else ""
+        text += f", delay step {ff.delay_step:g}" if ff.quantized_delays else ""
         if spec.recurrent is not None:
             rec = spec.recurrent
             text += f"; recurrent: {rec.connectivity}" + (f" k={rec.kernel_size}" if rec.connectivity == "conv" else "")
@@ -322,4 +325,4 @@ def model_info(model_path) -> dict:
             "parameters": counts, "total_weights": n_weights, "total_delays": n_delays,
             "stored_bits": {"weights": n_weights * bits, "delays": n_delays * bits, "precision_bits": bits},
             "integer_delay_bits": {"per_delay": delay_bits, "total": n_delays * delay_bits},
-            "delay_stats": stats, "training": loaded.training}
+            "delay_stats": stats, "training": loaded.training, "footprint": footprint_bits(net)}

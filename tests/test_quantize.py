@@ -209,3 +209,28 @@ def test_stream_runs_the_quantized_model_as_eval_does(tmp_path):
     assert len(steps) == offline.shape[0]
     np.testing.assert_array_equal(np.stack([s.y for s in steps]), offline)
     assert set(np.unique(runner.net.params.input.weight)) <= {0.0, *runner.net.params.input.weight_scale * [1, -1]}
+
+
+def test_cli_learn_subsets_and_the_sun_lowbit_preset():
+    from onlinedelay.cli import OptionError, build_configs
+
+    net, learn, run = build_configs(None, {"arch": "sun-lowbit", "learn": "delays,readout", "delay_step": 1.0})
+    assert (learn.learn_weights, learn.learn_delays, learn.learn_readout) == (False, True, True)
+    assert run.arch == "sun-lowbit" and net.n_layers == 2 and net.recurrent == "none" and net.readout == "all"
+    assert all(s.feedforward.weight_bits == "ternary" and s.feedforward.delays == "axonal" and
+               s.feedforward.delay_step == 1.0 and s.feedforward.delay_l2 > 0 for s in net.layer_specs)
+    assert net.tau_mem_ms == 2 * net.dt_ms
+    with pytest.raises(OptionError, match="--learn 'weights,bias'"):
+        build_configs(None, {"learn": "weights,bias"})
+
+
+def test_info_reports_the_footprint(tmp_path):
+    from click.testing import CliRunner
+
+    from onlinedelay.cli import main
+
+    net, path = _saved_lowbit(tmp_path)
+    out = CliRunner().invoke(main, ["info", str(path)])
+    assert out.exit_code == 0, out.output
+    total = Q.footprint_bits(net)["total_bits"]
+    assert f"footprint: {total:.0f} bits" in out.output and "layer1.feedforward: 42 weights x ternary" in out.output
