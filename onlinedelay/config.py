@@ -72,9 +72,12 @@ def _normalise_bits(value):
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-def _check_real(name: str, value, low: float = 0.0) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
-        raise OnlineDelayError(f"{name}={value!r} is not allowed; expected a finite number >= {low:g}")
+def _check_real(name: str, value, low: float | None = 0.0) -> None:
+    """A finite number (>= ``low`` unless ``low`` is None)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or (low is not None and value < low)):
+        raise OnlineDelayError(f"{name}={value!r} is not allowed; expected a finite number"
+                               + ("" if low is None else f" >= {low:g}"))
 
 
 def _normalise_recurrent(value, density):
@@ -312,7 +315,7 @@ class NetworkConfig(_DictMixin):
             _choice(where + "delay_offset_mode", v["delay_offset_mode"], SCALE_MODES)
             _check_real(where + "delay_l2", v["delay_l2"])
             _check_real(where + "delay_step", v["delay_step"])
-            _check_real(where + "delay_offset", v["delay_offset"], -math.inf)
+            _check_real(where + "delay_offset", v["delay_offset"], None)
             if v["delay_step"] > self.max_delay_steps:
                 raise OnlineDelayError(f"{where}delay_step={v['delay_step']!r} is not allowed; expected at most "
                                        f"max_delay_steps={self.max_delay_steps} (0: delays not quantized)")

@@ -509,7 +509,7 @@ class ThreeFactorLearner:
             for rule in self.rules:
                 rule.sync_grads()
         p, lc = self.net.params, self.config
-        for (_, _, proj, spec), (_, _, g) in zip(self.net.projection_specs(), self.grads_by_projection()):
+        for (_, _, proj, spec), g in zip(self.net.projection_specs(), (g for layer in self.grads.layers for g in layer)):
             Q.add_delay_l2(proj, spec, g)
         self.optimizer.step(p, self.grads)
         clipped = self.net.requantize()
@@ -518,12 +518,6 @@ class ThreeFactorLearner:
         self.clipped_delays += clipped
         self.zero_grad()
         return clipped
-
-    def grads_by_projection(self):
-        """Yield (layer, kind, ProjectionGradients) in the order of ``net.params.projections()``."""
-        for l, layer in enumerate(self.grads.layers):
-            for kind, g in zip(PROJECTION_KINDS, layer):
-                yield l, kind, g
 
     # -- snapshots ----------------------------------------------------------------------------------
     def snapshot(self) -> dict:

@@ -234,3 +234,39 @@ def test_info_reports_the_footprint(tmp_path):
     assert out.exit_code == 0, out.output
     total = Q.footprint_bits(net)["total_bits"]
     assert f"footprint: {total:.0f} bits" in out.output and "layer1.feedforward: 42 weights x ternary" in out.output
+
+
+def test_killed_and_resumed_lowbit_run_ends_with_identical_shadows(tmp_path):
+    """Checkpoints carry the shadow arrays, learned scales and offsets and their Adam moments."""
+    from onlinedelay.datasets.hdf5 import write_events_file
+    from onlinedelay.train import Trainer
+
+    rng = np.random.default_rng(0)
+    times = [np.sort(rng.uniform(0.0, 0.3, 100)) for _ in range(24)]
+    units = [rng.integers(0, 700, 100).astype(np.uint16) for _ in range(24)]
+    data = write_events_file(tmp_path / "toy.h5", times, units, np.arange(24) % 3, ["a", "b", "c"],
+                             speakers=np.arange(24) % 4)
+    net = NetworkConfig(n_hidden=8, n_layers=2, input_delays="synaptic", hidden_delays="axonal", readout="all",
+                        weight_bits="ternary", ternary_scales="learned", delay_step=2.0, delay_offset_mode="learned",
+                        delay_l2=0.01)
+    run = RunConfig(dataset=str(data), n_steps=30, batch_size=6, epochs=2, seed=5, checkpoint_every=1)
+
+    class Killed(Exception):
+        pass
+
+    def kill(event, seen=[]):                       # noqa: B006 - a counter across calls
+        if event["kind"] == "batch":
+            seen.append(1)
+            if len(seen) == 4:
+                raise Killed
+
+    Trainer(net, LearningConfig(), run, tmp_path / "full").run()
+    with pytest.raises(Killed):
+        Trainer(net, LearningConfig(), run, tmp_path / "killed", progress=kill).run()
+    Trainer(net, LearningConfig(), run, tmp_path / "killed").run(resume=True)
+    full = load_model(tmp_path / "full" / "last.h5").net.params
+    resumed = load_model(tmp_path / "killed" / "last.h5").net.params
+    names = [name for name, _ in full.arrays()]
+    assert any(n.endswith("delay_offset") for n in names) and any(n.endswith("weight_scale") for n in names)
+    for (name, a), (_, b) in zip(full.arrays(), resumed.arrays()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
