@@ -331,7 +331,7 @@ def _quantizer_errors(net, g, ref):
          hidden_delays="axonal", delay_step=2.0, delay_offset=0.5, delay_offset_mode="learned", recurrent="dense",
          recurrent_delays="axonal"),
     dict(sizes=(6, 5), weight_bits="2", input_delays="axonal", hidden_delays="synaptic", delay_step=1.0,
-         layers_extra=[{"weight_bits": "ternary"}, {"weight_bits": "8", "delay_step": 2.0}]),
+         layers_extra=[{}, {"weight_bits": "8", "delay_step": 2.0, "delay_l2": 0.5}]),
 ])
 @pytest.mark.parametrize("reset", ["soft", "hard"])
 def test_quantized_online_equals_bptt_with_straight_through_gradients(case, reset):

@@ -96,12 +96,18 @@ def test_learn_subsets_freeze_the_other_groups():
     assert np.abs(net.params.input.delay_shadow - net0.input.delay_shadow).max() > 1e-3
 
 
-def test_delay_l2_pulls_the_delays_down():
-    """With only the penalty (no loss: lr 0 elsewhere, huge lambda) the delays shrink every step."""
-    cfg = dict(LOWBIT, delay_l2=100.0, delay_step=0.0, weight_bits="32")
-    start = Network(NetworkConfig(**cfg), seed=3, batch_size=2).params.input.delay.copy()
-    net, _ = _train(cfg, samples=2, optimizer="sgd", lr_delays=1e-4)
-    assert (net.params.input.delay <= start + 1e-6).all() and net.params.input.delay.mean() < start.mean() - 0.1
+def test_delay_l2_adds_2_lambda_d_to_the_delay_gradient_at_each_step():
+    """SGD on zero loss gradients: one step moves every (shadow) delay by -lr 2 lambda d exactly."""
+    for step in (0.0, 2.0):
+        cfg = dict(LOWBIT, delay_l2=0.25, delay_step=step, weight_bits="32", recurrent="none",
+                   layers=[{}, {"delay_l2": 0.0}], hidden_delays="axonal", readout="all")
+        net = Network(NetworkConfig(**cfg), seed=3, dtype="float64")
+        learner = ThreeFactorLearner(net, LearningConfig(optimizer="sgd", lr_delays=0.1))
+        before = [net.projection("feedforward", l).learned_delay.copy() for l in (0, 1)]
+        learner.zero_grad()
+        learner.apply()
+        np.testing.assert_allclose(net.params.input.learned_delay, before[0] * (1 - 0.1 * 2 * 0.25), rtol=1e-12)
+        np.testing.assert_array_equal(net.projection("feedforward", 1).learned_delay, before[1])   # lambda 0
 
 
 def test_float_models_have_no_shadow_arrays_and_keep_their_file_layout(tmp_path):
