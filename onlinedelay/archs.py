@@ -48,7 +48,7 @@ ARCHS = {arch.name: arch for arch in (
          "input channel and hidden neuron's output (grid step 5, delay L2), ternary weights, tau = 2 steps",
          network=dict(n_layers=2, n_hidden=128, input_delays="axonal", hidden_delays="axonal", recurrent="none",
                       weight_bits="ternary", ternary_scales="fixed", delay_step=5.0, delay_offset=0.0,
-                      delay_l2=1e-5, tau_mem_ms=20.0, dt_ms=10.0, max_delay_steps=25, readout="all"),
+                      delay_l2=1e-6, tau_mem_ms=20.0, dt_ms=10.0, max_delay_steps=25, readout="all"),
          differs="online three-factor rule instead of BPTT; LIF neurons instead of the SRM; our leaky readout of "
                  "every layer with per-step cross-entropy instead of Spikemax; no delay on the readout "
                  "connections; the input projection also has learned axonal delays (one per input channel), so "
