@@ -43,6 +43,16 @@ ARCHS = {arch.name: arch for arch in (
          "(3 shared taps per layer), learned axonal recurrent delays, hard reset; --layers 4 for the deep variant",
          network=dict(_DELREC_COMMON, recurrent="conv", kernel_size=3),
          differs="as delrec; the kernel taps are learned by the summed gradient of the synapses sharing them"),
+    Arch("sun-lowbit",
+         "Sun, Akarca et al.'s low-bit network: 2 feedforward hidden layers, a learned axonal delay on every "
+         "input channel and hidden neuron's output (grid step 5, delay L2), ternary weights, tau = 2 steps",
+         network=dict(n_layers=2, n_hidden=128, input_delays="axonal", hidden_delays="axonal", recurrent="none",
+                      weight_bits="ternary", ternary_scales="fixed", delay_step=5.0, delay_offset=0.0,
+                      delay_l2=1e-6, tau_mem_ms=20.0, dt_ms=10.0, max_delay_steps=25, readout="all"),
+         differs="online three-factor rule instead of BPTT; LIF neurons instead of the SRM; our leaky readout of "
+                 "every layer with per-step cross-entropy instead of Spikemax; no delay on the readout "
+                 "connections; the input projection also has learned axonal delays (one per input channel), so "
+                 "every spike train entering a layer is delayed, as the paper's delay on each neuron's output"),
 )}
 
 

@@ -17,6 +17,7 @@ import click
 from ._version import __version__
 from .datasets.cli import data
 from .options import OptionError, build_configs, name_options, one_line, train_options
+from .quantize import format_footprint
 
 
 
@@ -172,6 +173,8 @@ def _train_summary(summary: dict) -> str:
              f"{'n/a' if test_acc is None else f'{test_acc:.3f}'}",
              f"  {last['samples_per_s']:.1f} samples/s in the last epoch",
              "parameters:", parameter_table(summary["parameters"])]
+    if summary.get("footprint"):
+        lines.insert(3, "  " + format_footprint(summary["footprint"]).splitlines()[-1])
     if summary.get("test_note"):
         lines.insert(2, f"  ({summary['test_note']})")
     return "\n".join(lines)
@@ -274,6 +277,7 @@ def evaluate(model, model_option, dataset, split, data_dir, classes, as_json):
     for name, acc in zip(result["class_names"], result["per_class_accuracy"]):
         click.echo(f"  {name:>12s}  {'-' if acc is None else f'{acc:.3f}'}")
     click.echo(_confusion_table(result["confusion"], result["class_names"]))
+    click.echo(format_footprint(result["footprint"]).splitlines()[-1])
 
 
 @main.command()
@@ -298,6 +302,7 @@ def info(model, model_option, as_json):
     for name, st in result["delay_stats"].items():
         click.echo(f"{name} delays ({st['mode']}): mean {st['mean']:.2f}, std {st['std']:.2f}, "
                    f"min {st['min']:.2f}, max {st['max']:.2f} steps")
+    click.echo(format_footprint(result["footprint"]))
 
 
 @main.command()

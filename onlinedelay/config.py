@@ -33,6 +33,8 @@ MAX_DELAY_STEPS = 10_000           # the delay rings hold max_delay_steps + 1 st
 FEEDBACKS = ("symmetric", "random")
 UPDATE_MODES = ("accumulate", "online")
 OPTIMIZERS = ("adam", "sgd")
+WEIGHT_BITS = ("32", "8", "4", "2", "ternary")   # precision of the hidden projections' weights (quantize.py)
+SCALE_MODES = ("fixed", "learned")               # ternary scales alpha, beta / the delay grid's offset
 
 
 _choice = check_choice
@@ -61,7 +63,21 @@ class _DictMixin:
 
 _LAYER_FIELDS = ("n_hidden", "tau_mem_ms", "threshold", "reset", "delays", "density", "recurrent",
                  "recurrent_delays", "recurrent_density", "kernel_size", "delay_init", "delay_init_range",
-                 "weight_init_scale")
+                 "weight_init_scale", "weight_bits", "ternary_scales", "delay_step", "delay_offset",
+                 "delay_offset_mode", "delay_l2")
+
+
+def _normalise_bits(value):
+    """``weight_bits`` as one of WEIGHT_BITS (a config file may give 4 or "4")."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _check_real(name: str, value, low: float | None = 0.0) -> None:
+    """A finite number (>= ``low`` unless ``low`` is None)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or (low is not None and value < low)):
+        raise OnlineDelayError(f"{name}={value!r} is not allowed; expected a finite number"
+                               + ("" if low is None else f" >= {low:g}"))
 
 
 def _normalise_recurrent(value, density):
@@ -96,7 +112,9 @@ class LayerConfig(_DictMixin):
 
     Every field left ``None`` takes the network-wide value: ``n_hidden``, ``tau_mem_ms``,
     ``threshold``, ``reset``, ``recurrent``, ``recurrent_delays``, ``recurrent_density``,
-    ``kernel_size``, ``delay_init``, ``delay_init_range``, ``weight_init_scale``; ``delays`` and
+    ``kernel_size``, ``delay_init``, ``delay_init_range``, ``weight_init_scale``, the quantizers
+    (``weight_bits``, ``ternary_scales``, ``delay_step``, ``delay_offset``, ``delay_offset_mode``)
+    and ``delay_l2``; ``delays`` and
     ``density`` (of the feedforward projection into the layer) default to ``input_delays`` /
     ``density`` for layer 1 and ``hidden_delays`` / ``hidden_density`` above it.
     """
@@ -114,10 +132,17 @@ class LayerConfig(_DictMixin):
     delay_init: str | None = None
     delay_init_range: tuple | None = None
     weight_init_scale: float | None = None
+    weight_bits: str | None = None
+    ternary_scales: str | None = None
+    delay_step: float | None = None
+    delay_offset: float | None = None
+    delay_offset_mode: str | None = None
+    delay_l2: float | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "recurrent", _normalise_recurrent(self.recurrent, self.recurrent_density))
         object.__setattr__(self, "delay_init_range", _check_range("layer delay_init_range", self.delay_init_range))
+        object.__setattr__(self, "weight_bits", _normalise_bits(self.weight_bits))
 
 
 @dataclass(frozen=True)
@@ -132,6 +157,20 @@ class ProjectionSpec:
     delay_init_range: tuple    # (low, high) steps for "range"
     weight_init_scale: float
     exclude_self: bool         # no autapse j -> j (dense/sparse recurrence)
+    weight_bits: str = "32"    # WEIGHT_BITS: "32" float, "8"/"4"/"2" k-bit, "ternary"
+    ternary_scales: str = "fixed"   # alpha, beta recomputed each update ("fixed") or learned
+    delay_step: float = 0.0    # delay grid step (steps); 0: delays not quantized
+    delay_offset: float = 0.0  # delay grid offset (steps), initial value when learned
+    delay_offset_mode: str = "fixed"
+    delay_l2: float = 0.0      # lambda of the delay penalty lambda sum d^2 (added to the delay gradient)
+
+    @property
+    def quantized_weights(self) -> bool:
+        return self.weight_bits != "32"
+
+    @property
+    def quantized_delays(self) -> bool:
+        return self.delay_step > 0 and self.delays != "none"
 
 
 @dataclass(frozen=True)
@@ -171,6 +210,12 @@ class NetworkConfig(_DictMixin):
     along the neuron axis shared by every neuron, zero padding, the centre tap is the neuron
     itself).  ``delay_init``: ``uniform`` on [0, max_delay_steps], ``zero``, or ``range``
     (uniform on ``delay_init_range`` steps).
+
+    Low-bit networks (onlinedelay/quantize.py): ``weight_bits`` ("32", "8", "4", "2" or "ternary")
+    quantizes the weights of every hidden projection, feedforward and recurrent (the readout stays
+    float32); ``ternary_scales`` "fixed" or "learned"; ``delay_step`` > 0 (steps) puts the learned
+    delays on the grid ``k delay_step + delay_offset`` (offset "fixed" or "learned",
+    ``delay_offset_mode``); ``delay_l2`` adds ``2 delay_l2 d`` to every delay gradient.
     """
 
     n_inputs: int = 140
@@ -200,9 +245,16 @@ class NetworkConfig(_DictMixin):
     delay_init_range: tuple | None = None   # (low, high) steps for delay_init = "range"
     readout: str = "last"              # the readout reads the "last" layer or "all" layers
     layers: tuple = ()                 # per-layer overrides (LayerConfig or dicts)
+    weight_bits: str = "32"            # hidden weights: "32" (float), "8", "4", "2" (k-bit) or "ternary"
+    ternary_scales: str = "fixed"      # ternary alpha, beta: "fixed" (recomputed each update) or "learned"
+    delay_step: float = 0.0            # delay quantization step (steps); 0: real-valued delays
+    delay_offset: float = 0.0          # offset of the delay grid (steps)
+    delay_offset_mode: str = "fixed"   # the offset is "fixed" or "learned"
+    delay_l2: float = 0.0              # lambda of the delay penalty lambda sum d^2 (per layer)
 
     def __post_init__(self):
         object.__setattr__(self, "recurrent", _normalise_recurrent(self.recurrent, self.recurrent_density))
+        object.__setattr__(self, "weight_bits", _normalise_bits(self.weight_bits))
         object.__setattr__(self, "delay_init_range", _check_range("delay_init_range", self.delay_init_range))
         layers = tuple(layer if isinstance(layer, LayerConfig) else LayerConfig.from_dict(dict(layer))
                        for layer in (self.layers or ()))
@@ -258,6 +310,15 @@ class NetworkConfig(_DictMixin):
             _choice(where + "delay_init", v["delay_init"], DELAY_INITS)
             for name in ("density", "recurrent_density"):
                 _check_density(where + name, v[name])
+            _choice(where + "weight_bits", v["weight_bits"], WEIGHT_BITS)
+            _choice(where + "ternary_scales", v["ternary_scales"], SCALE_MODES)
+            _choice(where + "delay_offset_mode", v["delay_offset_mode"], SCALE_MODES)
+            _check_real(where + "delay_l2", v["delay_l2"])
+            _check_real(where + "delay_step", v["delay_step"])
+            _check_real(where + "delay_offset", v["delay_offset"], None)
+            if v["delay_step"] > self.max_delay_steps:
+                raise OnlineDelayError(f"{where}delay_step={v['delay_step']!r} is not allowed; expected at most "
+                                       f"max_delay_steps={self.max_delay_steps} (0: delays not quantized)")
             if v["kernel_size"] % 2 == 0:
                 raise OnlineDelayError(f"{where}kernel_size={v['kernel_size']!r} is not allowed; expected an odd "
                                        "integer (the centre tap is the neuron itself)")
@@ -276,7 +337,10 @@ class NetworkConfig(_DictMixin):
             alpha = _decay(self.discretisation, self.dt_ms, v["tau_mem_ms"])
             common = dict(kernel_size=v["kernel_size"], delay_init=v["delay_init"],
                           delay_init_range=v["delay_init_range"] or (0.0, float(self.max_delay_steps)),
-                          weight_init_scale=v["weight_init_scale"])
+                          weight_init_scale=v["weight_init_scale"], weight_bits=v["weight_bits"],
+                          ternary_scales=v["ternary_scales"], delay_step=float(v["delay_step"]),
+                          delay_offset=float(v["delay_offset"]), delay_offset_mode=v["delay_offset_mode"],
+                          delay_l2=float(v["delay_l2"]))
             ff = ProjectionSpec("dense" if v["density"] == 1.0 else "sparse", v["density"], delays=v["delays"],
                                 exclude_self=False, **common)
             rec = None

@@ -16,6 +16,7 @@ from .config import LearningConfig, RunConfig
 from .errors import OnlineDelayError, check_choice
 from .io import load_model
 from .network import Network
+from .quantize import footprint_bits
 
 CLASS_MATCHING = ("by-name", "by-index")
 
@@ -212,7 +213,7 @@ def evaluate_model(model_path, dataset: str | None = None, split: str = "test", 
     dt_ms, run = loaded.net.config.dt_ms, _eval_run(loaded, dataset, data_dir)
     n_long = samples_longer_than(ds, dt_ms, run.n_steps)
     result.update({"model": str(model_path), "data_file": str(ds.path), "split": split,
-                   "class_names": loaded.class_names, "n_long_samples": n_long,
+                   "class_names": loaded.class_names, "n_long_samples": n_long, "footprint": footprint_bits(loaded.net),
                    "note": clipped_note(n_long, len(ds), run, dt_ms, f"the {split} split")})
     return result
 
@@ -225,6 +226,8 @@ def describe(net: Network) -> str:
         text = f"{spec.n_neurons} LIF ({spec.reset} reset; in: {ff.connectivity}"
         text += f" {ff.density:g}" if ff.connectivity == "sparse" else ""
         text += f", {ff.delays} delays" if ff.delays != "none" else ""
+        text += f", {ff.weight_bits}{'' if ff.weight_bits == 'ternary' else '-bit'} weights" if ff.quantized_weights else ""
+        text += f", delay step {ff.delay_step:g}" if ff.quantized_delays else ""
         if spec.recurrent is not None:
             rec = spec.recurrent
             text += f"; recurrent: {rec.connectivity}" + (f" k={rec.kernel_size}" if rec.connectivity == "conv" else "")
@@ -258,4 +261,4 @@ def model_info(model_path) -> dict:
             "parameters": counts, "total_weights": n_weights, "total_delays": n_delays,
             "stored_bits": {"weights": n_weights * bits, "delays": n_delays * bits, "precision_bits": bits},
             "integer_delay_bits": {"per_delay": delay_bits, "total": n_delays * delay_bits},
-            "delay_stats": stats, "training": loaded.training}
+            "delay_stats": stats, "training": loaded.training, "footprint": footprint_bits(net)}

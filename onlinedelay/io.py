@@ -1,17 +1,21 @@
 """Model and checkpoint files: HDF5, written atomically, read without executing anything.
 
-Layout of a file (``format = "onlinedelay-model"``, ``format_version = 2``)::
+Layout of a file (``format = "onlinedelay-model"``, ``format_version = 2``; 3 for a low-bit model)::
 
     attrs: format, format_version, package_version, seed, dtype, network_config (JSON),
            learning_config (JSON, optional), class_names (JSON), training (JSON, optional),
            checksum (SHA-256 of every array below, in order, with its name, dtype and shape)
     params/layers/<l>/<feedforward|recurrent>/{indptr, pre, weight, delay, delay_of_syn,
                                                pre_of_delay, shared_weight, weight_of_syn}
+                               low-bit projections also: weight_shadow, weight_scale, weight_code
+                               (int8 -1/0/1 ternary, uint8 0..2^m-1 k-bit: the hardware's codes),
+                               delay_shadow, delay_offset (quantize.py)
     params/w_out, params/b_out
     optimizer/ (checkpoints only): attrs steps; m/<i>, v/<i> (Adam moments, in the order of
                Parameters.learned); feedback/<l> (fixed random feedback of layer l)
 
-Version 1 files (one hidden layer: ``params/input``, ``params/recurrent``, ``optimizer/feedback``)
+A low-bit model's effective weights and delays are recomputed from its shadow arrays on load and
+must equal the stored ones, as must the stored codes and fixed scales.  Version 1 files (one hidden layer: ``params/input``, ``params/recurrent``, ``optimizer/feedback``)
 still load.  Writes go to a temporary file in the same folder, then ``os.replace`` -- a reader
 never sees a half-written model.  Loading refuses links and external storage, checks every
 array's kind and shape before reading it, the CSR structure against the configuration, every
@@ -34,10 +38,12 @@ from .atomic import atomic_path
 from .config import LearningConfig, NetworkConfig, ProjectionSpec
 from .errors import OnlineDelayError
 from .network import Network, refresh_delay_steps
+from . import quantize as Q
 from .state import PROJECTION_KINDS, LayerParameters, Parameters, Projection
 
 FORMAT = "onlinedelay-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3                # written only for low-bit models; float models stay version 2
+FLOAT_FORMAT_VERSION = 2
 MAX_MODEL_BYTES = 4 << 30         # a configuration whose network would need more memory is refused
 
 
@@ -66,6 +72,12 @@ def _checksum(named_arrays) -> str:
     return digest.hexdigest()
 
 
+def _code_arrays(net: Network):
+    """("params/layers/<l>/<kind>/weight_code", codes) of every projection with quantized weights."""
+    return [(f"params/layers/{l}/{kind}/weight_code", Q.weight_codes(spec, proj.weight_shadow))
+            for l, kind, proj, spec in net.projection_specs() if proj.weight_scale.size]
+
+
 def _optimizer_arrays(learner):
     out = []
     for key in ("m", "v"):
@@ -81,11 +93,14 @@ def save_model(path, net: Network, class_names=None, learner=None, training: dic
     if len(names) != c.n_outputs:
         raise OnlineDelayError(f"class_names has {len(names)} names for {c.n_outputs} outputs")
     arrays = [(f"params/{name}", arr) for name, arr in net.params.arrays()]
+    codes = _code_arrays(net)
+    quantized = bool(codes) or any(proj.delay_offset.size for _, _, proj in net.params.projections())
+    arrays += codes
     if learner is not None:
         arrays += _optimizer_arrays(learner)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT
-        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["format_version"] = FORMAT_VERSION if quantized else FLOAT_FORMAT_VERSION
         f.attrs["package_version"] = __version__
         f.attrs["seed"] = net.seed
         f.attrs["dtype"] = net.dtype.name
@@ -218,11 +233,44 @@ def _load_projection(path, group, spec: ProjectionSpec | None, n_pre, n_post, ma
     if not np.array_equal(pre_of_delay, want_of_delay):
         _fail(path, f"{where}/pre_of_delay", f"does not match {mode!r} delays")
     i32 = np.int32
+    empty = np.zeros(0, dtype)
+    quant = {"weight_shadow": empty, "weight_scale": empty, "delay_shadow": empty, "delay_offset": empty}
+    if spec is not None and spec.quantized_weights:
+        quant["weight_shadow"] = _array(path, group, "weight_shadow", "f", ((n_shared if conv else n_syn),), dtype)
+        quant["weight_scale"] = _array(path, group, "weight_scale", "f", (2,), dtype)
+    if spec is not None and spec.quantized_delays:
+        quant["delay_shadow"] = _array(path, group, "delay_shadow", "f", (n_delays,), dtype)
+        quant["delay_offset"] = _array(path, group, "delay_offset", "f", (1,), dtype)
+        d = quant["delay_shadow"]
+        if n_delays and (d.min() < 0 or d.max() > max_delay):
+            bad = int(np.argmax((d < 0) | (d > max_delay)))
+            _fail(path, f"{where}/delay_shadow", f"delay [{bad}] = {float(d[bad])!r} outside [0, {max_delay}] steps")
     proj = Projection(indptr.astype(i32), pre.astype(i32), weight, delay, np.zeros(n_syn, i32),
-                      delay_of_syn.astype(i32), pre_of_delay.astype(i32), shared, weight_of_syn.astype(i32))
+                      delay_of_syn.astype(i32), pre_of_delay.astype(i32), shared, weight_of_syn.astype(i32),
+                      **quant)
+    if proj.weight_scale.size or proj.delay_offset.size:
+        _requantize_and_check(path, where, group, proj, spec, max_delay)
     proj.expand_shared()                  # a conv's per-synapse weights are derived from its taps
     refresh_delay_steps(proj, max_delay)
     return proj
+
+
+def _requantize_and_check(path, where, group, proj: Projection, spec: ProjectionSpec, max_delay) -> None:
+    """Low-bit projection: recompute the effective arrays from the shadows; the stored ones (weights,
+    delays, fixed scales, integer codes) must be the same."""
+    stored = {"weight": proj.weight.copy(), "shared_weight": proj.shared_weight.copy(), "delay": proj.delay.copy(),
+              "weight_scale": proj.weight_scale.copy()}
+    Q.quantize_projection(proj, spec, max_delay)
+    for field, before in stored.items():
+        if not np.array_equal(before, getattr(proj, field)):
+            _fail(path, f"{where}/{field}", "does not match the value quantized from the stored shadow arrays")
+    if proj.weight_scale.size:
+        want = Q.weight_codes(spec, proj.weight_shadow)
+        codes = _array(path, group, "weight_code", "iu", want.shape)
+        if not np.array_equal(codes.astype(np.int64), want.astype(np.int64)):
+            bad = int(np.argmax(codes.astype(np.int64) != want))
+            _fail(path, f"{where}/weight_code", f"code [{bad}] = {int(codes[bad])} does not match the quantized "
+                  f"shadow weight ({int(want[bad])})")
 
 
 def estimated_bytes(config: NetworkConfig, extra_slots: int = 64) -> int:
@@ -344,7 +392,8 @@ def _read(path: Path, f) -> LoadedModel:
     optimizer, opt_named = _load_optimizer(path, f, params, lcfg, version)
     if version >= 2:
         stored = f.attrs.get("checksum")
-        named = [(f"params/{name}", arr) for name, arr in params.arrays()] + opt_named
+        named = [(f"params/{name}", arr) for name, arr in params.arrays()]
+        named += [(name, np.asarray(f[name][()])) for name in _quantized_code_names(config)] + opt_named
         if stored != _checksum(named):
             _fail(path, "attrs/checksum", "does not match the stored arrays (the file was changed or damaged)")
     training = _json_attr(path, f, "training", required=False)
@@ -352,6 +401,12 @@ def _read(path: Path, f) -> LoadedModel:
         _fail(path, "attrs/training", "expected a JSON object")
     net = Network.from_parameters(config, params, seed=int(seed), dtype=dtype)
     return LoadedModel(net, list(names), lcfg, training, optimizer, path)
+
+
+def _quantized_code_names(config: NetworkConfig) -> list:
+    """Dataset names of the stored weight codes, in the order save_model checksums them."""
+    return [f"params/layers/{l}/{kind}/weight_code" for l, spec in enumerate(config.layer_specs)
+            for kind in PROJECTION_KINDS if getattr(spec, kind) is not None and getattr(spec, kind).quantized_weights]
 
 
 def restore_optimizer(learner, optimizer: dict | None) -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
+from . import quantize as Q
 from .kernels import chunk as KC
 from .kernels._jit import build
 from .config import LayerSpec, LearningConfig
@@ -66,8 +67,9 @@ class _LayerRule:
         self.dense = tuple(self.chunked and mode != "synaptic" and is_dense(proj, n_pre)
                            for proj, mode, n_pre in zip(lp, self.modes, self.n_pre))
         dt = net.dtype
-        self.grads = LayerGradients(*(ProjectionGradients(np.zeros_like(proj.learned_weight),
-                                                          np.zeros_like(proj.delay)) for proj in lp))
+        self.grads = LayerGradients(*(ProjectionGradients(np.zeros_like(proj.learned_weight), np.zeros_like(proj.delay),
+                                                          np.zeros_like(proj.weight_scale),
+                                                          np.zeros_like(proj.delay_offset)) for proj in lp))
         # per-synapse accumulators (race-free over rows); shared conv taps and axonal delays are summed
         self.grad_w_syn = tuple(g.weight if not proj.weight_of_syn.size else np.zeros(proj.weight.size, dt)
                                 for proj, g in zip(lp, self.grads))
@@ -126,13 +128,17 @@ class _LayerRule:
             g[...] = 0
 
     def sync_grads(self) -> None:
-        """Sum per-synapse gradients into shared parameters (conv taps, axonal delays)."""
-        for proj, g, g_w, g_d in zip(self.net.params.layers[self.index], self.grads, self.grad_w_syn,
-                                     self.grad_d_syn):
+        """Sum per-synapse gradients into shared parameters (conv taps, axonal delays); then the
+        gradients of learned ternary scales and delay offsets (quantize.py; the shadow weights and
+        delays take dE/dWq and dE/dd_hat straight through)."""
+        specs = (self.spec.feedforward, self.spec.recurrent)
+        for proj, spec, g, g_w, g_d in zip(self.net.params.layers[self.index], specs, self.grads, self.grad_w_syn,
+                                           self.grad_d_syn):
             if g_w is not g.weight:
                 g.weight[:] = np.bincount(proj.weight_of_syn, weights=g_w, minlength=g.weight.size)
             if g_d.size and g_d is not g.delay:
                 g.delay[:] = np.bincount(proj.delay_of_syn, weights=g_d, minlength=g.delay.size)
+            Q.sync_quantizer_grads(proj, spec, g)
 
     def _projections(self, state: LayerLearnerState):
         """(k, projection, traces, ring, weight gradient, per-synapse delay gradient) of each active projection."""
@@ -485,9 +491,11 @@ class ThreeFactorLearner:
     def apply(self, grads: Gradients | None = None) -> int:
         """One optimizer step with ``grads`` (default: the accumulated ones), then zero them.
 
-        Conv taps are copied into their synapses; delays are clipped to [0, max_delay_steps] and
-        re-rounded.  Returns the number of delays clipped by this step (``clipped_delays`` keeps
-        the running total).
+        The delay penalty ``2 delay_l2 d`` is added to the delay gradients first.  Afterwards conv
+        taps are copied into their synapses, quantized projections re-derive their effective
+        weights and delays from the shadow arrays (quantize.py); delays are clipped to
+        [0, max_delay_steps] and re-rounded.  Returns the number of delays clipped by this step
+        (``clipped_delays`` keeps the running total).
         """
         self._catch_up()
         if grads is not None and grads is not self.grads:
@@ -496,11 +504,12 @@ class ThreeFactorLearner:
             for rule in self.rules:
                 rule.sync_grads()
         p, lc = self.net.params, self.config
+        for (_, _, proj, spec), g in zip(self.net.projection_specs(), (g for layer in self.grads.layers for g in layer)):
+            Q.add_delay_l2(proj, spec, g)
         self.optimizer.step(p, self.grads)
-        for _, _, proj in p.projections():
-            proj.expand_shared()
+        clipped = self.net.requantize()
         moved_delays = lc.learn_delays and lc.lr_delays > 0
-        clipped = self.net.parameters_changed(delays=moved_delays)   # spikes in flight are re-read
+        clipped += self.net.parameters_changed(delays=moved_delays)   # spikes in flight are re-read
         self.clipped_delays += clipped
         self.zero_grad()
         return clipped

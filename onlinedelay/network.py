@@ -39,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import kernels as K
+from . import quantize as Q
 from .kernels._jit import build, configure_threading
 from .config import LayerSpec, NetworkConfig, ProjectionSpec
 from .errors import OnlineDelayError
@@ -83,7 +84,10 @@ def build_projection(rng, rng_delay, n_pre: int, n_post: int, spec: ProjectionSp
 
     Connectivity and weights come from ``rng``, delays from ``rng_delay``: the same seed gives the
     same weights whatever the delay mode (fair ablations).  Weights ~ N(0, (scale theta)^2 / fan_in).
+    A quantized projection (``spec.weight_bits``, ``spec.delay_step``) learns shadow copies of
+    these draws; its effective weights and delays are their quantized values (quantize.py).
     """
+    quantized = spec is not None and (spec.quantized_weights or spec.quantized_delays)
     if spec is None:
         spec = ProjectionSpec("dense", 1.0, 1, "none", "zero", (0.0, 0.0), 1.0, False)
         n_pre = 0
@@ -110,8 +114,12 @@ def build_projection(rng, rng_delay, n_pre: int, n_post: int, spec: ProjectionSp
     else:
         low, high = spec.delay_init_range if spec.delay_init == "range" else (0.0, max_delay_steps)
         delay = rng_delay.uniform(low, high, size=pre_of_delay.size).astype(dtype)
+    empty = np.zeros(0, dtype)
     proj = Projection(indptr, pre, weight, delay, np.zeros(pre.size, _INT), delay_of_syn, pre_of_delay,
-                      shared, weight_of_syn)
+                      shared, weight_of_syn, empty, empty.copy(), empty.copy(), empty.copy())
+    if quantized:
+        proj = Q.init_quantizers(proj, spec)
+        Q.quantize_projection(proj, spec, max_delay_steps)
     refresh_delay_steps(proj, max_delay_steps)
     return proj
 
@@ -529,6 +537,19 @@ class Network:
         self.delay_version += 1
         return clipped
 
+    def projection_specs(self):
+        """Yield (layer, kind, Projection, ProjectionSpec or None) of every projection."""
+        for (l, kind, proj), spec in zip(self.params.projections(),
+                                         (getattr(s, kind) for s in self.layer_specs for kind in PROJECTION_KINDS)):
+            yield l, kind, proj, spec
+
+    def requantize(self) -> int:
+        """Recompute the effective weights and delays from the shadow arrays (quantized projections;
+        conv taps are re-expanded everywhere) after the learned arrays changed; returns the number of
+        shadow delays clipped to [0, max_delay_steps].  Follow with :meth:`parameters_changed`."""
+        return sum(Q.quantize_projection(proj, spec, self.config.max_delay_steps)
+                   for _, _, proj, spec in self.projection_specs())
+
     def _build_event_index(self) -> None:
         """CSC views of every projection (connectivity is fixed; rebuilt when ``params`` is replaced)."""
         p, c = self.params, self.config
@@ -594,7 +615,8 @@ class Network:
         ``"recurrent"``, of hidden layer ``layer``.
 
         ``delays`` has shape (n_delays,): one per synapse (synaptic) or per presynaptic unit
-        (axonal).  Values must lie in [0, max_delay_steps].
+        (axonal).  Values must lie in [0, max_delay_steps].  With quantized delays they set the
+        shadow delays; the forward pass uses their grid values.
         """
         proj = self.projection(which, layer)
         arr = np.asarray(delays, dtype=np.float64)
@@ -605,7 +627,11 @@ class Network:
             i = int(np.argmax(bad))
             raise OnlineDelayError(f"{which} delay [{i}] = {float(arr[i])!r} is outside "
                                    f"[0, {self.config.max_delay_steps}]")
-        proj.delay[:] = arr
+        if proj.delay_offset.size:             # quantized: the shadow delays, then their grid values
+            proj.delay_shadow[:] = arr
+            self.requantize()
+        else:
+            proj.delay[:] = arr
         self.parameters_changed(delays=True)
 
     def parameter_counts(self) -> dict:

@@ -26,6 +26,8 @@ class OptionError(click.ClickException):
 
 def field_default(cls, field):
     """The default of ``field`` in the dataclass ``cls``."""
+    if field == "learn":                  # --learn sets learn_weights, learn_delays, learn_readout
+        return "weights,delays,readout"
     return getattr(cls(), field)
 
 
@@ -51,6 +53,13 @@ TRAIN_OPTIONS = [
     ("--reset", "network", "reset", click.Choice(["soft", "hard"]), "reset after a spike"),
     ("--delay-init", "network", "delay_init", click.Choice(["uniform", "zero", "range"]), "initial delays: U(0, max), 0, or U(--delay-range)"),
     ("--delay-range", "network", "delay_init_range", str, "LOW,HIGH steps of --delay-init range"),
+    ("--weight-bits", "network", "weight_bits", click.Choice(["32", "8", "4", "2", "ternary"]), "precision of the hidden weights (the readout stays float32)"),
+    ("--ternary-scales", "network", "ternary_scales", click.Choice(["fixed", "learned"]), "ternary scales alpha, beta: recomputed each update or learned"),
+    ("--delay-step", "network", "delay_step", float, "delay quantization step in steps (0: real-valued delays)"),
+    ("--delay-offset", "network", "delay_offset", float, "offset of the delay grid (steps)"),
+    ("--delay-offset-mode", "network", "delay_offset_mode", click.Choice(["fixed", "learned"]), "the delay grid's offset is fixed or learned"),
+    ("--delay-l2", "network", "delay_l2", float, "lambda of the delay penalty lambda sum d^2"),
+    ("--learn", "learning", "learn", str, "what learns: any of weights,delays,readout (comma-separated)"),
     ("--pool", "run", "pool", int, "adjacent input channels summed (700 -> 700/pool inputs)"),
     ("--n-steps", "run", "n_steps", int, "steps per sample (longer samples are clipped)"),
     ("--feedback", "learning", "feedback", click.Choice(["symmetric", "random"]), "feedback matrix of the learning signal"),
@@ -179,6 +188,15 @@ def read_config_file(path) -> tuple[dict, dict]:
     return out, typed
 
 
+def parse_learn(text: str) -> dict:
+    """``--learn weights,delays,readout`` (any subset) as LearningConfig's learn_* booleans."""
+    groups = {p.strip() for p in str(text).split(",") if p.strip()}
+    unknown = sorted(groups - {"weights", "delays", "readout"})
+    if unknown:
+        raise OptionError(f"--learn {text!r}: unknown part(s) {', '.join(unknown)}; choose from weights, delays, readout")
+    return {f"learn_{g}": g in groups for g in ("weights", "delays", "readout")}
+
+
 def parse_layers(text: str) -> dict:
     """``--layers``: "N" (N layers) or "A,B,..." (one layer of each size)."""
     parts = [p.strip() for p in str(text).split(",") if p.strip()]
@@ -233,6 +251,11 @@ def build_configs(config_file, options: dict, saved: dict | None = None, resume_
             given[(section, field)] = options[field]
             labels[field] = name.split("/")[0] if options[field] is not False or "/" not in name \
                 else name.split("/")[1]
+    if ("learning", "learn") in given:    # --learn (or a config file's learn) sets three booleans
+        label = labels.pop("learn")
+        for field, value in parse_learn(given.pop(("learning", "learn"))).items():
+            given[("learning", field)] = value
+            labels[field] = label
     if saved:
         values = {s: dict(saved[s]) for s in classes}
     else:                                 # start from the architecture preset (--arch, or the file's arch)

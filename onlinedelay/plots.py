@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["require_matplotlib", "spike_raster", "learning_curve", "delay_histogram", "pruning_curves",
-           "accuracy_by_config"]
+           "accuracy_by_config", "pareto_front", "pareto_accuracy_footprint", "bit_budget_heatmap"]
 
 INSTALL_HINT = "pip install 'onlinedelay[plots]'"
 
@@ -143,6 +143,69 @@ def accuracy_by_config(names, accuracies, ax=None, title=None, ylabel="test accu
     ax.set_xticks(x, names, rotation=30 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
+    if title:
+        ax.set_title(title)
+    return ax.figure
+
+
+def pareto_front(footprints, accuracies) -> list:
+    """Indices of the points no other point beats (smaller or equal footprint and higher accuracy),
+    by increasing footprint.  NaN accuracies are never on the front."""
+    points = sorted((f, -a, i) for i, (f, a) in enumerate(zip(footprints, accuracies)) if np.isfinite(a))
+    front, best = [], -np.inf
+    for _, neg_acc, i in points:
+        if -neg_acc > best:
+            front.append(i)
+            best = -neg_acc
+    return front
+
+
+def pareto_accuracy_footprint(names, footprint_bits, accuracies, ax=None, title=None):
+    """Mean test accuracy against the memory footprint (bits, log axis), one labelled point per
+    configuration with a ± std bar, and the Pareto front as a step line.
+
+    names : list of str; footprint_bits : (n,) bits; accuracies : list of 1-D arrays (one per seed)
+    """
+    ax = _axes(ax, (6.5, 4.2))
+    means = np.array([np.nanmean(a) if np.isfinite(np.asarray(a, float)).any() else np.nan for a in accuracies])
+    stds = np.array([np.nanstd(a, ddof=1) if np.isfinite(np.asarray(a, float)).sum() > 1 else 0.0 for a in accuracies])
+    fp = np.asarray(footprint_bits, np.float64)
+    ax.errorbar(fp, means, yerr=stds, fmt="o", color="#3182bd", capsize=3)
+    for name, x, y in zip(names, fp, means):
+        if np.isfinite(y):
+            ax.annotate(name, (x, y), fontsize="x-small", xytext=(3, 3), textcoords="offset points")
+    front = pareto_front(fp, means)
+    if front:
+        ax.step(fp[front], means[front], where="post", color="#e6550d", label="Pareto front")
+        ax.legend(fontsize="small", loc="lower right")
+    ax.set_xscale("log")
+    ax.set_xlabel("memory footprint (bits)")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    if title:
+        ax.set_title(title)
+    return ax.figure
+
+
+def bit_budget_heatmap(weight_labels, delay_labels, accuracy, footprint_bits, ax=None, title=None):
+    """Mean test accuracy over weight precision (columns) x delay precision (rows), each cell
+    annotated with its accuracy and footprint (kbit).
+
+    accuracy, footprint_bits : (len(delay_labels), len(weight_labels)) arrays (NaN: no result)
+    """
+    ax = _axes(ax, (1.2 * len(weight_labels) + 2.5, 0.9 * len(delay_labels) + 1.8))
+    acc = np.asarray(accuracy, np.float64)
+    image = ax.imshow(acc, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    for r in range(acc.shape[0]):
+        for c in range(acc.shape[1]):
+            text = "–" if not np.isfinite(acc[r, c]) else f"{acc[r, c]:.2f}\n{footprint_bits[r][c] / 1000:.1f} kbit"
+            ax.text(c, r, text, ha="center", va="center", fontsize="x-small",
+                    color="white" if not np.isfinite(acc[r, c]) or acc[r, c] < 0.6 else "black")
+    ax.set_xticks(np.arange(len(weight_labels)), weight_labels)
+    ax.set_yticks(np.arange(len(delay_labels)), delay_labels)
+    ax.set_xlabel("weight precision")
+    ax.set_ylabel("delays")
+    ax.figure.colorbar(image, ax=ax, label="test accuracy")
     if title:
         ax.set_title(title)
     return ax.figure

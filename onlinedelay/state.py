@@ -38,11 +38,24 @@ class Projection(NamedTuple):
     pre_of_delay: np.ndarray  # (n_delays,) int32, presynaptic index of each delay parameter
     shared_weight: np.ndarray  # (k,) float, conv taps (learned); (0,) otherwise
     weight_of_syn: np.ndarray  # (n_syn,) int32, conv tap of each synapse; (0,) otherwise
+    # low-bit projections (onlinedelay/quantize.py); all (0,) for a float projection
+    weight_shadow: np.ndarray  # (n_syn,) or (k,) conv, float: the real-valued weights learned when quantized
+    weight_scale: np.ndarray   # (2,) float: (alpha, beta) ternary, (s, s) k-bit; (0,) for float weights
+    delay_shadow: np.ndarray   # (n_delays,) float: the real-valued delays learned when quantized
+    delay_offset: np.ndarray   # (1,) float, steps: the offset of the delay grid when quantized
 
     @property
     def learned_weight(self) -> np.ndarray:
-        """The weight array the optimizer updates: the conv taps, or the per-synapse weights."""
+        """The weight array the optimizer updates: the shadow weights of a quantized projection, else
+        the conv taps, or the per-synapse weights."""
+        if self.weight_scale.size:
+            return self.weight_shadow
         return self.shared_weight if self.weight_of_syn.size else self.weight
+
+    @property
+    def learned_delay(self) -> np.ndarray:
+        """The delay array the optimizer updates: the shadow delays when quantized, else ``delay``."""
+        return self.delay_shadow if self.delay_offset.size else self.delay
 
     def expand_shared(self) -> None:
         """Conv: copy the taps into the per-synapse weights (after the taps changed)."""
@@ -53,6 +66,8 @@ class Projection(NamedTuple):
 # the arrays a model file stores per projection; delay_steps (and a conv's weight) are derived
 STORED_PROJECTION_FIELDS = ("indptr", "pre", "weight", "delay", "delay_of_syn", "pre_of_delay",
                             "shared_weight", "weight_of_syn")
+# stored too where they are not empty (a float projection has none: its files are unchanged)
+QUANTIZER_FIELDS = ("weight_shadow", "weight_scale", "delay_shadow", "delay_offset")
 
 
 class LayerParameters(NamedTuple):
@@ -86,19 +101,33 @@ class Parameters(NamedTuple):
     def arrays(self, stored_only: bool = True):
         """Yield (name, array) for every array: ``layers/<l>/<kind>/<field>``, ``w_out``, ``b_out``.
 
-        ``stored_only`` leaves out the derived ``delay_steps`` (recomputed from the delays)."""
+        ``stored_only`` leaves out the derived ``delay_steps`` (recomputed from the delays); the
+        quantizer arrays (:data:`QUANTIZER_FIELDS`) come only where they are not empty."""
         fields = STORED_PROJECTION_FIELDS if stored_only else Projection._fields
         for l, kind, proj in self.projections():
             for field in fields:
-                yield f"layers/{l}/{kind}/{field}", getattr(proj, field)
+                if field not in QUANTIZER_FIELDS:
+                    yield f"layers/{l}/{kind}/{field}", getattr(proj, field)
+            for field in QUANTIZER_FIELDS:
+                if getattr(proj, field).size:
+                    yield f"layers/{l}/{kind}/{field}", getattr(proj, field)
         yield "w_out", self.w_out
         yield "b_out", self.b_out
 
     def learned(self):
-        """Yield (name, array, group) of every learned array; group is weights, delays or readout."""
+        """Yield (name, array, group) of every learned array; group is weights, delays or readout.
+
+        Per projection: the weights (or shadow weights), the delays (or shadow delays), then, when
+        quantized, the weight scales (group weights) and the delay offset (group delays).  Fixed
+        scales and offsets are listed too: their gradient is zero, so no optimizer moves them, and
+        quantize.py recomputes fixed scales from the shadow weights after every step."""
         for l, kind, proj in self.projections():
             yield f"layers/{l}/{kind}/weight", proj.learned_weight, "weights"
-            yield f"layers/{l}/{kind}/delay", proj.delay, "delays"
+            yield f"layers/{l}/{kind}/delay", proj.learned_delay, "delays"
+            if proj.weight_scale.size:
+                yield f"layers/{l}/{kind}/weight_scale", proj.weight_scale, "weights"
+            if proj.delay_offset.size:
+                yield f"layers/{l}/{kind}/delay_offset", proj.delay_offset, "delays"
         yield "w_out", self.w_out, "readout"
         yield "b_out", self.b_out, "readout"
 
@@ -184,8 +213,10 @@ class LearnerState(NamedTuple):
 
 
 class ProjectionGradients(NamedTuple):
-    weight: np.ndarray        # (n_syn,), or (k,) for a conv projection's taps
-    delay: np.ndarray         # (n_delays,)
+    weight: np.ndarray        # (n_syn,), or (k,) for a conv projection's taps (shadow weights when quantized)
+    delay: np.ndarray         # (n_delays,) (shadow delays when quantized)
+    weight_scale: np.ndarray  # (2,) d(alpha, beta) of quantized weights (0 for fixed scales); (0,) for float
+    delay_offset: np.ndarray  # (1,) of quantized delays (0 for a fixed offset); (0,) otherwise
 
 
 class LayerGradients(NamedTuple):
@@ -212,6 +243,10 @@ class Gradients(NamedTuple):
             for kind, g in zip(PROJECTION_KINDS, layer):
                 yield f"layers/{l}/{kind}/weight", g.weight
                 yield f"layers/{l}/{kind}/delay", g.delay
+                if g.weight_scale.size:
+                    yield f"layers/{l}/{kind}/weight_scale", g.weight_scale
+                if g.delay_offset.size:
+                    yield f"layers/{l}/{kind}/delay_offset", g.delay_offset
         yield "w_out", self.w_out
         yield "b_out", self.b_out
 

@@ -32,6 +32,7 @@ from .evaluate import evaluate_model  # noqa: F401 - re-exported: the walkthroug
 from .io import load_model, restore_optimizer, save_model
 from .learning import ThreeFactorLearner
 from .network import Network
+from .quantize import footprint_bits
 
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.h5", "best.h5", "last.h5")
 # options that may change when a run is resumed: they do not change what is computed
@@ -329,7 +330,8 @@ class Trainer:
                 "best": {"epoch": best_epoch, "accuracy": best_score, "measure": measure},
                 "best_valid_accuracy": best_score if measure == "valid_accuracy" else None,
                 "last": metrics[-1] if metrics else None, "n_train": len(self.y_train),
-                "n_valid": int(len(self.y_valid)), "parameters": self.net.parameter_counts()}
+                "n_valid": int(len(self.y_valid)), "parameters": self.net.parameter_counts(),
+                "footprint": footprint_bits(self.net)}
 
     def _check_resume(self, resolved: dict) -> None:
         saved = load_run_config(self.out)

@@ -463,3 +463,49 @@ def ref_round_delays(delay, max_delay, delay_of_syn):
 
 def ref_sgd(param, grad, lr):
     return np.asarray(param, float) - lr * np.asarray(grad, float)
+
+
+# ------------------------------------------------------------------------------------------------
+# low-bit references (quantize.py), float64, from the definitions
+# ------------------------------------------------------------------------------------------------
+def ref_ternary(w, alpha=None, beta=None):
+    """(Wq, threshold): +alpha where w > 0.7 mean|w|, -beta below minus it, 0 between; alpha = beta =
+    mean|w| over |w| > threshold (TWN) when not given."""
+    w = np.asarray(w, float)
+    delta = 0.7 * np.mean(np.abs(w))
+    if alpha is None:
+        big = np.abs(w)[np.abs(w) > delta]
+        alpha = beta = big.mean() if big.size else 0.0
+    return np.where(w > delta, alpha, np.where(w < -delta, -beta, 0.0)), delta
+
+
+def ref_kbit(w, bits):
+    """DoReFa: s = max|w|, q = round((2^m - 1) (w/s + 1)/2) / (2^m - 1), Wq = s (2q - 1)."""
+    w = np.asarray(w, float)
+    s = np.abs(w).max()
+    n = 2**bits - 1
+    q = np.array([round(n * (v / s + 1) / 2) for v in w]) / n
+    return s * (2 * q - 1)
+
+
+def ref_delay_grid(d, offset, step, max_delay):
+    """floor((d - offset)/step) step + offset, moved to the nearest grid value in [0, max_delay]."""
+    grid = [k * step + offset for k in range(-1000, 1000) if 0 <= k * step + offset <= max_delay]
+    out = []
+    for v in np.asarray(d, float):
+        q = math.floor((v - offset) / step) * step + offset
+        out.append(min(max(q, grid[0]), grid[-1]))
+    return np.array(out)
+
+
+def ref_scale_grads(shadow, grad_eff):
+    """Straight-through gradients of ternary scales from dE/dWq (same order as ``shadow``):
+    (sum over w > delta, -sum over w < -delta)."""
+    shadow = np.asarray(shadow, float)
+    delta = 0.7 * np.mean(np.abs(shadow))
+    return np.array([grad_eff[shadow > delta].sum(), -grad_eff[shadow < -delta].sum()])
+
+
+def csr_grad(proj, dense_grad):
+    """A dense (n_post, n_pre) gradient in the CSR order of ``proj``'s synapses."""
+    return np.asarray(dense_grad)[csr_rows(proj.indptr), proj.pre]

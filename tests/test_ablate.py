@@ -74,7 +74,7 @@ def test_list_prints_one_line_per_grid():
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert [line.split()[0] for line in lines] == list(ablate.GRID_NAMES)
-    assert len(ablate.GRID_NAMES) == 9 and all(len(line.split()) > 3 for line in lines)
+    assert len(ablate.GRID_NAMES) == 10 and all(len(line.split()) > 3 for line in lines)
 
 
 def test_grids_are_lists_of_configs():
@@ -118,6 +118,12 @@ def test_grids_are_lists_of_configs():
     assert rec["conv-learned"].network.recurrent == "conv" and rec["conv-learned"].learning.learn_delays
     assert rec["dense-fixed"].network.recurrent_delays == "axonal" and not rec["dense-fixed"].learning.learn_delays
     assert rec["dense-nodelay"].network.recurrent_delays == "none" and rec["none"].network.recurrent == "none"
+    bits = grid["bits"]
+    assert len(bits) == 15
+    assert {(v.network.weight_bits, v.network.input_delays, v.network.delay_step) for v in bits.values()} == \
+        {(w, d, s) for w in ("ternary", "2", "4", "8", "32") for d, s in (("none", 0.0), ("synaptic", 1.0),
+                                                                         ("synaptic", 5.0))}
+    assert {n for n, v in bits.items() if v.prune} == {"ternary-step1", "ternary-step5"}
     with pytest.raises(ablate.AblationError, match="unknown; choose one of delays"):
         ablate.make_grid("wiring")
 
@@ -207,6 +213,28 @@ def test_depth_and_recurrence_grids_run_end_to_end(toy, tmp_path):
     assert params["dense-nodelay"] - params["conv-nodelay"] > 0            # conv: 3 taps per layer, not N^2 - N
     assert int(rows[("recurrence", "conv-learned")]["learnable_delays"]) > 0
     assert rows[("recurrence", "conv-fixed")]["learn_delays"] == "False"
+
+
+def test_bits_grid_runs_end_to_end_with_footprints_pareto_and_heat_map(toy, tmp_path):
+    result = _ablate(toy, tmp_path, "bits", "--seeds", "1", "--epochs", "1", "--max-samples", "16")
+    assert result.exit_code == 0, result.output
+    rows = {r["config"]: r for r in _rows(tmp_path / "results.csv")}
+    assert len(rows) == 15 and {r["status"] for r in rows.values()} == {"ok"}
+    fp = {c: int(r["footprint_bits"]) for c, r in rows.items()}
+    assert fp["ternary-none"] < fp["2bit-none"] < fp["4bit-none"] < fp["8bit-none"] < fp["32bit-none"]
+    assert fp["32bit-none"] == int(rows["32bit-none"]["float_footprint_bits"])
+    assert fp["ternary-step5"] < fp["ternary-step1"] and rows["ternary-step5"]["bits_per_delay"] == "3"
+    for name in ("pareto.png", "heatmap.png", "pruning.png", "accuracy.png"):
+        assert (tmp_path / "bits" / name).is_file(), name
+    md = (tmp_path / "results.md").read_text()
+    assert "](bits/pareto.png)" in md and "](bits/heatmap.png)" in md and "| footprint (kbit) |" in md
+    assert "Pruning `ternary-step5`" in md
+
+
+def test_pareto_front_keeps_the_undominated_points():
+    from onlinedelay.plots import pareto_front
+
+    assert pareto_front([10, 20, 30, 40, 5], [0.5, 0.4, 0.8, 0.7, np.nan]) == [0, 2]
 
 
 def test_rerun_skips_finished_runs_and_resumes_a_killed_one(toy, tmp_path):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from onlinedelay import LearningConfig, Network, NetworkConfig, ThreeFactorLearner
-from reference import DenseModel, ref_bptt, sparse_to_dense_grad
+from reference import (DenseModel, csr_grad, ref_bptt, ref_delay_grid, ref_kbit, ref_scale_grads, ref_ternary,
+                       sparse_to_dense_grad)
 
 TOL = 1e-10
 
@@ -271,3 +272,88 @@ def test_recurrent_spike_at_the_last_step_enters_the_delay_gradient():
         old = ref_bptt(DenseModel(net), x.astype(float), labels, w, learn.half_width_steps, learn.sigma_steps,
                        recurrent_end_step=False)
         assert _rel(g.d_rec, old["d_rec"]) > 1e-4, "the last recurrent step must matter for this case"
+
+
+# ------------------------------------------------------------------------------------------------
+# low-bit networks: online gradients w.r.t. shadow weights, scales, shadow delays and the delay
+# offset == BPTT of the quantized forward with straight-through gradients
+# ------------------------------------------------------------------------------------------------
+def _effective_is_quantized(net):
+    """The effective arrays are the reference quantizers of the shadows (checked independently)."""
+    c = net.config
+    for l, kind, proj, spec in net.projection_specs():
+        if spec is None:
+            continue
+        effective = proj.shared_weight if proj.weight_of_syn.size else proj.weight
+        if spec.weight_bits == "ternary":
+            alpha, beta = proj.weight_scale if spec.ternary_scales == "learned" else (None, None)
+            want, _ = ref_ternary(proj.weight_shadow, alpha, beta)
+            np.testing.assert_allclose(effective, want, rtol=0, atol=1e-12)
+            assert set(np.round(effective, 12)) <= {0.0, round(float(proj.weight_scale[0]), 12),
+                                                    -round(float(proj.weight_scale[1]), 12)}
+        elif spec.weight_bits != "32":
+            np.testing.assert_allclose(effective, ref_kbit(proj.weight_shadow, int(spec.weight_bits)), atol=1e-12)
+        if proj.delay_offset.size:
+            np.testing.assert_allclose(proj.delay, ref_delay_grid(proj.delay_shadow, proj.delay_offset[0],
+                                                                  spec.delay_step, c.max_delay_steps), atol=1e-12)
+
+
+def _quantizer_errors(net, g, ref):
+    """Errors of the scale and offset gradients against the reference's own straight-through mapping
+    of dE/dWq and dE/dd_hat."""
+    errs = {}
+    for (l, kind, proj, spec), lr, pg in zip(net.projection_specs(),
+                                             (lr for lr in ref["layers"] for _ in (0, 1)),
+                                             (pg for lg in g.layers for pg in lg)):
+        if spec is None:
+            continue
+        key = "in" if kind == "feedforward" else "rec"
+        ref_w = lr[f"w_{key}"] if proj.weight_of_syn.size else csr_grad(proj, lr[f"w_{key}"])
+        if spec.weight_bits == "ternary" and spec.ternary_scales == "learned":
+            errs[f"scale_{key}@{l}"] = _rel(pg.weight_scale, ref_scale_grads(proj.weight_shadow, ref_w))
+        elif proj.weight_scale.size:
+            assert not pg.weight_scale.any(), "fixed scales get no gradient"
+        if proj.delay_offset.size and spec.delay_offset_mode == "learned":
+            errs[f"offset_{key}@{l}"] = _rel(pg.delay_offset, np.array([lr[f"d_{key}"].sum()]))
+    return errs
+
+
+@pytest.mark.parametrize("case", [
+    dict(weight_bits="ternary", input_delays="synaptic"),
+    dict(weight_bits="ternary", ternary_scales="learned", input_delays="axonal", recurrent="dense",
+         recurrent_delays="synaptic"),
+    dict(weight_bits="4", input_delays="synaptic", delay_step=2.0, delay_offset=0.5, delay_offset_mode="learned"),
+    dict(weight_bits="32", input_delays="axonal", delay_step=1.5, delay_offset=0.25, delay_offset_mode="learned",
+         recurrent="sparse", recurrent_density=0.5, recurrent_delays="axonal"),
+    dict(weight_bits="ternary", ternary_scales="learned", input_delays="synaptic", recurrent="conv",
+         recurrent_delays="axonal", delay_step=1.0, delay_offset=0.5, delay_offset_mode="learned"),
+    dict(sizes=(6, 5), weight_bits="ternary", ternary_scales="learned", input_delays="synaptic",
+         hidden_delays="axonal", delay_step=2.0, delay_offset=0.5, delay_offset_mode="learned", recurrent="dense",
+         recurrent_delays="axonal"),
+    dict(sizes=(6, 5), weight_bits="2", input_delays="axonal", hidden_delays="synaptic", delay_step=1.0,
+         layers_extra=[{}, {"weight_bits": "8", "delay_step": 2.0, "delay_l2": 0.5}]),
+])
+@pytest.mark.parametrize("reset", ["soft", "hard"])
+def test_quantized_online_equals_bptt_with_straight_through_gradients(case, reset):
+    case = dict(case)
+    sizes, extra = case.pop("sizes", (6,)), case.pop("layers_extra", None)
+    layers = [dict({"n_hidden": n}, **(extra[l] if extra else {})) for l, n in enumerate(sizes)]
+    cfg = NetworkConfig(n_inputs=5, n_outputs=3, dt_ms=1.0, tau_mem_ms=5.0, tau_out_ms=8.0, max_delay_steps=6,
+                        weight_init_scale=2.5, readout="all", reset=reset, layers=layers, **case)
+    net = Network(cfg, seed=40 + len(sizes), batch_size=3, dtype="float64")
+    for _, _, proj, spec in net.projection_specs():
+        if spec is not None and spec.ternary_scales == "learned" and proj.weight_scale.size:
+            proj.weight_scale[:] = proj.weight_scale * np.array([1.3, 0.8])    # alpha != beta
+    _small_delays(net)
+    net.requantize()
+    _effective_is_quantized(net)
+    rng = np.random.default_rng(77)
+    x, labels = rng.poisson(0.4, size=(30, 3, 5)), rng.integers(0, 3, size=3)
+    g, ref = _online_and_bptt(net, x, labels)
+    _spiking_everywhere(ref)
+    errs = _compare(net, g, ref)               # shadow weights and delays: dE/dWq, dE/dd_hat (STE)
+    q_errs = _quantizer_errors(net, g, ref)
+    learned = (case.get("ternary_scales") == "learned") + (case.get("delay_offset_mode") == "learned")
+    assert len(q_errs) >= learned, q_errs
+    errs.update(q_errs)
+    assert max(errs.values()) <= TOL, errs

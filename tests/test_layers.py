@@ -90,7 +90,7 @@ def test_arch_presets_and_layer_options_build_the_papers_networks(tmp_path):
     for bad, match in (("0", "--layers"), ("a,b", "--layers")):
         with pytest.raises(OptionError, match=match):
             build_configs(None, dict(opts, layers_option=bad))
-    assert set(ARCHS) == {"three-factor", "delrec", "conv-delrec"}
+    assert set(ARCHS) == {"three-factor", "delrec", "conv-delrec", "sun-lowbit"}
 
 
 def test_every_arch_trains_online_from_the_command_line(tmp_path):

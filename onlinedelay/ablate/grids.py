@@ -18,6 +18,8 @@ from ..network import Network
 DENSITIES = (1.0, 0.5, 0.2, 0.1)
 SIGMAS = (0.5, 1.0, 2.0, 4.0)
 DEPTHS = (1, 2, 4)
+WEIGHT_PRECISIONS = ("ternary", "2", "4", "8", "32")
+DELAY_STEPS = (1.0, 5.0)
 
 
 class AblationError(OnlineDelayError):
@@ -180,6 +182,24 @@ def _grid_recurrence(b: _Base) -> list:
     return out
 
 
+def _grid_bits(b: _Base) -> list:
+    """Weight precision (ternary, 2, 4, 8, 32 bits) x delays (none, learned on a grid of step 1 or 5,
+    capped at max_delay_steps); the ternary models with delays get pruning curves."""
+    out = []
+    for bits in WEIGHT_PRECISIONS:
+        label = bits if bits == "ternary" else f"{bits}bit"
+        weights = {"ternary": "ternary weights", "32": "float32 weights"}.get(bits, f"{bits}-bit weights")
+        out.append(b.variant(f"{label}-none", f"{weights}, no delays",
+                             b.network.replace(weight_bits=bits, input_delays="none", delay_step=0.0)))
+        for step in DELAY_STEPS:
+            step = min(step, float(b.network.max_delay_steps))
+            out.append(b.variant(f"{label}-step{step:g}", f"{weights}, learned {b.delay_mode} delays on a grid of "
+                                 f"{step:g} steps", b.network.replace(weight_bits=bits, input_delays=b.delay_mode,
+                                                                      delay_step=step),
+                                 b.learning.replace(learn_delays=True), prune=bits == "ternary"))
+    return out
+
+
 @dataclass(frozen=True)
 class Grid:
     """A named grid: ``build(base) -> [Variant]``."""
@@ -202,6 +222,8 @@ GRIDS = {
     "depth": Grid("1, 2 and 4 hidden layers (the readout reads every layer of a stack) (3 configs)", _grid_depth),
     "recurrence": Grid("DelRec-style 2-layer stacks: no recurrence, dense or conv recurrence x axonal recurrent "
                        "delays learned / fixed / none (7 configs)", _grid_recurrence),
+    "bits": Grid("weight precision ternary / 2 / 4 / 8 / 32 bits x delays none / learned on a grid of 1 or 5 steps; "
+                 "footprint in bits, Pareto plot, bit-budget heat map (15 configs)", _grid_bits),
 }
 GRID_SUMMARIES = {name: grid.summary for name, grid in GRIDS.items()}
 GRID_NAMES = tuple(GRIDS)

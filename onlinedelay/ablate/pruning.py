@@ -17,7 +17,8 @@ def prune_delays(net, x, labels, fractions=PRUNE_FRACTIONS, orders=PRUNE_ORDERS,
 
     Parameters
     ----------
-    net : Network with input delays (left as it was on return)
+    net : Network with input delays (left as it was on return); quantized delays are set through
+        their shadow delays, so a zeroed delay moves to the grid value at 0
     x : (T, N, n_inputs) spike counts; labels : (N,) int
     fractions : shares of the delays set to 0, in [0, 1]
     orders : any of "shortest-first", "longest-first" (by the real delay, ties in index order)
@@ -28,6 +29,7 @@ def prune_delays(net, x, labels, fractions=PRUNE_FRACTIONS, orders=PRUNE_ORDERS,
     {order: [accuracy per fraction]}
     """
     delays = net.params.input.delay.astype(np.float64).copy()
+    learned = net.params.input.learned_delay.copy()      # the shadow delays of quantized ones
     if delays.size == 0:
         raise ValueError("prune_delays: the network has no input delays (input_delays='none')")
     ranking = {"shortest-first": np.argsort(delays, kind="stable"),
@@ -46,7 +48,7 @@ def prune_delays(net, x, labels, fractions=PRUNE_FRACTIONS, orders=PRUNE_ORDERS,
                 accs.append(evaluate_arrays(net, x, labels, loss_start_step)["accuracy"])
             curves[order] = accs
     finally:
-        net.set_delays("input", delays)
+        net.set_delays("input", learned)
     return curves
 
 

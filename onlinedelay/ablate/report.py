@@ -19,13 +19,15 @@ from ..atomic import atomic_path
 from ..config import NetworkConfig
 from ..io import load_model
 from ..network import Network
+from ..quantize import footprint_bits
 from .grids import GRID_NAMES
 from .plan import read_json
 
 _CSV_FIELDS = ["grid", "config", "seed", "status", "test_accuracy", "best_valid_accuracy", "final_train_accuracy",
                "epochs_done", "n_hidden", "n_layers", "recurrent", "recurrent_delays", "input_delays", "density", "delay_init", "learn_delays", "feedback",
                "update", "sigma_steps", "total_parameters", "learnable_delays", "mean_delay_steps",
-               "std_delay_steps", "initial_input_delay_steps", "train_seconds", "reused_from", "path"]
+               "std_delay_steps", "initial_input_delay_steps", "weight_bits", "delay_step", "bits_per_delay",
+               "footprint_bits", "float_footprint_bits", "train_seconds", "reused_from", "path"]
 
 
 def _row(grid, variant, seed, result, out: Path) -> dict:
@@ -38,7 +40,7 @@ def _row(grid, variant, seed, result, out: Path) -> dict:
            "input_delays": net["input_delays"], "density": net["density"], "delay_init": net["delay_init"],
            "learn_delays": learn["learn_delays"] and has_delays, "feedback": learn["feedback"],
            "update": learn["update"], "sigma_steps": learn["sigma_steps"],
-           "path": f"{grid}/{variant['name']}/seed{seed}"}
+           "path": f"{grid}/{variant['name']}/seed{seed}", **_footprint_columns(config)}
     if result:
         for name in ("status", "test_accuracy", "best_valid_accuracy", "final_train_accuracy", "epochs_done",
                      "total_parameters", "mean_delay_steps", "std_delay_steps", "initial_input_delay_steps",
@@ -51,6 +53,17 @@ def _row(grid, variant, seed, result, out: Path) -> dict:
             inside = Path(source).resolve().is_relative_to(out.resolve())
             row["reused_from"] = str(Path(source).resolve().relative_to(out.resolve())) if inside else source
     return row
+
+
+def _footprint_columns(config: NetworkConfig) -> dict:
+    """Weight precision, delay step, delay bits and the footprint (bits) of a configuration
+    (quantize.footprint_bits of its initial network: the precision, not the learned values, sets it)."""
+    fp = footprint_bits(Network(config, seed=0))
+    spec = config.layer_specs[0].feedforward
+    per_delay = max((e["bits_per_delay"] for e in fp["projections"].values()), default=0)
+    return {"weight_bits": spec.weight_bits, "delay_step": spec.delay_step if spec.quantized_delays else 0.0,
+            "bits_per_delay": per_delay, "footprint_bits": round(fp["total_bits"]),
+            "float_footprint_bits": round(fp["float_total_bits"])}
 
 
 def _mean_std(values) -> str:
@@ -147,15 +160,16 @@ def _grid_section(grid, meta, by_variant, pruning, pngs, out) -> str:
              f"{run.get('batch_size', '?')}" + (f", at most {run['max_samples']} training samples"
                                                if run.get("max_samples") else "")
              + ".", "",
-             ("| config | description | hidden | parameters | test accuracy | best valid accuracy "
+             ("| config | description | hidden | parameters | footprint (kbit) | test accuracy | best valid accuracy "
               "| mean delay (steps) | s / run | runs |"),
-             "|---|---|---:|---:|---|---|---:|---:|---|"]
+             "|---|---|---:|---:|---:|---|---|---:|---:|---|"]
     descriptions = {v["name"]: v["description"] for v in meta["variants"]}
     for name, rows in by_variant.items():
         params = [r["total_parameters"] for r in rows if r.get("total_parameters")]
         delays = [r["mean_delay_steps"] for r in rows if r.get("mean_delay_steps") is not None]
         lines.append(f"| {name} | {descriptions[name]} | {rows[0]['n_hidden']} | "
-                     f"{params[0] if params else '–'} | {_mean_std([r.get('test_accuracy') for r in rows])} | "
+                     f"{params[0] if params else '–'} | {rows[0]['footprint_bits'] / 1000:.1f} | "
+                     f"{_mean_std([r.get('test_accuracy') for r in rows])} | "
                      f"{_mean_std([r.get('best_valid_accuracy') for r in rows])} | "
                      f"{f'{np.mean(delays):.2f}' if delays else '–'} | {_fmt_seconds(rows)} | {_runs_cell(rows)} |")
     for name, curves in pruning.items():
@@ -212,4 +226,30 @@ def _grid_plots(out, grid, meta, by_variant, pruning) -> dict:
             plots.pruning_curves(summary, ax=ax, title=f"{grid}/{name}: delays set to zero")
         written["pruning"] = out / grid / "pruning.png"
         fig.savefig(written["pruning"], dpi=120)
+    if grid == "bits":
+        written.update(_bits_plots(out, grid, names, accs, by_variant))
+    return written
+
+
+def _bits_plots(out, grid, names, accs, by_variant) -> dict:
+    """The bits grid: accuracy against footprint (Pareto) and the weight x delay bit-budget heat map."""
+    first = [by_variant[n][0] for n in names]
+    footprints = [r["footprint_bits"] for r in first]
+    fig = plots.pareto_accuracy_footprint(names, footprints, accs, title=f"{grid}: accuracy vs memory footprint")
+    written = {"pareto": out / grid / "pareto.png"}
+    fig.savefig(written["pareto"], dpi=120)
+    weights = list(dict.fromkeys(r["weight_bits"] for r in first))
+    delays = list(dict.fromkeys((r["delay_step"], r["bits_per_delay"]) for r in first))
+    acc = np.full((len(delays), len(weights)), np.nan)
+    fp = np.full((len(delays), len(weights)), np.nan)
+    for r, a in zip(first, accs):
+        i, j = delays.index((r["delay_step"], r["bits_per_delay"])), weights.index(r["weight_bits"])
+        a = np.asarray(a, np.float64)
+        acc[i, j] = np.nanmean(a) if np.isfinite(a).any() else np.nan
+        fp[i, j] = r["footprint_bits"]
+    delay_labels = ["no delays" if step == 0 else f"step {step:g} ({bits} bit)" for step, bits in delays]
+    weight_labels = [w if w == "ternary" else f"{w} bit" for w in weights]
+    fig = plots.bit_budget_heatmap(weight_labels, delay_labels, acc, fp, title=f"{grid}: bit budget")
+    written["heatmap"] = out / grid / "heatmap.png"
+    fig.savefig(written["heatmap"], dpi=120)
     return written
