@@ -6,7 +6,8 @@ and are cached on disk.
 
 from .config import LearningConfig, NetworkConfig
 from .learning import ThreeFactorLearner
-from .network import Network, dense_mask, dense_weights, synapse_delays
+from .network import Network
+from .projections import dense_mask, dense_weights, synapse_delays
 from .state import Gradients
 
 from ._version import __version__

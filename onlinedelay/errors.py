@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 
 class OnlineDelayError(ValueError):
     """Bad input: the message is one line naming the file or option, the field and the value."""
@@ -58,3 +60,27 @@ def check_fraction(name: str, value, low_open: bool = True, high_open: bool = Fa
     if not ok:
         interval = ("(" if low_open else "[") + "0, 1" + (")" if high_open else "]")
         raise error(f"{name}={value!r} is not allowed; expected a number in {interval}")
+
+
+def check_batch(batch_size) -> int:
+    """A batch size: an integer >= 1."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise OnlineDelayError(f"batch_size={batch_size!r} is not allowed; expected an integer >= 1")
+    return int(batch_size)
+
+
+def check_counts(arr, what: str):
+    """Spike counts (a numpy array) must be finite, non-negative whole numbers; returns ``arr``."""
+    if arr.dtype.kind not in "biuf":
+        raise OnlineDelayError(f"{what} has dtype {arr.dtype}; expected integer spike counts")
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr < 0) | (arr != np.floor(arr))
+    elif arr.dtype.kind == "i":
+        bad = arr < 0
+    else:
+        return arr
+    if bad.any():
+        idx = np.unravel_index(int(np.argmax(bad)), arr.shape)
+        raise OnlineDelayError(f"{what}{[int(i) for i in idx]} = {arr[idx].item()!r}; "
+                               "spike counts must be whole numbers >= 0")
+    return arr

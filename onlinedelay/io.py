@@ -37,7 +37,8 @@ from ._version import __version__
 from .atomic import atomic_path
 from .config import LearningConfig, NetworkConfig, ProjectionSpec
 from .errors import OnlineDelayError
-from .network import Network, refresh_delay_steps
+from .network import Network
+from .projections import refresh_delay_steps
 from . import quantize as Q
 from .state import PROJECTION_KINDS, LayerParameters, Parameters, Projection
 

@@ -1,9 +1,8 @@
-"""The forward network: parameters built from a config and a seed, and one-step simulation.
+"""The forward network: a stack of LIF layers stepped one timestep at a time.
 
-A :class:`Network` owns :class:`~onlinedelay.state.Parameters` (shared by the batch) and a
-:class:`~onlinedelay.state.NetworkState` (one independent copy per batch element).  ``step``
-consumes one step of input spike counts and returns the readout; memory does not depend on the
-number of steps.  It is the only caller of the forward kernels.
+A :class:`Network` owns :class:`~onlinedelay.state.Parameters` (shared by the batch; built by
+projections.py) and a :class:`~onlinedelay.state.NetworkState` (one copy per batch element);
+memory does not depend on the number of steps.  It is the only caller of the forward kernels.
 
 A network is a stack of hidden LIF layers.  Per step t, layer after layer (l = 0 .. L-1)::
 
@@ -13,23 +12,16 @@ A network is a stack of hidden LIF layers.  Per step t, layer after layer (l = 0
     LIF (soft or hard reset) -> v_l^t, z_l^t
     readout y^t = kappa y^(t-1) + zeta_o Wo z^t + b        (z: the last layer, or every layer)
 
-Delays are real numbers in ``[0, max_delay_steps]``; the forward pass uses
-``floor(D + 0.5)``.  The rings hold ``n_slots >= max_delay_steps + 1`` past steps (a learner
-reserves more for its Gaussian window).  A conv projection is a CSR projection whose synapses
-share the k taps of one kernel (``Projection.shared_weight``).
-
-The current is event-driven (push): every active presynaptic unit adds ``w x`` through its
+Delays are real numbers in ``[0, max_delay_steps]`` used as ``floor(D + 0.5)``; the rings hold
+``n_slots >= max_delay_steps + 1`` past steps (a learner reserves more for its Gaussian window).  The current is event-driven (push): every active presynaptic unit adds ``w x`` through its
 outgoing synapses to the layer's future-current ring ``future[(t + d) % n_slots]`` and step t
 takes ``future[t % n_slots]``; silent units cost nothing.  A step whose push would cost more than
 a pull (dense activity over a large batch) is flagged and pulled instead (``K.pulled_current``).
-The sums equal the pull over every synapse up to the order of the additions (bit-identical
-without delays).  The push reads copies of the weights and integer delays in presynaptic (CSC)
-order, refreshed at :meth:`Network.reset` and at the first step after
-:meth:`Network.parameters_changed`; after a parameter change mid-sample the ring is discarded at
-the next step and the spikes still in flight are pulled from the history rings with the new
-parameters until they have arrived (at most ``max_delay_steps`` steps): exactly the pull model's
-semantics.  A one-layer step at batch 1 that pulls nothing runs as one kernel call
-(``K.forward_step``).
+The sums equal the pull over every synapse up to the order of the additions.  The push reads
+CSC copies of the weights and integer delays, refreshed at :meth:`Network.reset` and after
+:meth:`Network.parameters_changed`; after a change mid-sample the ring is discarded and the spikes
+in flight are pulled with the new parameters until they arrive (the pull model's semantics).  A
+one-layer step at batch 1 that pulls nothing is one kernel call (``K.forward_step``).
 """
 
 from __future__ import annotations
@@ -40,188 +32,15 @@ import numpy as np
 
 from . import kernels as K
 from . import quantize as Q
-from .kernels._jit import build, configure_threading
-from .config import LayerSpec, NetworkConfig, ProjectionSpec
-from .errors import OnlineDelayError
-from .state import (PROJECTION_KINDS, LayerParameters, LayerState, NetworkState, Parameters, Projection,
+from .kernels._jit import configure_threading
+from .config import LayerSpec, NetworkConfig
+from .errors import OnlineDelayError, check_batch, check_counts
+from .projections import event_index, fan_out, init_parameters, parameter_counts, refresh_delay_steps, refresh_event_copies
+from .state import (PROJECTION_KINDS, LayerState, NetworkState, Parameters, Projection,
                     assign_tuple, copy_tuple, fill_tuple)
 
 _INT = np.int32
 PULLING_BUDGET = 0.5      # fraction of a pull's cost a push may cost while earlier steps are pulled anyway
-
-
-def _connectivity(rng, n_pre: int, n_post: int, spec: ProjectionSpec):
-    """CSR rows (indptr, pre) and, for conv, the tap of each synapse."""
-    if spec.connectivity == "conv":
-        half = spec.kernel_size // 2
-        pre, taps, counts = [], [], []
-        for j in range(n_post):
-            lo, hi = max(0, j - half), min(n_pre, j + half + 1)     # zero padding: taps off the edge are absent
-            pre.append(np.arange(lo, hi))
-            taps.append(np.arange(lo, hi) - j + half)               # cross-correlation: tap m reads j + m - half
-            counts.append(hi - lo)
-        indptr = np.zeros(n_post + 1, _INT)
-        np.cumsum(counts, out=indptr[1:])
-        return indptr, np.concatenate(pre).astype(_INT), np.concatenate(taps).astype(_INT)
-    available = n_pre - 1 if spec.exclude_self else n_pre
-    fan_in = 0 if available <= 0 else max(1, int(round(spec.density * available)))
-    rows = []
-    for j in range(n_post):
-        if fan_in == available:
-            chosen = np.arange(available)
-        else:
-            chosen = np.sort(rng.choice(available, size=fan_in, replace=False))
-        if spec.exclude_self:
-            chosen = chosen + (chosen >= j)       # skip the autapse j -> j
-        rows.append(chosen)
-    pre = np.concatenate(rows).astype(_INT) if rows and fan_in else np.zeros(0, _INT)
-    return (np.arange(n_post + 1) * fan_in).astype(_INT), pre, None
-
-
-def build_projection(rng, rng_delay, n_pre: int, n_post: int, spec: ProjectionSpec | None, threshold: float,
-                     max_delay_steps: int, dtype) -> Projection:
-    """A random projection (``spec`` None: no synapses).
-
-    Connectivity and weights come from ``rng``, delays from ``rng_delay``: the same seed gives the
-    same weights whatever the delay mode (fair ablations).  Weights ~ N(0, (scale theta)^2 / fan_in).
-    A quantized projection (``spec.weight_bits``, ``spec.delay_step``) learns shadow copies of
-    these draws; its effective weights and delays are their quantized values (quantize.py).
-    """
-    quantized = spec is not None and (spec.quantized_weights or spec.quantized_delays)
-    if spec is None:
-        spec = ProjectionSpec("dense", 1.0, 1, "none", "zero", (0.0, 0.0), 1.0, False)
-        n_pre = 0
-    indptr, pre, taps = _connectivity(rng, n_pre, n_post, spec)
-    fan_in = spec.kernel_size if taps is not None else (pre.size // n_post if n_post else 0)
-    std = spec.weight_init_scale * threshold / np.sqrt(max(fan_in, 1))
-    if taps is not None:
-        shared = rng.normal(0.0, std, size=spec.kernel_size).astype(dtype)
-        weight, weight_of_syn = shared[taps], taps
-    else:
-        weight = rng.normal(0.0, std, size=pre.size).astype(dtype)
-        shared, weight_of_syn = np.zeros(0, dtype), np.zeros(0, _INT)
-    if spec.delays == "synaptic":
-        pre_of_delay = pre.copy()
-        delay_of_syn = np.arange(pre.size, dtype=_INT)
-    elif spec.delays == "axonal":
-        pre_of_delay = np.arange(n_pre, dtype=_INT)
-        delay_of_syn = pre.copy()
-    else:
-        pre_of_delay = np.zeros(0, _INT)
-        delay_of_syn = np.zeros(pre.size, _INT)
-    if spec.delay_init == "zero":
-        delay = np.zeros(pre_of_delay.size, dtype)
-    else:
-        low, high = spec.delay_init_range if spec.delay_init == "range" else (0.0, max_delay_steps)
-        delay = rng_delay.uniform(low, high, size=pre_of_delay.size).astype(dtype)
-    empty = np.zeros(0, dtype)
-    proj = Projection(indptr, pre, weight, delay, np.zeros(pre.size, _INT), delay_of_syn, pre_of_delay,
-                      shared, weight_of_syn, empty, empty.copy(), empty.copy(), empty.copy())
-    if quantized:
-        proj = Q.init_quantizers(proj, spec)
-        Q.quantize_projection(proj, spec, max_delay_steps)
-    refresh_delay_steps(proj, max_delay_steps)
-    return proj
-
-
-def refresh_delay_steps(proj: Projection, max_delay_steps: int) -> int:
-    """Clip ``proj.delay`` to [0, max] and recompute the integer delay of every synapse.
-
-    Returns the number of clipped delays.  A projection without delays keeps all-zero delays.
-    """
-    if proj.delay.size == 0:
-        proj.delay_steps[:] = 0
-        return 0
-    return int(K.round_delays(proj.delay, float(max_delay_steps), proj.delay_of_syn, proj.delay_steps))
-
-
-def init_parameters(config: NetworkConfig, seed: int, dtype="float32") -> Parameters:
-    """Draw all parameters from ``seed``: one independent stream per projection part and the readout,
-    so switching delays or recurrence on or off leaves every other parameter unchanged (layer 0
-    and the readout draw from the streams of the single-layer model, whatever the depth)."""
-    dtype = np.dtype(dtype)
-    specs = config.layer_specs
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5 + 4 * (len(specs) - 1))]
-    rng_out = streams[4]
-    layer_streams = [streams[0:4]] + [streams[5 + 4 * k: 9 + 4 * k] for k in range(len(specs) - 1)]
-    layers = []
-    for spec, (rng_ff, rng_ff_d, rng_rec, rng_rec_d) in zip(specs, layer_streams):
-        ff = build_projection(rng_ff, rng_ff_d, spec.n_pre, spec.n_neurons, spec.feedforward, spec.threshold,
-                              config.max_delay_steps, dtype)
-        rec = build_projection(rng_rec, rng_rec_d, spec.n_neurons, spec.n_neurons, spec.recurrent, spec.threshold,
-                               config.max_delay_steps, dtype)
-        layers.append(LayerParameters(ff, rec))
-    n_read = config.n_readout_inputs
-    w_out = rng_out.normal(0.0, 1.0 / np.sqrt(n_read), size=(config.n_outputs, n_read)).astype(dtype)
-    return Parameters(tuple(layers), w_out, np.zeros(config.n_outputs, dtype))
-
-
-class EventIndex(NamedTuple):
-    """Synapses of a CSR projection grouped by presynaptic unit (CSC view), for the push kernels.
-
-    ``target``/``weight_csc`` are copies of the projection's ``delay_steps``/``weight`` in this
-    order (``target[k] = delay_steps[s] * n_post + out_post[k]``, ``weight_csc[k] = weight[s]``,
-    ``s = out_syn[k]``), refreshed by :func:`refresh_event_copies`.
-    """
-
-    out_indptr: np.ndarray    # (n_pre + 1,) int32: unit i's outgoing synapses are out_syn[out_indptr[i]:out_indptr[i + 1]]
-    out_syn: np.ndarray       # (n_syn,) int32, CSR index of each outgoing synapse (ascending within a unit)
-    out_post: np.ndarray      # (n_syn,) int32, postsynaptic neuron of each outgoing synapse
-    target: np.ndarray        # (n_syn,) delay_steps[out_syn] * n_post + out_post (K.push_events): uint16 where
-                              # (max_delay_steps + 1) * n_post <= 2^16 (fewer bytes per pushed synapse), else int32
-    weight_csc: np.ndarray    # (n_syn,) float, copy of weight[out_syn]
-
-
-def event_index(proj: Projection, n_pre: int, max_delay_steps: int) -> EventIndex:
-    """The CSC view of ``proj`` (``n_pre`` presynaptic units) with fresh copies of its delays and weights
-    (integer delays at most ``max_delay_steps``: they are clipped to it)."""
-    n_post = proj.indptr.size - 1
-    out_syn = np.argsort(proj.pre, kind="stable").astype(_INT)
-    out_indptr = np.zeros(n_pre + 1, _INT)
-    np.cumsum(np.bincount(proj.pre, minlength=n_pre), out=out_indptr[1:])
-    post = np.repeat(np.arange(n_post, dtype=_INT), np.diff(proj.indptr))
-    n_targets = (max_delay_steps + 1) * max(n_post, 1)
-    if n_targets > 2**31:
-        raise OnlineDelayError(f"{n_post} neurons x {max_delay_steps + 1} delay steps overflow the int32 push targets")
-    target_dtype = np.uint16 if n_targets <= 2**16 else _INT
-    index = EventIndex(out_indptr, out_syn, post[out_syn].astype(_INT), np.empty(out_syn.size, target_dtype),
-                       np.empty(out_syn.size, proj.weight.dtype))
-    refresh_event_copies(index, proj)
-    return index
-
-
-def refresh_event_copies(index: EventIndex, proj: Projection) -> None:
-    """Copy ``proj``'s current integer delays and weights into ``index`` (CSC order), in place."""
-    target = proj.delay_steps.take(index.out_syn)
-    target *= proj.indptr.size - 1
-    target += index.out_post
-    index.target[:] = target
-    np.take(proj.weight, index.out_syn, out=index.weight_csc)
-
-
-def dense_weights(proj: Projection, n_pre: int) -> np.ndarray:
-    """(n_post, n_pre) weight matrix of a projection, 0 where no synapse exists."""
-    n_post = proj.indptr.size - 1
-    out = np.zeros((n_post, n_pre), proj.weight.dtype)
-    rows = np.repeat(np.arange(n_post), np.diff(proj.indptr))
-    out[rows, proj.pre] = proj.weight
-    return out
-
-
-def dense_mask(proj: Projection, n_pre: int) -> np.ndarray:
-    """(n_post, n_pre) bool: True where a synapse exists."""
-    n_post = proj.indptr.size - 1
-    out = np.zeros((n_post, n_pre), bool)
-    rows = np.repeat(np.arange(n_post), np.diff(proj.indptr))
-    out[rows, proj.pre] = True
-    return out
-
-
-def synapse_delays(proj: Projection) -> np.ndarray:
-    """(n_syn,) real delay seen by each synapse (0 without delays)."""
-    if proj.delay.size == 0:
-        return np.zeros(proj.pre.size, proj.weight.dtype)
-    return proj.delay[proj.delay_of_syn]
 
 
 class _LayerEvents(NamedTuple):
@@ -272,7 +91,7 @@ class Network:
         self.params = init_parameters(config, self.seed, self.dtype) if params is None else params
         self.n_slots = config.max_delay_steps + 1
         self._offsets = np.concatenate([[0], np.cumsum(config.layer_sizes)]).astype(int)
-        self.state = self._allocate(_check_batch(batch_size))
+        self.state = self._allocate(check_batch(batch_size))
         self.delay_version = 0        # bumped whenever parameters change (learners cache derived tables)
         self._future_version = 0      # the delay_version the future-current rings were built with
         self._event_params = None
@@ -332,7 +151,7 @@ class Network:
 
             configure_threading()
             numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
-        self.synapse_kernels = synapse_kernels(self.threads > 1)
+        self.synapse_kernels = K.synapse_kernels(self.threads > 1)
         if self._event_params is not None:
             self._set_budgets()
 
@@ -353,7 +172,7 @@ class Network:
 
     def reset(self, batch_size: int | None = None) -> None:
         """Zero the state (start of a sample); optionally change the batch size."""
-        if batch_size is not None and _check_batch(batch_size) != self.batch_size:
+        if batch_size is not None and check_batch(batch_size) != self.batch_size:
             self.state = self._allocate(batch_size)
             self._set_budgets()
         else:
@@ -386,7 +205,7 @@ class Network:
             if done == 2:                           # a pull is due (or batch > 1): step by step
                 done = K.write_counts(arr, s.layers[0].hist_ff, int(s.t[0]) % self.n_slots)
             if done:
-                _check_counts(arr, "input x")              # raises, naming the first bad count
+                check_counts(arr, "input x")              # raises, naming the first bad count
                 raise OnlineDelayError("input x holds invalid spike counts")
             self._forward()
         else:
@@ -502,7 +321,7 @@ class Network:
         if arr.shape != (self.batch_size, n_in):
             raise OnlineDelayError(f"input x has shape {np.shape(x)}; expected ({self.batch_size}, {n_in})"
                                    + (f" or ({n_in},)" if self.batch_size == 1 else ""))
-        return _check_counts(arr, "input x").astype(self.dtype, copy=False)
+        return check_counts(arr, "input x").astype(self.dtype, copy=False)
 
     def check_sequence(self, inputs) -> np.ndarray:
         """Validate a (T, n_in) or (T, B, n_in) count array; returns a (T, B, n_in) view.
@@ -516,7 +335,7 @@ class Network:
         if arr.ndim != 3 or arr.shape[2] != self.config.n_inputs or arr.shape[0] < 1 or arr.shape[1] < 1:
             raise OnlineDelayError(f"inputs have shape {np.shape(inputs)}; expected (T, {self.config.n_inputs}) "
                                    f"or (T, B, {self.config.n_inputs}) with T, B >= 1")
-        return _check_counts(arr, "inputs")
+        return check_counts(arr, "inputs")
 
     # -- parameters -------------------------------------------------------------------------
     def parameters_changed(self, delays: bool = False) -> None:
@@ -608,8 +427,6 @@ class Network:
             raise OnlineDelayError(f"projection {which!r} is unknown; choose 'input', 'feedforward' or 'recurrent'")
         return self.params.layers[layer][PROJECTION_KINDS.index(which)]
 
-    _projection = projection
-
     def set_delays(self, which: str, delays, layer: int = 0) -> None:
         """Set the real delays of a projection (steps): ``which`` is ``"input"`` / ``"feedforward"`` or
         ``"recurrent"``, of hidden layer ``layer``.
@@ -635,35 +452,14 @@ class Network:
         self.parameters_changed(delays=True)
 
     def parameter_counts(self) -> dict:
-        """Number of learnable weights and delays per projection ("layer<l>.<kind>_weights" ...) and readout.
+        """Learnable weights and delays per projection and readout (:func:`projections.parameter_counts`)."""
+        return parameter_counts(self.params)
 
-        A single-layer network keeps the short names (``input_weights``, ``recurrent_delays`` ...)."""
-        out = {}
-        for l, kind, proj in self.params.projections():
-            if len(self.layer_specs) == 1:
-                name = "input" if kind == "feedforward" else "recurrent"
-            else:
-                name = f"layer{l + 1}.{kind}"
-            out[f"{name}_weights"] = int(proj.learned_weight.size)
-            out[f"{name}_delays"] = int(proj.delay.size)
-        out["readout_weights"] = int(self.params.w_out.size)
-        out["readout_bias"] = int(self.params.b_out.size)
-        return out
 
     def fan_out(self) -> tuple:
-        """Outgoing synapses per presynaptic unit: (n_inputs,) for the input and (sum N,) for the
-        hidden neurons, layer after layer (recurrent, to the layer above and to the readout)."""
-        p, specs = self.params, self.layer_specs
-        fan_in = np.bincount(p.layers[0].feedforward.pre, minlength=self.config.n_inputs).astype(np.int64)
-        hidden = []
-        for l, (lp, spec, offset) in enumerate(zip(p.layers, specs, self.readout_offsets)):
-            out = np.bincount(lp.recurrent.pre, minlength=spec.n_neurons).astype(np.int64)
-            if l + 1 < len(specs):
-                out += np.bincount(p.layers[l + 1].feedforward.pre, minlength=spec.n_neurons)
-            if offset is not None:
-                out += self.config.n_outputs
-            hidden.append(out)
-        return fan_in, np.concatenate(hidden)
+        """Outgoing synapses per input and per hidden neuron (:func:`projections.fan_out`)."""
+        return fan_out(self.params, self.config.n_inputs, self.config.n_outputs, self.readout_offsets)
+
 
     # -- snapshots ----------------------------------------------------------------------------
     def snapshot(self) -> dict:
@@ -692,20 +488,6 @@ class Network:
             self._future_version = self.delay_version
 
 
-class SynapseKernels(NamedTuple):
-    """The per-synapse kernels in use (serial or parallel builds); the chunk kernels of the soft
-    reset are picked by the learner."""
-
-    weight_traces: object
-    xi_from_taps: object
-    delay_traces: object
-    synaptic_delay_traces: object
-    pulled_current: object    # the pull of the steps that were not pushed (forward current)
-
-
-def synapse_kernels(parallel: bool) -> SynapseKernels:
-    """The serial or parallel builds of the per-step per-synapse kernels."""
-    return SynapseKernels(*(build(K, name, parallel) for name in SynapseKernels._fields))
 
 
 PARALLEL_PULL_WORK = 1 << 20      # synapses x batch of one pull below which the serial build runs
@@ -713,24 +495,5 @@ _FAST_COUNTS = "bBhHiIlLqQfd"     # dtype.char of the counts :meth:`Network.step
 _forward_step = K.forward_step
 
 
-def _check_batch(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise OnlineDelayError(f"batch_size={batch_size!r} is not allowed; expected an integer >= 1")
-    return int(batch_size)
 
 
-def _check_counts(arr: np.ndarray, what: str) -> np.ndarray:
-    """Spike counts must be finite, non-negative whole numbers."""
-    if arr.dtype.kind not in "biuf":
-        raise OnlineDelayError(f"{what} has dtype {arr.dtype}; expected integer spike counts")
-    if arr.dtype.kind == "f":
-        bad = ~np.isfinite(arr) | (arr < 0) | (arr != np.floor(arr))
-    elif arr.dtype.kind == "i":
-        bad = arr < 0
-    else:
-        return arr
-    if bad.any():
-        idx = np.unravel_index(int(np.argmax(bad)), arr.shape)
-        raise OnlineDelayError(f"{what}{[int(i) for i in idx]} = {arr[idx].item()!r}; "
-                               "spike counts must be whole numbers >= 0")
-    return arr

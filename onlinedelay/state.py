@@ -135,7 +135,7 @@ class Parameters(NamedTuple):
 class LayerState(NamedTuple):
     """Per-sample forward state of one layer; its spikes live in ``NetworkState.z`` (a row block)."""
 
-    v: np.ndarray             # (N, B) membrane potential before reset (threshold units)
+    v: np.ndarray             # (N, B) membrane potential before reset
     decay_eff: np.ndarray     # (N, B) decay applied to v in the last step
     current: np.ndarray       # (N, B) scratch: input current of the last step
     hist_ff: np.ndarray       # (n_slots, n_pre, B) ring of the feedforward input (x^t or z_below^t)

@@ -286,7 +286,7 @@ def test_delayed_current_new_delay_rereads_ring(build):
 # push_events, take_current, pulled_current (event-driven forward current)
 # ------------------------------------------------------------------------------------------------
 def csc_of(indptr, pre, n_pre):
-    """The CSC view the network builds (onlinedelay.network.event_index), rebuilt here by hand."""
+    """The CSC view the network builds (onlinedelay.projections.event_index), rebuilt here by hand."""
     post = csr_rows(indptr)
     out_syn = [s for i in range(n_pre) for s in range(pre.size) if pre[s] == i]
     counts = np.bincount(pre, minlength=n_pre) if pre.size else np.zeros(n_pre, int)

@@ -42,7 +42,7 @@ def test_zero_delays_reproduce_the_delay_free_network_bit_exactly(mode):
     plain = Network(NetworkConfig(input_delays="none", **base), seed=3)
     delayed = Network(NetworkConfig(input_delays=mode, recurrent_delays=mode, **base), seed=3)
     for which in ("input", "recurrent"):
-        delayed.set_delays(which, np.zeros_like(delayed._projection(which).delay))
+        delayed.set_delays(which, np.zeros_like(delayed.projection(which).delay))
     np.testing.assert_array_equal(plain.params.input.weight, delayed.params.input.weight)
     x = np.random.default_rng(1).poisson(0.5, size=(50, 6))
     y_plain, y_delayed = plain.run(x), delayed.run(x)
@@ -446,7 +446,7 @@ def test_event_driven_current_equals_the_pull_model(net_kind, density, batch, dt
             if t in change_at and change in ("set_delays", "weights"):
                 if change == "set_delays" and net.params.input.delay.size:
                     for which in ("input", "recurrent"):
-                        d = net._projection(which).delay
+                        d = net.projection(which).delay
                         net.set_delays(which, rng.uniform(0, cfg.max_delay_steps, d.size))
                 else:
                     for proj in (net.params.input, net.params.recurrent):

@@ -10,6 +10,10 @@ The forward current is pushed event by event into a future-current ring (``event
 not pushed are pulled by ``pulled_current`` (tests/pull_kernels.py pulls every synapse: the reference).
 """
 
+import sys
+from typing import NamedTuple
+
+from ._jit import build
 from .events import forward_step, push_events, take_current
 from .lif import lif_step
 from .readout import readout_error, readout_step, readout_traces
@@ -28,3 +32,19 @@ __all__ = [
     "weight_traces_parallel", "xi_from_taps_parallel", "delay_traces_parallel",
     "synaptic_delay_traces_parallel",
 ]
+
+
+class SynapseKernels(NamedTuple):
+    """The per-synapse kernels in use (serial or parallel builds); the chunk kernels of the soft
+    reset are picked by the learner."""
+
+    weight_traces: object
+    xi_from_taps: object
+    delay_traces: object
+    synaptic_delay_traces: object
+    pulled_current: object    # the pull of the steps that were not pushed (forward current)
+
+
+def synapse_kernels(parallel: bool) -> SynapseKernels:
+    """The serial or parallel builds of the per-step per-synapse kernels."""
+    return SynapseKernels(*(build(sys.modules[__name__], name, parallel) for name in SynapseKernels._fields))
