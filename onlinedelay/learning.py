@@ -41,7 +41,7 @@ from .kernels._jit import build
 from .config import LayerSpec, LearningConfig
 from .dense import blas_threads, dense_weight_chunk, is_dense
 from .errors import OnlineDelayError
-from .evaluate import softmax, vote
+from .evaluate import vote
 from .network import Network
 from .state import (Gradients, LayerGradients, LayerLearnerState, LearnerState, Projection,
                     ProjectionGradients, ProjectionTraces, assign_tuple, copy_tuple, fill_tuple)
@@ -472,7 +472,7 @@ class ThreeFactorLearner:
             net.advance(x[t].T)
             self._step(lab, weights[t])
             if t >= start:
-                votes += softmax(net.state.y)
+                votes += self.state.probs           # softmax(y) of this step, from readout_error
             spikes += float(net.state.z.sum())
             if online and (t + 1) % every == 0:
                 self.apply()
