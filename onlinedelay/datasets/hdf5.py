@@ -36,7 +36,11 @@ naming the file, the field, the sample index where there is one, and the offendi
   ``1 .. MAX_CHANNELS``;
 * a non-integer label, or a label outside ``0 .. len(extra/keys)-1`` (without keys: outside
   ``0 .. MAX_CLASSES-1``); ``extra/keys`` not 1-D strings, or with a name twice;
-* fewer than one sample; any part of the file HDF5 cannot read (truncated, corrupt).
+* fewer than one sample; any part of the file HDF5 cannot read (truncated, corrupt); a corrupt
+  variable-length datatype; a global heap collection (where variable-length data lives) whose
+  objects do not tile it, or a stored variable-length element that claims more values than its
+  heap object holds -- HDF5 itself loops forever, crashes or allocates what the element claims
+  on these, so they are checked on the raw bytes before any variable-length read.
 
 Repaired with a :class:`DatasetWarning` (one warning per kind and file, giving the count and
 the first sample index):
@@ -49,7 +53,10 @@ the first sample index):
 from __future__ import annotations
 
 import math
+import struct
 import warnings
+import zlib
+from array import array
 from pathlib import Path
 
 import h5py
@@ -123,22 +130,24 @@ class EventDataset:
         self._unsorted = np.asarray(unsorted, dtype=bool)
         st = self.path.stat()
         self._stamp = (st.st_size, st.st_mtime_ns)
-        self._h5 = None
+        self._h5 = self._datasets = None
 
     # -- the open file ---------------------------------------------------------------------------
-    def _file(self):
+    def _spikes(self):
+        """``(spikes/times, spikes/units)`` of the open file (opened again, checked unchanged, when closed)."""
         if self._h5 is None or not self._h5.id.valid:
             st = self.path.stat() if self.path.is_file() else None
             if st is None or (st.st_size, st.st_mtime_ns) != self._stamp:
                 raise DatasetFormatError(f"{self.source}: changed or removed since it was validated; load it again")
             self._h5 = h5py.File(self.path, "r")
-        return self._h5
+            self._datasets = (self._h5["spikes/times"], self._h5["spikes/units"])
+        return self._datasets
 
     def close(self) -> None:
         """Close the file (it is reopened, and checked unchanged, on the next read)."""
         if self._h5 is not None:
             self._h5.close()
-            self._h5 = None
+            self._h5 = self._datasets = None
 
     def __enter__(self):
         return self
@@ -148,7 +157,7 @@ class EventDataset:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_h5"] = None
+        state["_h5"] = state["_datasets"] = None
         return state
 
     def __len__(self) -> int:
@@ -179,8 +188,7 @@ class EventDataset:
 
     def _read(self, indices) -> dict:
         """``{i: (times float64, units int64)}`` for the sample indices asked, sorted where repaired."""
-        f = self._file()
-        d_times, d_units = f["spikes/times"], f["spikes/units"]
+        d_times, d_units = self._spikes()
         wanted = np.unique(np.asarray(indices, dtype=np.int64))
         out = {}
         for a, b in _runs(wanted):
@@ -341,6 +349,7 @@ def _top_level(f):
 def _check_storage(source, field, d):
     """Refuse external storage, virtual datasets and storage that holds less than the shape declares."""
     try:
+        d.dtype                                         # parse the datatype now: h5py parses it lazily
         if d.external:
             _fail(source, field, f"uses external storage ({d.external[0][0]!r}); refused "
                                  f"(a dataset file must hold its own data)")
@@ -382,6 +391,12 @@ def _vlen_base(source, field, d, kinds, what):
     if not isinstance(base, np.dtype) or base.kind not in kinds:
         shown = f"variable-length {base}" if base is not None else str(d.dtype)
         _fail(source, field, f"expected variable-length {what}, got {shown}")
+    try:
+        message = d.id.get_type().encode()[2:]         # the datatype message, as stored in the file
+    except _READ_ERRORS as exc:
+        _fail(source, field, f"unreadable datatype ({exc})")
+    if message[1] & 0x0F != 0:                          # HDF5 reads a vlen of unknown kind out of bounds
+        _fail(source, field, f"corrupt datatype: variable-length kind {message[1] & 0x0F} is not a sequence")
     return base
 
 
@@ -447,6 +462,7 @@ def read_events_file(path, n_channels=None, name=None, split=None, source=None) 
     if not path.is_file():
         raise FileNotFoundError(f"event file not found: '{path}'")
     if n_channels is not None:
+        n_channels = int(n_channels) if isinstance(n_channels, np.integer) else n_channels
         check_int("n_channels", n_channels, 1, MAX_CHANNELS)
     try:
         f = h5py.File(path, "r")
@@ -471,6 +487,9 @@ def read_events_file(path, n_channels=None, name=None, split=None, source=None) 
                 _fail(source, field, f"has shape {d.shape} but labels has {n} samples")
         times_dtype = _vlen_base(source, "spikes/times", d_times, "fiu", "numbers (seconds)")
         _vlen_base(source, "spikes/units", d_units, "iu", "integers")
+        heap = _check_global_heaps(source, path, f)
+        for field, d in (("spikes/times", d_times), ("spikes/units", d_units)):
+            _check_vlen_references(source, path, field, d, heap)
         class_names = _read_keys(source, f)
         labels = _read_labels(source, d_labels, class_names)
         speakers = _read_speakers(source, f, n)
@@ -551,6 +570,153 @@ def _read_meta(source, f):
         field = f"extra/meta_info/{key}"
         meta[key] = _read_all(source, field, _node(f, source, field, h5py.Dataset), MAX_META_ELEMENTS)
     return meta
+
+
+_GCOL_HEADER = struct.Struct("<4sB3sQ")      # signature, version, reserved, collection size (8-byte lengths)
+_GCOL_OBJECT = struct.Struct("<HHIQ")        # heap object index, reference count, reserved, object size
+_VLEN_REF = np.dtype([("length", "<u4"), ("collection", "<u8"), ("index", "<u4")])   # one element on disk
+
+
+def _check_global_heaps(source, path, f, block=1 << 18):
+    """Walk every global heap collection of the file; returns (keys, sizes) of its objects, sorted.
+
+    Variable-length data lives in global heap collections: a 16-byte header, then objects (a
+    16-byte header + data padded to 8 bytes; index 0 is the free space, which runs to the end).
+    A corrupt object size can land HDF5's own walk on a zero-size free-space object, and HDF5
+    (2.0.0 included) then loops forever; so every ``GCOL`` signature with a valid header is
+    walked here first, reading 16 bytes per object.  ``keys`` are ``address * 65536 + index``.
+    """
+    try:
+        sizes = f.id.get_create_plist().get_sizes()
+    except _READ_ERRORS as exc:
+        _fail(source, "superblock", f"unreadable ({exc})")
+    if tuple(sizes) != (8, 8):
+        _fail(source, "superblock", f"address/length sizes {tuple(sizes)}; only 8-byte ones are read")
+    objects = array("Q")                         # key, size, key, size, ...
+    file_size = path.stat().st_size
+    with open(path, "rb") as raw:
+        position, tail = 0, b""
+        while chunk := raw.read(block):
+            data = tail + chunk
+            base = position - len(tail)
+            start = data.find(b"GCOL")
+            while start >= 0:
+                here = raw.tell()
+                _walk_collection(source, raw, base + start, file_size, objects)
+                raw.seek(here)
+                start = data.find(b"GCOL", start + 1)
+            position += len(chunk)
+            tail = data[-3:]
+    table = np.frombuffer(objects, dtype=np.uint64).reshape(-1, 2)
+    order = np.argsort(table[:, 0], kind="stable")
+    return table[order, 0], table[order, 1]
+
+
+def _walk_collection(source, raw, address, file_size, objects):
+    raw.seek(address)
+    header = raw.read(_GCOL_HEADER.size)
+    if len(header) < _GCOL_HEADER.size:
+        return
+    _, version, reserved, size = _GCOL_HEADER.unpack(header)
+    if version != 1 or reserved != b"\0\0\0" or size < 4096:
+        return                                   # not a collection header (these bytes are data)
+    where = f"global heap collection at byte {address}"
+    if address + size > file_size:
+        _fail(source, where, f"size {size} runs past the end of the file ({file_size} bytes)")
+    offset = _GCOL_HEADER.size
+    for _ in range(1 << 16):                    # object indices are 16-bit
+        if offset + _GCOL_OBJECT.size > size:
+            return                               # the remainder is free space too small for a header
+        raw.seek(address + offset)
+        index, _, _, length = _GCOL_OBJECT.unpack(raw.read(_GCOL_OBJECT.size))
+        if index == 0:
+            if offset + length != size:
+                _fail(source, where, f"free space at offset {offset} has size {length}, but "
+                                     f"{size - offset} bytes remain (the collection is corrupt)")
+            return
+        offset += _GCOL_OBJECT.size + (length + 7) // 8 * 8
+        if offset > size:
+            _fail(source, where, f"object {index} of size {length} runs past the collection's {size} bytes")
+        objects.extend((address * 65536 + index, length))
+    _fail(source, where, "more than 65536 objects (the collection is corrupt)")
+
+
+def _check_vlen_references(source, path, field, d, heap, block=1 << 14):
+    """Every element of a variable-length dataset must point at a heap object that holds it.
+
+    HDF5 allocates (and fills) a buffer of the length an element claims before it looks at the
+    heap, so a corrupt length could ask for gigabytes; the stored elements are read raw here
+    (contiguous, or chunked without filters or with deflate only) and checked first.
+    """
+    keys, sizes = heap
+    try:
+        item = d.id.get_type().get_super().get_size()
+        layout = _raw_element_blocks(source, path, field, d, block)
+        for first, refs in layout:
+            used = refs["length"] > 0
+            if not used.any():
+                continue
+            bad_index = used & (refs["index"] >= 65536)
+            key = refs["collection"].astype(np.uint64) * np.uint64(65536) + (refs["index"] % 65536).astype(np.uint64)
+            at = np.minimum(np.searchsorted(keys, key), max(keys.size - 1, 0))
+            found = (keys.size > 0) & (keys[at] == key) & ~bad_index if keys.size else np.zeros(key.size, bool)
+            bad = np.flatnonzero(used & ~found)
+            if bad.size:
+                j = int(bad[0])
+                _fail(source, field, f"element points at no heap object (collection {int(refs['collection'][j])}, "
+                                     f"object {int(refs['index'][j])})", first + j)
+            need = refs["length"].astype(np.uint64) * np.uint64(item)
+            bad = np.flatnonzero(used & (need > sizes[at]))
+            if bad.size:
+                j = int(bad[0])
+                _fail(source, field, f"element claims {int(refs['length'][j])} values but its heap object "
+                                     f"holds {int(sizes[at][j])} bytes", first + j)
+    except DatasetFormatError:
+        raise
+    except _READ_ERRORS as exc:
+        _fail(source, field, f"unreadable ({exc})")
+
+
+def _raw_element_blocks(source, path, field, d, block):
+    """Yields ``(first element, structured array of _VLEN_REF)`` of the dataset's stored bytes."""
+    n = d.shape[0]
+    if n == 0:
+        return
+    if d.chunks is None:
+        offset = d.id.get_offset()
+        if offset is None:
+            _fail(source, field, "stores no data")
+        with open(path, "rb") as raw:
+            for first in range(0, n, block):
+                count = min(block, n - first)
+                raw.seek(offset + first * _VLEN_REF.itemsize)
+                data = raw.read(count * _VLEN_REF.itemsize)
+                if len(data) != count * _VLEN_REF.itemsize:
+                    _fail(source, field, "stored elements run past the end of the file")
+                yield first, np.frombuffer(data, dtype=_VLEN_REF)
+        return
+    plist = d.id.get_create_plist()
+    filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+    if any(code != h5py.h5z.FILTER_DEFLATE for code in filters):
+        _fail(source, field, f"variable-length data with HDF5 filters {filters} is not read "
+                             f"(only none or deflate; the filters do not shrink it anyway)")
+    per_chunk = d.chunks[0] * _VLEN_REF.itemsize
+    with open(path, "rb") as raw:
+        for i in range(d.id.get_num_chunks()):
+            info = d.id.get_chunk_info(i)
+            raw.seek(info.byte_offset)
+            data = raw.read(info.size)
+            if filters and not info.filter_mask & 1:
+                inflate = zlib.decompressobj()
+                try:
+                    data = inflate.decompress(data, per_chunk)
+                except zlib.error as exc:
+                    _fail(source, field, f"chunk {i}: corrupt deflate stream ({exc})")
+            first = int(info.chunk_offset[0])
+            count = min(d.chunks[0], n - first)
+            if len(data) < count * _VLEN_REF.itemsize:
+                _fail(source, field, f"chunk {i}: {len(data)} bytes, expected {count * _VLEN_REF.itemsize}")
+            yield first, np.frombuffer(data[:count * _VLEN_REF.itemsize], dtype=_VLEN_REF)
 
 
 def _scan_events(source, d_times, d_units, n, n_channels, times_dtype):

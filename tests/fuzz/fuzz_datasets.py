@@ -651,8 +651,50 @@ def k_wrapped(rng, d):
     return _err(path, [], "zip of a non-HDF5 member")
 
 
+def k_vlen(rng, d):
+    """Variable-length storage: chunked (+ deflate) is legal; corrupt stored elements are refused."""
+    spec = base_spec(rng)
+    variant = int(rng.integers(0, 5))
+    if variant == 0:
+        gzip_ = bool(rng.integers(0, 2))
+
+        def chunked(values, dtype):
+            def write(f, name):
+                dd = f.create_dataset(name, (len(values),), dtype=h5py.vlen_dtype(np.dtype(dtype)),
+                                      chunks=(min(2, len(values)),),
+                                      compression="gzip" if gzip_ else None)
+                for i, v in enumerate(values):
+                    dd[i] = np.asarray(v, dtype=dtype)
+            return write
+        path = write_spec(d / "chunked.h5", spec, {"spikes/times": chunked(spec["times"], spec["times_dtype"]),
+                                                   "spikes/units": chunked(spec["units"], spec["units_dtype"])})
+        return _data(path, spec, f"valid chunked vlen (gzip={gzip_})")
+    path = write_spec(d / "refs.h5", spec)
+    field = ["spikes/times", "spikes/units"][int(rng.integers(0, 2))]
+    with h5py.File(path, "r") as f:
+        offset = f[field].id.get_offset()
+    raw = bytearray(path.read_bytes())
+    i = int(np.flatnonzero([t.size for t in spec["times"]])[0])
+    at = offset + 16 * i
+    if variant == 1:
+        raw[at:at + 4] = struct.pack("<I", int(rng.choice([2**32 - 1, 2**28, 10**6])))   # length
+        note = "element claims a huge length"
+    elif variant == 2:
+        raw[at + 4:at + 12] = struct.pack("<Q", int(rng.integers(0, len(raw))))          # collection address
+        note = "element points at no collection"
+    elif variant == 3:
+        raw[at + 12:at + 16] = struct.pack("<I", int(rng.integers(50, 2**32)))           # object index
+        note = "element points at no object"
+    else:
+        raw[at:at + 4] = struct.pack("<I", spec["times"][i].size + 1)
+        note = "element one value longer than its object"
+    path.write_bytes(bytes(raw))
+    return _err(path, [field, "spikes"], note)
+
+
 KINDS = [k_valid, k_valid, k_wrong_kind, k_missing, k_dtype, k_shape, k_ragged, k_bad_times, k_huge_times,
-         k_units, k_n_channels, k_labels, k_keys, k_declared, k_links, k_bytes, k_flips, k_wrapped, k_wrapped]
+         k_units, k_n_channels, k_labels, k_keys, k_declared, k_links, k_bytes, k_flips, k_wrapped, k_wrapped,
+         k_vlen]
 
 
 def make_case(seed: int, index: int, folder: Path) -> Case:
@@ -756,8 +798,10 @@ def judge(case: Case, cache_dir: Path) -> dict:
 
 # ----------------------------------------------------------------------------- running, time-boxed
 
-def _worker(conn, seed, memory_mb, scratch):
+def _worker(conn, seed, memory_mb, scratch, package_root):
     resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
+    if package_root:
+        sys.path.insert(0, str(package_root))
     import onlinedelay.datasets  # noqa: F401 -- import before the first case's clock starts
 
     conn.send("ready")
@@ -779,21 +823,21 @@ def _worker(conn, seed, memory_mb, scratch):
         conn.send(result)
 
 
-def run_cases(indices, seed=0, timeout_s=10.0, memory_mb=3072, progress=None):
+def run_cases(indices, seed=0, timeout_s=10.0, memory_mb=3072, progress=None, package_root=None):
     """Run cases in one worker process at a time, each time-boxed; returns {index: result}."""
     ctx = multiprocessing.get_context("spawn")
     results = {}
     pending = list(indices)
     with tempfile.TemporaryDirectory(prefix="fuzz_datasets_") as scratch:   # what killed workers leave
         while pending:
-            _run_worker(ctx, pending, results, seed, timeout_s, memory_mb, scratch, progress)
+            _run_worker(ctx, pending, results, seed, timeout_s, memory_mb, scratch, progress, package_root)
     return results
 
 
-def _run_worker(ctx, pending, results, seed, timeout_s, memory_mb, scratch, progress):
+def _run_worker(ctx, pending, results, seed, timeout_s, memory_mb, scratch, progress, package_root):
     """Start a worker and feed it cases until they run out, one hangs or the worker dies."""
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_worker, args=(child, seed, memory_mb, scratch), daemon=True)
+    proc = ctx.Process(target=_worker, args=(child, seed, memory_mb, scratch, package_root), daemon=True)
     proc.start()
     try:
         if not parent.poll(120) or parent.recv() != "ready":
@@ -833,14 +877,18 @@ def main(argv=None):
     parser.add_argument("--cases", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--case", type=int, action="append", help="run only this case (repeatable)")
+    parser.add_argument("--kind", help="run only the cases of this generator among the first --cases (e.g. flips)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds before a case counts as a hang")
     parser.add_argument("--memory-mb", type=int, default=3072, help="address-space limit of the worker")
     parser.add_argument("--json", type=Path, help="write every result here")
+    parser.add_argument("--package-root", type=Path,
+                        help="import onlinedelay from this folder (e.g. an older checkout, to measure it)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every bad case")
     args = parser.parse_args(argv)
-    indices = args.case or list(range(args.cases))
+    indices = args.case or [i for i in range(args.cases)
+                            if args.kind in (None, KINDS[i % len(KINDS)].__name__[2:])]
     start = time.perf_counter()
-    results = run_cases(indices, args.seed, args.timeout, args.memory_mb)
+    results = run_cases(indices, args.seed, args.timeout, args.memory_mb, package_root=args.package_root)
     seconds = time.perf_counter() - start
     counts = Counter(r["outcome"] for r in results.values())
     kinds = Counter((r.get("note", "?").split(":")[0], r["outcome"]) for r in results.values())
