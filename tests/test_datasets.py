@@ -239,6 +239,47 @@ def test_labels_outside_class_range_or_not_integer_are_fatal(tmp_path):
     _expect_error(p, "labels", sample=1)
 
 
+def test_external_storage_and_links_are_refused(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")
+    p = write_raw(tmp_path / "ext.h5", GOOD_T, GOOD_U, keys=None)
+    with h5py.File(p, "a") as f:                      # class names would become "r", "o", "o", "t", ":" ...
+        f.create_dataset("extra/keys", (5,), dtype="S1", external=[(str(secret), 0, 5)])
+    assert "uses external storage" in _expect_error(p, "extra/keys")
+    p = write_raw(tmp_path / "link.h5", GOOD_T, GOOD_U, skip=("labels",))
+    with h5py.File(p, "a") as f:
+        f["labels"] = h5py.ExternalLink(str(tmp_path / "ext.h5"), "/labels")
+    assert "external link" in _expect_error(p, "labels")
+    p = write_raw(tmp_path / "soft.h5", GOOD_T, GOOD_U, skip=("labels",))
+    with h5py.File(p, "a") as f:
+        f.create_dataset("hidden", data=np.zeros(2, np.uint8))
+        f["labels"] = h5py.SoftLink("/hidden")
+    assert "soft link" in _expect_error(p, "labels")
+
+
+def test_declared_but_unstored_data_and_unbounded_labels_fail_fast(tmp_path):
+    p = tmp_path / "huge.h5"
+    with h5py.File(p, "w") as f:                      # a few KB declaring 10^7 samples
+        f.create_dataset("spikes/times", (10**7,), dtype=h5py.vlen_dtype(np.float32), chunks=(4096,))
+        f.create_dataset("spikes/units", (10**7,), dtype=h5py.vlen_dtype(np.uint16), chunks=(4096,))
+        f.create_dataset("labels", (10**7,), dtype=np.int32, chunks=(4096,))
+    assert p.stat().st_size < 10_000
+    assert "stores 0 of 2442 chunks" in _expect_error(p, "spikes/times")
+    p = write_raw(tmp_path / "big_label.h5", GOOD_T + [[0.3]], GOOD_U + [[4]], keys=None,
+                  labels=np.array([0, 1, 10**9], np.int64))
+    assert "label 1000000000 outside 0..99999" in _expect_error(p, "labels", sample=2)
+
+
+def test_a_corrupt_global_heap_is_refused_before_hdf5_loops_on_it(tmp_path):
+    p = write_raw(tmp_path / "heap.h5", GOOD_T, GOOD_U)
+    raw = bytearray(p.read_bytes())
+    heap = raw.find(b"GCOL")
+    first_size = heap + 16 + 8                        # the first object's size field
+    raw[first_size] += 100                            # the walk now lands on zero bytes: HDF5 spins forever
+    p.write_bytes(bytes(raw))
+    assert "free space at offset" in _expect_error(p, f"global heap collection at byte {heap}")
+
+
 def test_unsorted_times_are_repaired_with_a_warning(tmp_path):
     p = write_raw(tmp_path / "s.h5", [[0.1, 0.2], [0.3, 0.1, 0.2], [0.5]], [[1, 2], [3, 1, 2], [4]],
                   labels=np.zeros(3, dtype=np.uint8))

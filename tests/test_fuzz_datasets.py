@@ -20,7 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
 import fuzz_datasets  # noqa: E402
 
-CASES = 380          # 20 of each of the 19 case generators
+CASES = 400          # 20 of each of the 20 case generators
 
 
 @pytest.fixture(scope="module")
