@@ -648,25 +648,21 @@ def _check_vlen_references(source, path, field, d, heap, block=1 << 14):
     heap, so a corrupt length could ask for gigabytes; the stored elements are read raw here
     (contiguous, or chunked without filters or with deflate only) and checked first.
     """
-    keys, sizes = heap
+    keys = np.append(heap[0], np.uint64(2**64 - 1))     # a sentinel: every search lands on an entry
+    sizes = np.append(heap[1], np.uint64(0))
     try:
         item = d.id.get_type().get_super().get_size()
-        layout = _raw_element_blocks(source, path, field, d, block)
-        for first, refs in layout:
+        for first, refs in _raw_element_blocks(source, path, field, d, block):
+            plausible = (refs["collection"] < 2**47) & (refs["index"] < 65536)     # keys fit in 64 bits
+            key = refs["collection"].astype(np.uint64) * np.uint64(65536) + (refs["index"] & 0xFFFF).astype(np.uint64)
+            at = np.searchsorted(keys[:-1], key)
             used = refs["length"] > 0
-            if not used.any():
-                continue
-            bad_index = used & (refs["index"] >= 65536)
-            key = refs["collection"].astype(np.uint64) * np.uint64(65536) + (refs["index"] % 65536).astype(np.uint64)
-            at = np.minimum(np.searchsorted(keys, key), max(keys.size - 1, 0))
-            found = (keys.size > 0) & (keys[at] == key) & ~bad_index if keys.size else np.zeros(key.size, bool)
-            bad = np.flatnonzero(used & ~found)
+            bad = np.flatnonzero(used & ~(plausible & (keys[at] == key)))
             if bad.size:
                 j = int(bad[0])
                 _fail(source, field, f"element points at no heap object (collection {int(refs['collection'][j])}, "
                                      f"object {int(refs['index'][j])})", first + j)
-            need = refs["length"].astype(np.uint64) * np.uint64(item)
-            bad = np.flatnonzero(used & (need > sizes[at]))
+            bad = np.flatnonzero(used & (refs["length"].astype(np.uint64) * np.uint64(item) > sizes[at]))
             if bad.size:
                 j = int(bad[0])
                 _fail(source, field, f"element claims {int(refs['length'][j])} values but its heap object "

@@ -170,7 +170,9 @@ def verify_checksum(path, expected: str | None = None) -> bool:
 def ensure_h5(path, cache_dir=None) -> Path:
     """Path of a plain ``.h5`` for ``path``: itself, or its decompressed copy in the cache directory.
 
-    ``.h5.gz`` and ``.h5.zip`` (holding one ``.h5``) are decompressed once into
+    ``.h5.gz`` and ``.h5.zip`` (holding one ``.h5``) are decompressed once (streamed: memory is
+    one 1 MiB buffer; a damaged archive, an encrypted member or an unknown zip method is a
+    :class:`DatasetFormatError` naming the archive) into
     ``<cache dir>/decompressed/<key>/`` where ``key`` depends on the source's absolute path,
     size and modification time, so a replaced source is decompressed again.
     """
@@ -268,7 +270,7 @@ def fetch(name: str, splits=None, data_dir=None, urls=None, timeout_s: float = 5
     info = DATASETS[name]
     if info.embedded:
         raise OnlineDelayError(f"dataset '{name}' ships with the package; nothing to download "
-                         f"(rebuild it with `onlinedelay data generate`)")
+                               f"(rebuild it with `onlinedelay data generate`)")
     splits = list(info.splits if splits is None else splits)
     for split in splits:
         if split not in info.splits:
