@@ -15,6 +15,13 @@ case that takes longer than ``--timeout`` seconds is a hang, a dead worker a cra
 
     python tests/fuzz/fuzz_datasets.py --cases 3000          # the full set, a summary per outcome
     python tests/fuzz/fuzz_datasets.py --case 123 -v         # one case, with its message
+    python tests/fuzz/fuzz_datasets.py --cases 60000 --kind flips --seed 2    # 3000 byte-flip cases
+    python tests/fuzz/fuzz_datasets.py --package-root /tmp/old   # measure another checkout's onlinedelay
+
+Outcomes other than ``clean error``, ``loaded`` and ``loaded (either)`` are failures: ``crash``
+(another exception type, or the worker died), ``hang``, ``wrong data`` (a malformed file loaded,
+or a valid one loaded other data), ``bare ValueError``, ``no file name``, ``no field``,
+``multi-line``, ``refused valid data``; the exit status is 1 when there is any.
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ import gzip
 import json
 import math
 import multiprocessing
-import os
 import resource
 import shutil
 import struct
@@ -73,7 +79,6 @@ def write_spec(path, spec, override=None):
     """Write ``spec`` in the SHD layout; ``override[field](f, field)`` writes a field its own way
     (``None``: leave the field out)."""
     override = override or {}
-    n = len(spec["times"])
 
     def put(field, default):
         if field in override:
@@ -84,8 +89,9 @@ def write_spec(path, spec, override=None):
 
     def vlen(field, values, dtype):
         d = f.create_dataset(field, (len(values),), dtype=h5py.vlen_dtype(np.dtype(dtype)))
-        for i, v in enumerate(values):
-            d[i] = np.asarray(v, dtype=dtype)
+        with np.errstate(over="ignore"):         # -1e300 as float32 is meant to become -inf
+            for i, v in enumerate(values):
+                d[i] = np.asarray(v, dtype=dtype)
 
     with h5py.File(path, "w") as f:
         put("spikes", lambda: f.create_group("spikes"))
@@ -106,7 +112,6 @@ def write_spec(path, spec, override=None):
         for field, write in override.items():      # fields the layout does not have
             if field.startswith("+") and write is not None:
                 write(f, field[1:])
-    assert n >= 0
     return path
 
 
@@ -259,8 +264,7 @@ def k_wrong_kind(rng, d):
     else:
         override[field] = as_group
     path = write_spec(d / "kind.h5", spec, override)
-    expect_fields = {"extra/meta_info/age": "extra/meta_info/age"}.get(field, field)
-    return _err(path, [expect_fields, field.split("/")[0]], f"{field} of the wrong kind")
+    return _err(path, [field], f"{field} of the wrong kind")
 
 
 def k_missing(rng, d):

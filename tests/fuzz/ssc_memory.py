@@ -79,6 +79,8 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=7500)
     parser.add_argument("--spikes", type=int, default=5000, help="mean spikes per sample")
     parser.add_argument("--file", type=Path, default=Path("/tmp/ssc_like.h5"))
+    parser.add_argument("--package-root", type=Path, default=ROOT,
+                        help="import onlinedelay from this folder (e.g. an older checkout, to compare)")
     parser.add_argument("--whole", action="store_true",
                         help="bin the whole split in one call (as train.load_split does) instead of batches of 64")
     args = parser.parse_args(argv)
@@ -86,7 +88,7 @@ def main(argv=None):
         start = time.perf_counter()
         make_file(args.file, args.samples, args.spikes)
         print(f"wrote {args.file} ({args.file.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - start:.0f} s")
-    code = MEASURE.format(root=str(ROOT), path=str(args.file), whole=args.whole)
+    code = MEASURE.format(root=str(args.package_root), path=str(args.file), whole=args.whole)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     n = result["samples"]
