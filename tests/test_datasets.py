@@ -24,7 +24,8 @@ import pytest
 
 from onlinedelay.datasets import (DATASETS, ChecksumError, DatasetFormatError, DatasetWarning, DownloadError,
                                   EventDataset, bin_events, embedded_path, fetch, load_dataset, read_events_file,
-                                  split_by_speaker, write_events_file)
+                                  split_by_speaker, steps_for, write_events_file)
+from onlinedelay.errors import OnlineDelayError
 from onlinedelay.datasets.registry import candidate_paths, md5_file, verify_checksum
 
 HERE = Path(__file__).resolve().parent
@@ -238,6 +239,47 @@ def test_labels_outside_class_range_or_not_integer_are_fatal(tmp_path):
     _expect_error(p, "labels", sample=1)
 
 
+def test_external_storage_and_links_are_refused(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")
+    p = write_raw(tmp_path / "ext.h5", GOOD_T, GOOD_U, keys=None)
+    with h5py.File(p, "a") as f:                      # class names would become "r", "o", "o", "t", ":" ...
+        f.create_dataset("extra/keys", (5,), dtype="S1", external=[(str(secret), 0, 5)])
+    assert "uses external storage" in _expect_error(p, "extra/keys")
+    p = write_raw(tmp_path / "link.h5", GOOD_T, GOOD_U, skip=("labels",))
+    with h5py.File(p, "a") as f:
+        f["labels"] = h5py.ExternalLink(str(tmp_path / "ext.h5"), "/labels")
+    assert "external link" in _expect_error(p, "labels")
+    p = write_raw(tmp_path / "soft.h5", GOOD_T, GOOD_U, skip=("labels",))
+    with h5py.File(p, "a") as f:
+        f.create_dataset("hidden", data=np.zeros(2, np.uint8))
+        f["labels"] = h5py.SoftLink("/hidden")
+    assert "soft link" in _expect_error(p, "labels")
+
+
+def test_declared_but_unstored_data_and_unbounded_labels_fail_fast(tmp_path):
+    p = tmp_path / "huge.h5"
+    with h5py.File(p, "w") as f:                      # a few KB declaring 10^7 samples
+        f.create_dataset("spikes/times", (10**7,), dtype=h5py.vlen_dtype(np.float32), chunks=(4096,))
+        f.create_dataset("spikes/units", (10**7,), dtype=h5py.vlen_dtype(np.uint16), chunks=(4096,))
+        f.create_dataset("labels", (10**7,), dtype=np.int32, chunks=(4096,))
+    assert p.stat().st_size < 10_000
+    assert "stores 0 of 2442 chunks" in _expect_error(p, "spikes/times")
+    p = write_raw(tmp_path / "big_label.h5", GOOD_T + [[0.3]], GOOD_U + [[4]], keys=None,
+                  labels=np.array([0, 1, 10**9], np.int64))
+    assert "label 1000000000 outside 0..99999" in _expect_error(p, "labels", sample=2)
+
+
+def test_a_corrupt_global_heap_is_refused_before_hdf5_loops_on_it(tmp_path):
+    p = write_raw(tmp_path / "heap.h5", GOOD_T, GOOD_U)
+    raw = bytearray(p.read_bytes())
+    heap = raw.find(b"GCOL")
+    first_size = heap + 16 + 8                        # the first object's size field
+    raw[first_size] += 100                            # the walk now lands on zero bytes: HDF5 spins forever
+    p.write_bytes(bytes(raw))
+    assert "free space at offset" in _expect_error(p, f"global heap collection at byte {heap}")
+
+
 def test_unsorted_times_are_repaired_with_a_warning(tmp_path):
     p = write_raw(tmp_path / "s.h5", [[0.1, 0.2], [0.3, 0.1, 0.2], [0.5]], [[1, 2], [3, 1, 2], [4]],
                   labels=np.zeros(3, dtype=np.uint8))
@@ -322,6 +364,95 @@ def test_step_boundaries_and_bad_options():
         bin_events(np.zeros(1), np.zeros(1, dtype=int), dt_ms=0)
     with pytest.raises(ValueError, match="n_steps=0"):
         bin_events(np.zeros(1), np.zeros(1, dtype=int), n_steps=0)
+
+
+def test_steps_for_takes_seconds_and_milliseconds():
+    assert steps_for(0.5, 10.0) == 51              # 0.5 s at 10 ms: steps 0..50
+    assert steps_for(0.5, 1.0) == 501
+    assert steps_for(0.0, 10.0) == 1
+    assert steps_for(0.0099, 10.0) == 1 and steps_for(0.01, 10.0) == 2
+    assert steps_for(0.29, 10.0) == 30             # 0.29 * 100 = 28.999999999999996: the slack rule
+    assert steps_for(1e17, 10.0) == 10**19 + 1      # Python ints: no overflow
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(OnlineDelayError, match="dt_ms"):
+            steps_for(1.0, bad)
+    with pytest.raises(OnlineDelayError, match="max_time_s"):
+        steps_for(float("inf"), 10.0)
+
+
+def test_event_on_a_step_boundary_lands_in_the_step_it_starts():
+    k = np.arange(200)
+    t = k / 100                                    # exactly on the 10 ms boundaries, as decimals
+    assert np.any(np.floor(t * 100.0) != k)        # without the slack some land one step early (0.29 s ...)
+    x = bin_events(t, np.zeros(200, dtype=int), dt_ms=10.0, n_steps=200, pool=1)
+    assert np.array_equal(x[:, 0], np.ones(200))
+    x = bin_events(np.array([0.03]), np.array([0]), dt_ms=10.0, n_steps=10, pool=1)
+    assert x[3, 0] == 1 and x.sum() == 1
+    x = bin_events(np.array([0.003]), np.array([0]), dt_ms=1.0, n_steps=10, pool=1)
+    assert x[3, 0] == 1 and x.sum() == 1
+
+
+@pytest.mark.parametrize("late", [9.2e16, 9.3e16, 1e17, 1e19, 1e300])
+def test_huge_times_clip_to_the_last_step_never_wrap_into_step_0(tmp_path, late):
+    t, u = np.array([0.001, 0.5, late]), np.array([0, 1, 2])
+    clip = bin_events(t, u, dt_ms=10.0, n_steps=20, pool=1, overflow="clip")
+    drop = bin_events(t, u, dt_ms=10.0, n_steps=20, pool=1, overflow="drop")
+    assert clip[0, 0] == 1 and clip[19, 1] == 1 and clip[19, 2] == 1 and clip.sum() == 3
+    assert drop[0, 0] == 1 and drop[19].sum() == 0 and drop.sum() == 1
+    path = write_raw(tmp_path / "late.h5", [t, [0.2]], [u, [3]], labels=np.array([0, 1], np.uint8))
+    ds = read_events_file(path)
+    assert ds.max_time == late
+    assert np.array_equal(ds.frames(0, n_steps=20, pool=1), clip)
+    with pytest.raises(DatasetFormatError, match=r"late\.h5: spikes/times: the latest spike at .* give n_steps"):
+        ds.frames(0, n_steps=None)
+
+
+def test_binning_refuses_times_it_cannot_place():
+    for bad in (float("nan"), float("inf"), -0.5):
+        with pytest.raises(OnlineDelayError, match="times_s: sample 0"):
+            bin_events(np.array([0.1, bad]), np.array([0, 1]))
+    with pytest.raises(OnlineDelayError, match="units: sample 0: expected channels 0..699"):
+        bin_events(np.array([0.1]), np.array([700]))
+
+
+def test_reads_lazily_from_the_file(tmp_path):
+    times, units, labels, _ = write_fixture(tmp_path / "lazy.h5", n=40, times_dtype=np.float64)
+    ds = read_events_file(tmp_path / "lazy.h5")
+    sizes = {k: v.size for k, v in vars(ds).items() if isinstance(v, np.ndarray) and k != "channel_counts"}
+    assert max(sizes.values()) == 41 < sum(t.size for t in times)     # the index, not the events
+    assert np.array_equal(ds.channel_counts, np.bincount(np.concatenate(units), minlength=700))
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(ds))          # a worker process gets the index and reopens the file
+    assert np.array_equal(copy.events(7)[0], times[7]) and np.array_equal(copy.labels, labels)
+    ds.close()
+    assert np.array_equal(ds.events(3)[1], units[3])      # reopened on demand
+    ds.close()
+    write_fixture(tmp_path / "lazy.h5", n=40, seed=5)     # replaced after validation
+    with pytest.raises(DatasetFormatError, match="lazy.h5: changed or removed since it was validated"):
+        ds.events(0)
+
+
+def test_memory_is_an_index_plus_a_block(tmp_path):
+    """3000 samples of 300 spikes: the old reader held all 900k spikes (5.4 MB in float32 + uint16)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    times = [np.sort(rng.random(300)) for _ in range(3000)]
+    units = [rng.integers(0, 700, 300) for _ in range(3000)]
+    write_events_file(tmp_path / "big.h5", times, units, np.arange(3000) % 5, list("abcde"))
+    tracemalloc.start()
+    try:
+        ds = read_events_file(tmp_path / "big.h5")
+        load_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        x = ds.frames_batch(np.arange(0, 3000, 50), n_steps=100)
+        frames_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert x.shape == (100, 60, 140) and int(x.sum()) == 60 * 300
+    assert load_peak < 2 * 2**20, load_peak
+    assert frames_peak < x.nbytes + 4 * 2**20, frames_peak       # the output plus one block
 
 
 def test_unbinned_iteration_and_index_errors(fixture_ds):
@@ -496,8 +627,9 @@ def test_digits_spike_statistics(digits):
     counts = np.concatenate([d.spike_counts for d in digits])
     assert 2000 <= counts.mean() <= 10000
     assert np.percentile(counts, 5) >= 1000 and np.percentile(counts, 95) <= 15000
-    units = np.concatenate([d.units for d in digits]).astype(np.int64)
-    share = np.bincount(units // 100, minlength=7) / units.size
+    per_channel = sum(d.channel_counts for d in digits)
+    assert per_channel.sum() == counts.sum()
+    share = per_channel.reshape(7, 100).sum(axis=1) / counts.sum()
     assert share[4:].sum() > 0.75                                  # speech sits in units 400-699, as in SHD
     assert max(d.max_time for d in digits) < 1.4
 

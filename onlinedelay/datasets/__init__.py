@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import OnlineDelayError, check_fraction
 from .binning import OVERFLOW_MODES, bin_batch, bin_events, steps_for
 from .hdf5 import DatasetFormatError, DatasetWarning, EventDataset, read_events_file, write_events_file
 from .registry import (DATASETS, ChecksumError, DownloadError, DatasetInfo, ensure_h5, fetch, find_dataset_file,
@@ -80,7 +81,7 @@ def materialise_embedded(cache_dir=None, verify=False) -> dict:
 
 def load_dataset(name_or_path, split="train", data_dir=None, verify=False, cache_dir=None,
                  n_channels=None) -> EventDataset:
-    """Load one split of a dataset into memory, validated.
+    """Open one split of a dataset, validated and indexed (events are read from the file on demand).
 
     Parameters
     ----------
@@ -99,23 +100,23 @@ def load_dataset(name_or_path, split="train", data_dir=None, verify=False, cache
 
     Raises
     ------
-    FileNotFoundError (naming every place looked), ValueError (bad split), DatasetFormatError,
-    ChecksumError
+    FileNotFoundError (naming every place looked), OnlineDelayError (bad split), DatasetFormatError
+    (malformed file, named as given, e.g. the ``.h5.zip``), ChecksumError
     """
     key = str(name_or_path).lower() if isinstance(name_or_path, str) else None
     if key in DATASETS:
         info = DATASETS[key]
         if split not in info.splits:
             hint = " (use split_by_speaker on the train split for validation)" if split == "valid" else ""
-            raise ValueError(f"dataset '{key}' has no split {split!r}; it has {', '.join(info.splits)}{hint}")
+            raise OnlineDelayError(f"dataset '{key}' has no split {split!r}; it has {', '.join(info.splits)}{hint}")
         if info.embedded:
-            path = materialise_embedded(cache_dir, verify=verify)[split]
+            found = path = materialise_embedded(cache_dir, verify=verify)[split]
         else:
             found = find_dataset_file(key, split, data_dir)
             if verify:
                 _verify(found)
             path = ensure_h5(found, cache_dir)
-        return read_events_file(path, n_channels=n_channels, name=key, split=split)
+        return read_events_file(path, n_channels=n_channels, name=key, split=split, source=found)
     path = Path(name_or_path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"'{name_or_path}' is neither a known dataset ({', '.join(DATASETS)}) "
@@ -123,7 +124,7 @@ def load_dataset(name_or_path, split="train", data_dir=None, verify=False, cache
     if verify:
         _verify(path)
     return read_events_file(ensure_h5(path, cache_dir), n_channels=n_channels, split=None,
-                            name=path.name.split(".")[0])
+                            name=path.name.split(".")[0], source=path)
 
 
 def _verify(path):
@@ -143,8 +144,7 @@ def split_by_speaker(ds, valid_fraction=0.1, seed=0):
     -------
     train_idx, valid_idx : ndarray of int64, sorted, disjoint, together all samples
     """
-    if not (isinstance(valid_fraction, (int, float)) and 0 < valid_fraction < 1):
-        raise ValueError(f"valid_fraction={valid_fraction!r} is not allowed; expected 0 < valid_fraction < 1")
+    check_fraction("valid_fraction", valid_fraction, low_open=True, high_open=True)
     rng = np.random.default_rng(seed)
     n = len(ds)
     speakers = getattr(ds, "speakers", None)

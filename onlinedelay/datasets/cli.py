@@ -53,8 +53,8 @@ def info(name, splits, data_dir, verify):
     for split in splits:
         ds = load_dataset(name, split=split or "train", data_dir=data_dir, verify=verify)   # errors: see ../cli.py
         counts = ds.spike_counts
-        units = ds.units.astype(np.int64)
-        share = np.bincount(units * 7 // ds.n_channels, minlength=7) / max(units.size, 1)
+        band = np.arange(ds.n_channels) * 7 // ds.n_channels
+        share = np.bincount(band, weights=ds.channel_counts, minlength=7) / max(int(counts.sum()), 1)
         click.echo(f"{ds.name} [{split or 'file'}] {ds.path}")
         click.echo(f"  samples {len(ds)}, classes {ds.n_classes}, channels {ds.n_channels}, "
                    f"speakers {'-' if ds.speakers is None else np.unique(ds.speakers).size}")

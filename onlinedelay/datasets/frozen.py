@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path
-from .hdf5 import write_events_file
+from ..errors import OnlineDelayError
+from .hdf5 import DatasetFormatError, write_events_file
 
 __all__ = ["FrozenEvents", "encode", "decode_sample", "save_frozen", "load_frozen", "materialise", "FORMAT_VERSION"]
 
@@ -63,7 +64,7 @@ class FrozenEvents:
         flat = self.counts.astype(np.int64).ravel()
         self.starts = (np.cumsum(flat) - flat).reshape(self.counts.shape)
         if int(flat.sum()) != self.ticks.size:
-            raise ValueError(f"frozen data: counts sum to {int(flat.sum())} but there are {self.ticks.size} ticks")
+            raise OnlineDelayError(f"frozen data: counts sum to {int(flat.sum())} but there are {self.ticks.size} ticks")
 
     def __len__(self):
         return int(self.labels.shape[0])
@@ -94,7 +95,7 @@ def encode(samples, n_channels):
         counts[i] = np.bincount(units, minlength=n_channels)
         parts.append(ticks[order])
     if counts.max(initial=0) > np.iinfo(np.uint16).max:
-        raise ValueError("a channel holds more than 65535 spikes in one sample")
+        raise OnlineDelayError("a channel holds more than 65535 spikes in one sample")
     return counts.astype(np.uint16), (np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64))
 
 
@@ -115,7 +116,7 @@ def save_frozen(path, frozen: FrozenEvents):
     path = Path(path)
     ticks = frozen.ticks
     if ticks.size and (ticks.min() < 0 or ticks.max() > np.iinfo(np.uint16).max):
-        raise ValueError(f"ticks must lie in 0..65535 (got {ticks.min()}..{ticks.max()}); "
+        raise OnlineDelayError(f"ticks must lie in 0..65535 (got {ticks.min()}..{ticks.max()}); "
                          f"the window is 65535 * time_step_s = {65535 * frozen.time_step_s:.2f} s")
     delta = np.zeros_like(ticks)
     if ticks.size:
@@ -125,7 +126,7 @@ def save_frozen(path, frozen: FrozenEvents):
         is_start = np.zeros(ticks.size, dtype=bool)
         is_start[starts] = True
         if np.any((delta < 0) & ~is_start):
-            raise ValueError("ticks must be sorted in time within every (sample, channel)")
+            raise OnlineDelayError("ticks must be sorted in time within every (sample, channel)")
         delta[starts] = ticks[starts]
     delta = delta.astype(np.uint16)
     arrays = dict(
@@ -151,10 +152,19 @@ def save_frozen(path, frozen: FrozenEvents):
 def load_frozen(path) -> FrozenEvents:
     """Read a compact ``.npz`` written by :func:`save_frozen` (no pickle)."""
     path = Path(path)
+    try:
+        return _load_frozen(path)
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, ValueError) as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise DatasetFormatError(f"{path}: not a readable frozen dataset ({type(exc).__name__}: {exc})") from None
+
+
+def _load_frozen(path) -> FrozenEvents:
     with np.load(path, allow_pickle=False) as z:
         version = int(z["format_version"])
         if version != FORMAT_VERSION:
-            raise ValueError(f"{path}: frozen format version {version}, this code reads {FORMAT_VERSION}")
+            raise DatasetFormatError(f"{path}: format_version: {version}, this code reads {FORMAT_VERSION}")
         counts = z["counts"]
         delta = z["delta_lo"].astype(np.int64) | (z["delta_hi"].astype(np.int64) << 8)
         ticks = np.cumsum(delta)

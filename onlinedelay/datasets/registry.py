@@ -28,10 +28,13 @@ import shutil
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import atomic_path
+from ..errors import OnlineDelayError
+from .hdf5 import DatasetFormatError
 
 __all__ = ["DatasetInfo", "DATASETS", "ChecksumError", "DownloadError", "user_cache_dir", "resolve_data_dir",
            "resolve_cache_dir", "candidate_paths", "find_dataset_file", "ensure_h5", "md5_file",
@@ -55,7 +58,7 @@ PUBLISHED_MD5 = {
 }
 
 
-class ChecksumError(ValueError):
+class ChecksumError(OnlineDelayError):
     """A file's MD5 differs from the published one."""
 
 
@@ -167,7 +170,9 @@ def verify_checksum(path, expected: str | None = None) -> bool:
 def ensure_h5(path, cache_dir=None) -> Path:
     """Path of a plain ``.h5`` for ``path``: itself, or its decompressed copy in the cache directory.
 
-    ``.h5.gz`` and ``.h5.zip`` (holding one ``.h5``) are decompressed once into
+    ``.h5.gz`` and ``.h5.zip`` (holding one ``.h5``) are decompressed once (streamed: memory is
+    one 1 MiB buffer; a damaged archive, an encrypted member or an unknown zip method is a
+    :class:`DatasetFormatError` naming the archive) into
     ``<cache dir>/decompressed/<key>/`` where ``key`` depends on the source's absolute path,
     size and modification time, so a replaced source is decompressed again.
     """
@@ -185,23 +190,50 @@ def ensure_h5(path, cache_dir=None) -> Path:
         return target
     with atomic_path(target) as tmp, open(tmp, "wb") as out:
         if lower.endswith(".gz"):
-            try:
-                with gzip.open(path, "rb") as src:
-                    shutil.copyfileobj(src, out, 1 << 20)
-            except (OSError, EOFError) as exc:
-                raise ValueError(f"{path}: not a valid gzip file ({exc})") from None
+            _gunzip(path, out)
         else:
-            try:
-                archive = zipfile.ZipFile(path)
-            except zipfile.BadZipFile as exc:
-                raise ValueError(f"{path}: not a valid zip file ({exc})") from None
-            with archive:
-                members = [m for m in archive.namelist() if m.lower().endswith(".h5") and not m.endswith("/")]
-                if len(members) != 1:
-                    raise ValueError(f"{path}: expected exactly one .h5 inside the zip, found {members or 'none'}")
-                with archive.open(members[0]) as src:
-                    shutil.copyfileobj(src, out, 1 << 20)
+            _unzip(path, out)
     return target
+
+
+# what a damaged or unusual archive raises while it is read
+_ARCHIVE_ERRORS = (OSError, EOFError, zlib.error, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError,
+                   RuntimeError, ValueError)
+_ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
+                zipfile.ZIP_LZMA: "lzma"}
+
+
+def _gunzip(path, out):
+    try:
+        with gzip.open(path, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+    except _ARCHIVE_ERRORS as exc:
+        raise DatasetFormatError(f"{path}: gzip: not a valid gzip file ({type(exc).__name__}: {exc})") from None
+
+
+def _unzip(path, out):
+    """Copy the one ``.h5`` member of the zip at ``path`` to ``out``."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except _ARCHIVE_ERRORS as exc:
+        raise DatasetFormatError(f"{path}: zip: not a valid zip file ({type(exc).__name__}: {exc})") from None
+    with archive:
+        members = [m for m in archive.infolist() if m.filename.lower().endswith(".h5") and not m.is_dir()]
+        if len(members) != 1:
+            names = [m.filename for m in members] or "none"
+            raise DatasetFormatError(f"{path}: zip: expected exactly one .h5 inside the zip, found {names}")
+        member = members[0]
+        where = f"{path}: zip member {member.filename}"
+        if member.flag_bits & 0x1:
+            raise DatasetFormatError(f"{where}: encrypted; decrypt the archive first")
+        if member.compress_type not in _ZIP_METHODS:
+            raise DatasetFormatError(f"{where}: compression method {member.compress_type} is not supported "
+                                     f"(supported: {', '.join(_ZIP_METHODS.values())})")
+        try:
+            with archive.open(member) as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+        except _ARCHIVE_ERRORS as exc:
+            raise DatasetFormatError(f"{where}: damaged ({type(exc).__name__}: {exc})") from None
 
 
 def _base_urls(urls=None) -> list:
@@ -231,18 +263,18 @@ def fetch(name: str, splits=None, data_dir=None, urls=None, timeout_s: float = 5
 
     Raises
     ------
-    KeyError (unknown name), ValueError (embedded dataset), DownloadError, ChecksumError
+    KeyError (unknown name), OnlineDelayError (embedded dataset, unknown split), DownloadError, ChecksumError
     """
     if name not in DATASETS:
         raise KeyError(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}")
     info = DATASETS[name]
     if info.embedded:
-        raise ValueError(f"dataset '{name}' ships with the package; nothing to download "
-                         f"(rebuild it with `onlinedelay data generate`)")
+        raise OnlineDelayError(f"dataset '{name}' ships with the package; nothing to download "
+                               f"(rebuild it with `onlinedelay data generate`)")
     splits = list(info.splits if splits is None else splits)
     for split in splits:
         if split not in info.splits:
-            raise ValueError(f"dataset '{name}' has no split '{split}'; it has {', '.join(info.splits)}")
+            raise OnlineDelayError(f"dataset '{name}' has no split '{split}'; it has {', '.join(info.splits)}")
     root = resolve_data_dir(data_dir)
     got = []
     for split in splits:
