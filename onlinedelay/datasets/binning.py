@@ -57,13 +57,13 @@ def steps_for(max_time_s: float, dt_ms: float) -> int:
 def _steps(times_s, dt_ms, n_steps):
     """Step of each time, int64; every time at or past the window's end gives ``n_steps``."""
     steps = np.floor(np.asarray(times_s, dtype=np.float64) * (1000.0 / dt_ms) + _SLACK)
-    np.minimum(steps, n_steps, out=steps)
-    return steps.astype(np.int64)
+    return np.minimum(steps, n_steps).astype(np.int64)
 
 
-def step_index(times_s, dt_ms):
-    """Step of each time (seconds from the window's start), int64: the rule of the module docstring."""
-    return _steps(times_s, dt_ms)
+def step_index(times_s, dt_ms, n_steps: int = 2**62):
+    """Step of each time (seconds from the window's start), int64: the rule of the module docstring;
+    times at or past ``n_steps`` steps (default: no window, but no int64 overflow) give ``n_steps``."""
+    return _steps(times_s, dt_ms, n_steps)
 
 
 def bin_events(times_s, units, dt_ms=10.0, n_steps=100, n_channels=700, pool=5, overflow="clip"):
