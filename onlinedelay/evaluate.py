@@ -83,7 +83,7 @@ def evaluate_arrays(net: Network, x, labels, loss_start_step: int = 0) -> dict:
     per_class = [float(confusion[k, k] / confusion[k].sum()) if confusion[k].sum() else None
                  for k in range(n_classes)]
     fan_out_in, fan_out_hidden = net.fan_out()
-    input_counts = np.asarray(x, np.float64).sum(axis=0)             # (N, C)
+    input_counts = x.channel_totals() if isinstance(x, BinnedSplit) else np.asarray(x, np.float64).sum(axis=0)
     synops = input_counts @ fan_out_in + spikes @ fan_out_hidden
     return {"accuracy": float((preds == labels).mean()) if len(labels) else float("nan"),
             "per_class_accuracy": per_class, "confusion": confusion.tolist(),
@@ -92,8 +92,50 @@ def evaluate_arrays(net: Network, x, labels, loss_start_step: int = 0) -> dict:
 
 
 # -- data ------------------------------------------------------------------------------------------
-def load_split(run: RunConfig, dt_ms: float, split: str):
-    """Load one split and bin it: returns (x (T, N, C) uint16, labels (N,), dataset)."""
+EAGER_BYTES = 256 << 20       # a binned split up to this size is held as one array; larger ones are binned per batch
+
+
+class BinnedSplit:
+    """A split binned on demand: it stands for the (T, N, C) uint16 count array of its samples.
+
+    ``x[:, sel]`` (a slice, or indices of the samples) reads and bins just those samples from the
+    dataset's file, exactly as binning the whole split would; ``subset(sel)`` is a lazy selection;
+    ``channel_totals()`` the (N, C) counts summed over steps.  Memory: one batch plus the index.
+    """
+
+    def __init__(self, ds, indices, dt_ms: float, n_steps: int, pool: int, overflow: str):
+        self.ds, self.indices = ds, np.asarray(indices, np.int64)
+        self._bin = dict(dt_ms=dt_ms, n_steps=n_steps, pool=pool, overflow=overflow)
+        self.shape = (n_steps, self.indices.size, ds.n_channels // pool)
+        self.dtype = np.dtype(np.uint16)
+        self.ndim = 3
+
+    def subset(self, sel) -> "BinnedSplit":
+        return BinnedSplit(self.ds, self.indices[sel], **self._bin)
+
+    def __getitem__(self, key):
+        if not (isinstance(key, tuple) and len(key) == 2 and key[0] == slice(None)):
+            raise TypeError("a BinnedSplit is indexed as x[:, samples]")
+        return self.ds.frames_batch(self.indices[key[1]], **self._bin)
+
+    def channel_totals(self, batch: int = 256) -> np.ndarray:
+        out = np.zeros(self.shape[1:], np.float64)
+        for a in range(0, self.shape[1], batch):
+            out[a:a + batch] = self[:, a:a + batch].sum(axis=0)
+        return out
+
+
+def select_samples(x, sel):
+    """``x[:, sel]``, lazily for a :class:`BinnedSplit`."""
+    return x.subset(sel) if isinstance(x, BinnedSplit) else x[:, sel]
+
+
+def load_split(run: RunConfig, dt_ms: float, split: str, eager_bytes: int | None = None):
+    """Load one split: returns (x (T, N, C) uint16 counts, labels (N,), dataset).
+
+    ``x`` is an array when the binned split takes at most ``eager_bytes`` (default EAGER_BYTES), else a
+    :class:`BinnedSplit` that bins each batch when asked (SSC's 75 k training samples would take
+    about 2 GB binned); both give the same counts."""
     from .datasets import load_dataset
 
     ds = load_dataset(run.dataset, split=split, data_dir=run.data_dir)
@@ -101,8 +143,9 @@ def load_split(run: RunConfig, dt_ms: float, split: str):
         divisors = [d for d in range(1, min(ds.n_channels, 10) + 1) if ds.n_channels % d == 0]
         raise OnlineDelayError(f"pool={run.pool} does not divide the {ds.n_channels} channels of {ds.path}; "
                                f"choose a divisor (e.g. {', '.join(map(str, divisors))})")
-    x = ds.frames_batch(np.arange(len(ds)), dt_ms=dt_ms, n_steps=run.n_steps, pool=run.pool,
-                        overflow=run.overflow)
+    lazy = BinnedSplit(ds, np.arange(len(ds)), dt_ms, run.n_steps, run.pool, run.overflow)
+    limit = EAGER_BYTES if eager_bytes is None else eager_bytes
+    x = lazy if 2 * int(np.prod(lazy.shape)) > limit else lazy[:, :]
     return x, np.asarray(ds.labels, np.int64), ds
 
 

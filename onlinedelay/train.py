@@ -27,7 +27,7 @@ from ._version import __version__
 from .atomic import atomic_path, remove_stale_temporaries
 from .config import LearningConfig, NetworkConfig, RunConfig
 from .errors import OnlineDelayError
-from .evaluate import clipped_note, evaluate_arrays, infer, load_split, samples_longer_than
+from .evaluate import clipped_note, evaluate_arrays, infer, load_split, samples_longer_than, select_samples
 from .evaluate import evaluate_model  # noqa: F401 - re-exported: the walkthrough notebook imports it from here
 from .io import load_model, restore_optimizer, save_model
 from .learning import ThreeFactorLearner
@@ -187,8 +187,8 @@ class Trainer:
         if len(train_idx) == 0:
             raise OnlineDelayError(f"{ds.path}: no training samples left after the validation split "
                                    f"(valid_fraction={run.valid_fraction})")
-        self.x_train, self.y_train = x[:, train_idx], labels[train_idx]
-        self.x_valid, self.y_valid = x[:, valid_idx], labels[valid_idx]
+        self.x_train, self.y_train = select_samples(x, train_idx), labels[train_idx]
+        self.x_valid, self.y_valid = select_samples(x, valid_idx), labels[valid_idx]
         self.net_config = self.net_config.replace(n_inputs=x.shape[2], n_outputs=len(self.class_names))
         note = clipped_note(samples_longer_than(ds, self.net_config.dt_ms, run.n_steps), len(ds), run,
                             self.net_config.dt_ms, "the training split")
