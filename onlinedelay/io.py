@@ -99,22 +99,29 @@ def save_model(path, net: Network, class_names=None, learner=None, training: dic
     arrays += codes
     if learner is not None:
         arrays += _optimizer_arrays(learner)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["format"] = FORMAT
-        f.attrs["format_version"] = FORMAT_VERSION if quantized else FLOAT_FORMAT_VERSION
-        f.attrs["package_version"] = __version__
-        f.attrs["seed"] = net.seed
-        f.attrs["dtype"] = net.dtype.name
-        f.attrs["network_config"] = json.dumps(c.to_dict())
-        f.attrs["class_names"] = json.dumps(names)
-        if training is not None:
-            f.attrs["training"] = json.dumps(training)
-        if learner is not None:
-            f.attrs["learning_config"] = json.dumps(learner.config.to_dict())
-            f.require_group("optimizer").attrs["steps"] = learner.optimizer.steps
-        for name, arr in arrays:
-            f.create_dataset(name, data=arr)
-        f.attrs["checksum"] = _checksum(arrays)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", userblock_size=USERBLOCK_BYTES) as f:
+            _write_model(f, net, c, names, learner, training, arrays, quantized)
+        seal_file(tmp)
+
+
+def _write_model(f, net, c, names, learner, training, arrays, quantized) -> None:
+    """The attributes and arrays of a model file (the layout in the module docstring)."""
+    f.attrs["format"] = FORMAT
+    f.attrs["format_version"] = FORMAT_VERSION if quantized else FLOAT_FORMAT_VERSION
+    f.attrs["package_version"] = __version__
+    f.attrs["seed"] = net.seed
+    f.attrs["dtype"] = net.dtype.name
+    f.attrs["network_config"] = json.dumps(c.to_dict())
+    f.attrs["class_names"] = json.dumps(names)
+    if training is not None:
+        f.attrs["training"] = json.dumps(training)
+    if learner is not None:
+        f.attrs["learning_config"] = json.dumps(learner.config.to_dict())
+        f.require_group("optimizer").attrs["steps"] = learner.optimizer.steps
+    for name, arr in arrays:
+        f.create_dataset(name, data=arr)
+    f.attrs["checksum"] = _checksum(arrays)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -122,6 +129,44 @@ def save_model(path, net: Network, class_names=None, learner=None, training: dic
 # ------------------------------------------------------------------------------------------------
 def _fail(path, field, message):
     raise ModelFileError(f"{path}: {field}: {message}")
+
+
+# The first USERBLOCK_BYTES of a file (HDF5 skips them) hold SEAL and the SHA-256 of every byte after
+# them: a file is checked whole before HDF5 parses any of it, since a damaged HDF5 structure can make
+# the library loop forever or crash (the fuzzer, tests/fuzz/fuzz_models.py, found such files).
+USERBLOCK_BYTES = 512
+SEAL = b"onlinedelay-model sha256 "
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _file_digest(path, start: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def seal_file(path) -> None:
+    """Write SEAL and the digest of the HDF5 part into the userblock of a model file: done by
+    :func:`save_model`; call it after editing a model file with h5py on purpose."""
+    header = SEAL + _file_digest(path, USERBLOCK_BYTES).encode()
+    with open(path, "r+b") as fh:
+        fh.write(header.ljust(USERBLOCK_BYTES, b"\0"))
+
+
+def _check_seal(path) -> None:
+    """A sealed file must match its digest; an unsealed one is read only if HDF5 starts at byte 0
+    (files written before the seal); anything else is refused before HDF5 sees it."""
+    with open(path, "rb") as fh:
+        head = fh.read(USERBLOCK_BYTES + len(_HDF5_SIGNATURE))
+    if head.startswith(SEAL):
+        stored = head[len(SEAL):len(SEAL) + 64].decode("ascii", "replace")
+        if stored != _file_digest(path, USERBLOCK_BYTES):
+            raise ModelFileError(f"{path}: file checksum does not match (the file was changed or damaged)")
+    elif not head.startswith(_HDF5_SIGNATURE):
+        raise ModelFileError(f"{path}: not an HDF5 file written by onlinedelay (no seal, no HDF5 signature at byte 0)")
 
 
 def _node(path, group, name, kind):
@@ -342,6 +387,7 @@ def load_model(path) -> LoadedModel:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: model file does not exist")
+    _check_seal(path)
     try:
         f = h5py.File(path, "r")
     except OSError as err:

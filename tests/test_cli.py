@@ -2,7 +2,6 @@
 
 import json
 
-import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -12,6 +11,7 @@ from onlinedelay.config import LearningConfig, NetworkConfig, RunConfig
 from onlinedelay.datasets.hdf5 import write_events_file
 from onlinedelay.io import ModelFileError, load_model
 from onlinedelay.train import DivergenceError, Trainer
+from model_files import edit_model
 
 NAMES = ["alpha", "beta", "gamma"]
 
@@ -188,7 +188,7 @@ def test_eval_maps_classes_by_name_and_refuses_strangers(toy, tmp_path):
 def test_model_files_are_validated_on_load(toy, tmp_path):
     _train(toy, tmp_path / "run")
     path = tmp_path / "run" / "last.h5"
-    with h5py.File(path, "a") as f:
+    with edit_model(path) as f:
         f["params/layers/0/feedforward/delay"][0] = 99.0
     with pytest.raises(ModelFileError, match=r"params/layers/0/feedforward/delay: delay \[0\] = 99.0 outside"):
         load_model(path)

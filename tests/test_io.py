@@ -9,6 +9,7 @@ import pytest
 
 from onlinedelay import LearningConfig, Network, NetworkConfig, ThreeFactorLearner
 from onlinedelay.io import ModelFileError, load_model, restore_optimizer, save_model
+from model_files import edit_model
 
 DEEP = dict(n_inputs=6, n_outputs=3, n_layers=2, n_hidden=5, recurrent="conv", recurrent_delays="axonal",
             input_delays="synaptic", hidden_delays="axonal", readout="all", max_delay_steps=6)
@@ -68,7 +69,7 @@ def test_version_1_single_layer_files_still_load(tmp_path):
 
 
 def _mutate(path, name, fn):
-    with h5py.File(path, "a") as f:
+    with edit_model(path) as f:
         data = f[name][()]
         del f[name]
         f.create_dataset(name, data=fn(data))
@@ -104,19 +105,19 @@ def test_links_external_storage_and_groups_in_place_of_datasets_are_refused(tmp_
     _, _, path = _saved(tmp_path)
     secret = tmp_path / "secret.bin"
     secret.write_bytes(np.arange(30, dtype=np.float32).tobytes())
-    with h5py.File(path, "a") as f:
+    with edit_model(path) as f:
         del f[f"{FF}/weight"]
         f.create_dataset(f"{FF}/weight", shape=(30,), dtype=np.float32, external=[(str(secret), 0, 120)])
     with pytest.raises(ModelFileError, match="external"):
         load_model(path)
     _, _, path = _saved(tmp_path)
-    with h5py.File(path, "a") as f:
+    with edit_model(path) as f:
         del f["params/b_out"]
         f["params/b_out"] = h5py.SoftLink("/params/layers/0/feedforward/delay")
     with pytest.raises(ModelFileError, match="params/b_out: is a SoftLink"):
         load_model(path)
     _, _, path = _saved(tmp_path)
-    with h5py.File(path, "a") as f:
+    with edit_model(path) as f:
         del f["params/b_out"]
         f.create_group("params/b_out")
     with pytest.raises(ModelFileError, match="params/b_out: expected a dataset"):
@@ -125,13 +126,13 @@ def test_links_external_storage_and_groups_in_place_of_datasets_are_refused(tmp_
 
 def test_bad_checkpoints_are_refused_not_resumed_with_fresh_state(tmp_path):
     _, _, path = _saved(tmp_path)
-    with h5py.File(path, "a") as f:
+    with edit_model(path) as f:
         del f["optimizer/m"]
         f.create_dataset("optimizer/m", data=np.zeros(3))
     with pytest.raises(ModelFileError, match="optimizer/m: expected a group"):
         load_model(path)
     _, _, path = _saved(tmp_path)
-    with h5py.File(path, "a") as f:
+    with edit_model(path) as f:
         del f["optimizer/m/0"]
     with pytest.raises(ModelFileError, match="optimizer/m"):
         load_model(path)
@@ -139,14 +140,14 @@ def test_bad_checkpoints_are_refused_not_resumed_with_fresh_state(tmp_path):
 
 def test_configs_that_would_need_unbounded_memory_are_refused(tmp_path):
     _, _, path = _saved(tmp_path)
-    with h5py.File(path, "a") as f:
+    with edit_model(path) as f:
         cfg = json.loads(f.attrs["network_config"])
         cfg["max_delay_steps"] = 10**7
         f.attrs["network_config"] = json.dumps(cfg)
     with pytest.raises(ModelFileError, match="max_delay_steps=10000000 is not allowed"):
         load_model(path)
     _, _, path = _saved(tmp_path)
-    with h5py.File(path, "a") as f:
+    with edit_model(path) as f:
         cfg = json.loads(f.attrs["network_config"])
         cfg["n_hidden"] = 10**6
         f.attrs["network_config"] = json.dumps(cfg)
@@ -178,3 +179,20 @@ def test_byte_flips_never_crash_and_never_load_changed_parameters(tmp_path):
             np.testing.assert_array_equal(got[name], a, err_msg=f"byte {pos}: {name} changed undetected")
         outcomes["identical"] += 1
     assert outcomes["refused"] > 0 and outcomes["identical"] > 0, outcomes
+
+
+def test_the_whole_file_is_checked_before_hdf5_reads_it(tmp_path):
+    """An edit that is not re-sealed, and a seal wiped out, are refused before HDF5 parses the file."""
+    import h5py
+
+    _, _, path = _saved(tmp_path)
+    with h5py.File(path, "a") as f:                  # a valid HDF5 edit, without io.seal_file
+        f["params/b_out"][0] = 1.0
+    with pytest.raises(ModelFileError, match="file checksum does not match"):
+        load_model(path)
+    _, _, path = _saved(tmp_path)
+    raw = bytearray(path.read_bytes())
+    raw[:8] = b"\0" * 8                              # the seal gone: HDF5 still starts at byte 512
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ModelFileError, match="no seal, no HDF5 signature"):
+        load_model(path)

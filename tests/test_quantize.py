@@ -14,6 +14,7 @@ from onlinedelay.errors import OnlineDelayError
 from onlinedelay.io import ModelFileError, load_model, save_model
 from onlinedelay.stream import StepResult, StreamRunner
 from reference import ref_delay_grid, ref_kbit, ref_ternary
+from model_files import edit_model
 
 LOWBIT = dict(n_inputs=6, n_hidden=7, n_outputs=3, max_delay_steps=10, input_delays="synaptic", recurrent="dense",
               recurrent_delays="axonal", weight_bits="ternary", ternary_scales="learned", delay_step=2.0,
@@ -181,7 +182,7 @@ def test_lowbit_model_round_trips_with_codes(tmp_path, bits):
 ])
 def test_tampered_lowbit_arrays_are_refused_naming_the_field(tmp_path, field, change):
     _, path = _saved_lowbit(tmp_path)
-    with h5py.File(path, "r+") as f:
+    with edit_model(path) as f:
         name = f"params/layers/0/feedforward/{field}"
         data = change(f[name][()])
         del f[name]
@@ -192,7 +193,7 @@ def test_tampered_lowbit_arrays_are_refused_naming_the_field(tmp_path, field, ch
 
 def test_missing_shadow_arrays_are_refused(tmp_path):
     _, path = _saved_lowbit(tmp_path)
-    with h5py.File(path, "r+") as f:
+    with edit_model(path) as f:
         del f["params/layers/0/feedforward/weight_shadow"]
     with pytest.raises(ModelFileError, match="weight_shadow: missing"):
         load_model(path)
