@@ -98,6 +98,7 @@ class _LayerRule:
             factors=np.zeros((2, n, n_buf, batch), dt), factors_b=np.zeros((3, n, batch), dt),
             signal=np.zeros((n, batch), dt),
             scratch=np.zeros((n if self.chunked else 0, KC.SCRATCH_ROWS, batch), dt),
+            early=np.zeros(n_buf, np.float64),
             feedforward=self._traces(0, lp.feedforward, batch), recurrent=self._traces(1, lp.recurrent, batch),
             cursor=np.zeros(3, np.int64))
 
@@ -217,13 +218,13 @@ class _LayerRule:
         n = w_end - w_first
         if n > 0 and not fused:
             factors(s.psi_buf, s.signal_buf, w_first - d_first, n, w_first, c.decay_out, scale, alpha,
-                    P, Q, A, Pa, Qa)
+                    P, Q, A, Pa, Qa, s.early)
             for k, proj, tr, _, g_w, _ in projections:
                 self._weight_chunk(s, k, proj, tr, w_first, n, g_w, keep)
         n = d_end - d_first
         if n > 0 and (fused or any(self._learns_delays(proj) for _, proj, *_ in projections)):
             self._refresh_taps()
-            factors(s.psi_buf, s.signal_buf, 0, n, d_first, c.decay_out, scale, alpha, P, Q, A, Pa, Qa)
+            factors(s.psi_buf, s.signal_buf, 0, n, d_first, c.decay_out, scale, alpha, P, Q, A, Pa, Qa, s.early)
             decay_n = c.decay_out ** n
             for k, proj, tr, _, g_w, g_d in projections:
                 centre, taps = self.taps[k]

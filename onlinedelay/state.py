@@ -194,6 +194,7 @@ class LayerLearnerState(NamedTuple):
     factors_b: np.ndarray     # (3, N, B) soft reset scratch: A, Pa, Qa of a chunk
     signal: np.ndarray        # (N, B) scratch: the learning signal of the current step
     scratch: np.ndarray       # (N, SCRATCH_ROWS, B) soft reset: per-neuron vectors of the chunk kernels
+    early: np.ndarray         # (n_buf,) float64 soft reset scratch: alpha^(step + 1) of a chunk's steps
     feedforward: ProjectionTraces
     recurrent: ProjectionTraces
     cursor: np.ndarray        # (3,) int64 soft reset: first step whose weight / delay traces are pending, first unfiltered step

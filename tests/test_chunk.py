@@ -67,6 +67,7 @@ def test_chunked_traces_equal_the_recursion(case, mode, seed, dtype, build):
     P, Q = np.zeros((n_post, n_buf, B), dtype), np.zeros((n_post, n_buf, B), dtype)
     A, Pa, Qa = (np.zeros((n_post, B), dtype) for _ in range(3))
     scratch = np.full((n_post, KC.SCRATCH_ROWS, B), np.nan, dtype)      # the kernels must not read it first
+    early = np.full(n_buf, np.nan)
     ebar_w, grad_w = np.zeros((n_syn, B), dtype), np.zeros(n_syn, dtype)
     ebar_d, grad_d = np.zeros((n_syn, B), dtype), np.zeros(n_syn, dtype)
     fused_w, fused_g = np.zeros((n_syn, B), dtype), np.zeros(n_syn, dtype)   # weights in the delay pass
@@ -94,7 +95,7 @@ def test_chunked_traces_equal_the_recursion(case, mode, seed, dtype, build):
             assert_close(xh[:, u % n_hist], expected, dtype, 1.0 + np.abs(expected).max(), f"X at u={u}")
             assert_close(xh[:, u % n_hist + n_hist], expected, dtype, 1.0 + np.abs(expected).max(), "mirror")
         n = t_end - w_next
-        run("chunk_factors", build, psi_all, sig_all, w_next, n, w_next, DECAY_OUT, scale, ALPHA, P, Q, A, Pa, Qa)
+        run("chunk_factors", build, psi_all, sig_all, w_next, n, w_next, DECAY_OUT, scale, ALPHA, P, Q, A, Pa, Qa, early)
         keep = not final                  # the last chunk of a sample leaves the traces as they were
         before_w, before_d = ebar_w.copy(), ebar_d.copy()
         run("weight_chunk", build, xh, w_next, n, indptr, pre, d_int, P, Q, A, DECAY_OUT ** n, ebar_w, grad_w, keep,
@@ -114,7 +115,7 @@ def test_chunked_traces_equal_the_recursion(case, mode, seed, dtype, build):
         n = d_end - d_next
         if n > 0:
             run("chunk_factors", build, psi_all, sig_all, d_next, n, d_next, DECAY_OUT, scale, ALPHA,
-                P, Q, A, Pa, Qa)
+                P, Q, A, Pa, Qa, early)
             if mode == "synaptic":
                 fused = seed == 0                 # weight traces of the same steps in the same pass, or not
                 run("synaptic_delay_chunk", build, xh, xearly, d_next, n, indptr, pre, centre_k, taps_k, weight_k,
@@ -178,7 +179,8 @@ def test_dense_projection_by_blas_equals_the_recursion(B, shifted, dtype, parall
         n = min(chunk, n_steps - first)
         hist[first:first + n] = x[first:first + n].transpose(0, 2, 1)
         KC.filter_history(hist, first, first + n, n_steps - 1, ALPHA, xh, xearly)
-        KC.chunk_factors(psi_all, sig_all, first, n, first, DECAY_OUT, GAIN_OUT * GAIN, ALPHA, P, Q, A, Pa, Qa)
+        KC.chunk_factors(psi_all, sig_all, first, n, first, DECAY_OUT, GAIN_OUT * GAIN, ALPHA, P, Q, A, Pa, Qa,
+                         np.zeros(n))
         keep = first + n < n_steps
         before = ebar.copy()
         dense_weight_chunk(xh, first, n, shift, P, Q, A, DECAY_OUT ** n, ebar, grad, windows, parallel, keep)

@@ -79,15 +79,17 @@ def _filter_history(hist, u_from, u_to, t_last, decay, xh, xearly):
             prev = slot
 
 
-def _chunk_factors(psi, signal, lo, n, first_step, kappa, scale, alpha, P, Q, A, Pa, Qa):
+def _chunk_factors(psi, signal, lo, n, first_step, kappa, scale, alpha, P, Q, A, Pa, Qa, early):
     """Per-neuron factors of the ``n`` steps ``first_step ..`` stored at ``psi[:, lo:lo + n]``.
 
     psi, signal : (n_buf, n_post, B) pseudo-derivative and learning signal per buffered step
     kappa : readout decay; scale : zeta_o zeta; alpha : membrane decay
     P, Q : (n_post, >= n, B) out; A, Pa, Qa : (n_post, B) out (see the module docstring); the
-    backward recursion runs in them (Lam in A), so nothing is allocated.
+    backward recursion runs in them (Lam in A); early : (>= n,) float64 scratch, alpha^(step + 1).
     """
     _, n_post, n_batch = psi.shape
+    for u in range(n):
+        early[u] = alpha ** (first_step + u + 1)
     for j in prange(n_post):
         lam, pa, qa = A[j], Pa[j], Qa[j]
         lam[:] = 0.0
@@ -95,7 +97,7 @@ def _chunk_factors(psi, signal, lo, n, first_step, kappa, scale, alpha, P, Q, A,
         qa[:] = 0.0
         kq = 1.0
         for u in range(n - 1, -1, -1):
-            early = alpha ** (first_step + u + 1)
+            e = early[u]
             for b in range(n_batch):
                 lam[b] = signal[lo + u, j, b] + kappa * lam[b]
                 ps = scale * psi[lo + u, j, b]
@@ -103,8 +105,8 @@ def _chunk_factors(psi, signal, lo, n, first_step, kappa, scale, alpha, P, Q, A,
                 q = ps * kq
                 P[j, u, b] = p
                 Q[j, u, b] = q
-                pa[b] += p * early
-                qa[b] += q * early
+                pa[b] += p * e
+                qa[b] += q * e
             kq *= kappa
         for b in range(n_batch):
             lam[b] *= kappa
