@@ -96,7 +96,6 @@ class _LayerRule:
             decay_lag=np.zeros((n_lag, n, batch), dt),
             psi_buf=np.zeros((n_buf, n, batch), dt), signal_buf=np.zeros((n_buf, n, batch), dt),
             factors=np.zeros((2, n, n_buf, batch), dt), factors_b=np.zeros((3, n, batch), dt),
-            signal=np.zeros((n, batch), dt),
             scratch=np.zeros((n if self.chunked else 0, KC.SCRATCH_ROWS, batch), dt),
             early=np.zeros(n_buf, np.float64),
             feedforward=self._traces(0, lp.feedforward, batch), recurrent=self._traces(1, lp.recurrent, batch),

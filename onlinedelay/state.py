@@ -192,7 +192,6 @@ class LayerLearnerState(NamedTuple):
     signal_buf: np.ndarray    # (n_buf, N, B) soft reset: L of the same steps
     factors: np.ndarray       # (2, N, n_buf, B) soft reset scratch: P and Q of a chunk
     factors_b: np.ndarray     # (3, N, B) soft reset scratch: A, Pa, Qa of a chunk
-    signal: np.ndarray        # (N, B) scratch: the learning signal of the current step
     scratch: np.ndarray       # (N, SCRATCH_ROWS, B) soft reset: per-neuron vectors of the chunk kernels
     early: np.ndarray         # (n_buf,) float64 soft reset scratch: alpha^(step + 1) of a chunk's steps
     feedforward: ProjectionTraces
