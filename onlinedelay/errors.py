@@ -84,3 +84,25 @@ def check_counts(arr, what: str):
         raise OnlineDelayError(f"{what}{[int(i) for i in idx]} = {arr[idx].item()!r}; "
                                "spike counts must be whole numbers >= 0")
     return arr
+
+
+def check_step_counts(x, n_inputs: int, batch_size: int) -> np.ndarray:
+    """One step of input counts, (n_inputs,) at batch size 1 or (B, n_inputs); returns (B, n_inputs)."""
+    arr = np.asarray(x)
+    if arr.ndim == 1 and batch_size == 1:
+        arr = arr[None, :]
+    if arr.shape != (batch_size, n_inputs):
+        raise OnlineDelayError(f"input x has shape {np.shape(x)}; expected ({batch_size}, {n_inputs})"
+                               + (f" or ({n_inputs},)" if batch_size == 1 else ""))
+    return check_counts(arr, "input x")
+
+
+def check_sequence_counts(inputs, n_inputs: int) -> np.ndarray:
+    """A (T, n_inputs) or (T, B, n_inputs) count array as a (T, B, n_inputs) view (not copied)."""
+    arr = np.asarray(inputs)
+    if arr.ndim == 2:
+        arr = arr[:, None, :]
+    if arr.ndim != 3 or arr.shape[2] != n_inputs or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise OnlineDelayError(f"inputs have shape {np.shape(inputs)}; expected (T, {n_inputs}) "
+                               f"or (T, B, {n_inputs}) with T, B >= 1")
+    return check_counts(arr, "inputs")

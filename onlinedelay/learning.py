@@ -37,14 +37,20 @@ import numpy as np
 from . import kernels as K
 from . import quantize as Q
 from .kernels import chunk as KC
+from .kernels import sample as KS
 from .kernels._jit import build
 from .config import LayerSpec, LearningConfig
 from .dense import blas_threads, dense_weight_chunk, is_dense
 from .errors import OnlineDelayError
 from .evaluate import vote
 from .network import Network
+from .projections import event_index
+from .segments import SEGMENT_STEPS, supports_segments
 from .state import (Gradients, LayerGradients, LayerLearnerState, LearnerState, Projection,
                     ProjectionGradients, ProjectionTraces, assign_tuple, copy_tuple, fill_tuple)
+
+
+MIN_SEGMENT_STEPS = 16   # online updates more often than this: run_sample steps one step at a time
 
 
 class _LayerRule:
@@ -81,6 +87,11 @@ class _LayerRule:
                           for proj in lp)
         self.taps_version = -1
         self.no_trace, self.no_grad = np.zeros((0, 1), dt), np.zeros(0, dt)
+        # per-spike weight gradients (kernels/sample.py): CSC views, their delays, scratch per batch size
+        self.csc = tuple(event_index(proj, n_pre, net.config.max_delay_steps) for proj, n_pre in zip(lp, self.n_pre))
+        self.csc_delays = self.csc_rows = self.spike_scratch = None
+        self.csc_version = -1
+        self.traces_touched = True     # the trace arrays may hold values (reset zeroes them then)
 
     # -- state ----------------------------------------------------------------------------------
     def _learns_delays(self, proj: Projection) -> bool:
@@ -100,6 +111,14 @@ class _LayerRule:
             early=np.zeros(n_buf, np.float64),
             feedforward=self._traces(0, lp.feedforward, batch), recurrent=self._traces(1, lp.recurrent, batch),
             cursor=np.zeros(3, np.int64))
+
+    def reset(self, state: LayerLearnerState) -> None:
+        """Zero the layer's per-sample state; the trace arrays only if a sample touched them (a sample
+        learned spike by spike leaves them zero: large dense traces are not rewritten per sample)."""
+        for name, value in zip(state._fields, state):
+            if name not in ("feedforward", "recurrent") or self.traces_touched:
+                fill_tuple((value,), 0)
+        self.traces_touched = False
 
     def _traces(self, k: int, proj: Projection, batch: int) -> ProjectionTraces:
         """Trace arrays of projection ``k`` (see :class:`~onlinedelay.state.ProjectionTraces`)."""
@@ -179,6 +198,7 @@ class _LayerRule:
             return
         c = net.config
         kernels = net.synapse_kernels
+        self.traces_touched = True
         for _, proj, tr, hist, g_w, _ in self._projections(s):
             kernels.weight_traces(hist, t, proj.indptr, proj.pre, proj.delay_steps, psi, signal, decay,
                                   spec.input_gain, c.decay_out, c.readout_gain, tr.eps_w, tr.ebar_w, g_w)
@@ -209,17 +229,23 @@ class _LayerRule:
         x_end = t_end + self.lag_steps if final else t_end
         x_first = int(s.cursor[2])
         projections = self._projections(s)
+        by_spike = self._by_spike(s, t_end, final)
         for k, proj, tr, hist, _, _ in projections:
-            if proj.weight.size:
+            if proj.weight.size and k not in by_spike:
+                self.traces_touched = True
                 # the recurrent train's step t_end is z^(t_end - 1), written by flush (final) or the next step
                 t_last = t_end if (k == 1 and final) else t_end - 1
                 self._kernel("filter_history")(hist, x_first, x_end, t_last, alpha, tr.xh, tr.xearly)
         n = w_end - w_first
         if n > 0 and not fused:
-            factors(s.psi_buf, s.signal_buf, w_first - d_first, n, w_first, c.decay_out, scale, alpha,
-                    P, Q, A, Pa, Qa, s.early)
+            if by_spike:
+                self._spike_weight_gradients(s, projections, by_spike, t_end)
+            if len(by_spike) < len(projections):
+                factors(s.psi_buf, s.signal_buf, w_first - d_first, n, w_first, c.decay_out, scale, alpha,
+                        P, Q, A, Pa, Qa, s.early)
             for k, proj, tr, _, g_w, _ in projections:
-                self._weight_chunk(s, k, proj, tr, w_first, n, g_w, keep)
+                if k not in by_spike:
+                    self._weight_chunk(s, k, proj, tr, w_first, n, g_w, keep)
         n = d_end - d_first
         if n > 0 and (fused or any(self._learns_delays(proj) for _, proj, *_ in projections)):
             self._refresh_taps()
@@ -247,6 +273,42 @@ class _LayerRule:
             for buf in (s.psi_buf, s.signal_buf):
                 buf[:pending] = buf[d_end - d_first:t_end - d_first].copy()
         s.cursor[:] = w_end, d_end, max(x_first, x_end)
+
+    def _by_spike(self, s: LayerLearnerState, t_end: int, final: bool) -> tuple:
+        """Projections whose weight gradient is summed spike by spike at this flush: the whole sample
+        is one chunk (nothing summed before, every step still in the rings) and their delays are
+        not learned (the delay pass reads the filtered traces anyway)."""
+        if not (final and self.chunked and not self.fuse and not s.cursor.any() and t_end < self.net.n_slots):
+            return ()
+        return tuple(k for k, proj, *_ in self._projections(s) if proj.weight.size and not self._learns_delays(proj))
+
+    def _spike_weight_gradients(self, s: LayerLearnerState, projections, by_spike: tuple, t_end: int) -> None:
+        """g_W of the projections in ``by_spike`` over the sample's ``t_end`` steps (kernels/sample.py):
+        the chunk factors filtered backward in time, then one row added per presynaptic spike."""
+        c, spec, net = self.net.config, self.spec, self.net
+        n_batch = s.psi_buf.shape[2]
+        if self.spike_scratch is None or self.spike_scratch[0].shape[1] != n_batch:
+            dt = net.dtype
+            self.spike_scratch = (np.zeros((self.n_buf, n_batch, spec.n_neurons), dt),
+                                  np.zeros((spec.n_neurons, n_batch), dt),
+                                  tuple(np.zeros(proj.pre.size, dt) for proj in net.params.layers[self.index]))
+        if self.csc_version != net.delay_version:
+            self.csc_delays = tuple(proj.delay_steps.take(index.out_syn).astype(np.int32)
+                                    for proj, index in zip(net.params.layers[self.index], self.csc))
+            self.csc_rows = tuple(KS.unit_rows(index.out_indptr, index.out_post, d)
+                                  for index, d in zip(self.csc, self.csc_delays))
+            self.csc_version = net.delay_version
+        R, lam, grad_csc = self.spike_scratch
+        KS.backward_filter(s.psi_buf, s.signal_buf, 0, t_end, c.decay_out, c.readout_gain * spec.input_gain,
+                           spec.decay_mem, lam, R)
+        for k, proj, _, hist, g_w, _ in projections:
+            if k in by_spike:
+                index, g = self.csc[k], grad_csc[k]
+                g[:] = 0.0
+                # the recurrent train's step t_end (z^(t_end - 1)) is in its ring: flush wrote it
+                KS.spike_weight_gradient(hist, t_end if k == 1 else t_end - 1, t_end, index.out_indptr,
+                                         index.out_post, self.csc_delays[k], self.csc_rows[k], R, g)
+                g_w[index.out_syn] += g
 
     def _weight_chunk(self, s, k: int, proj: Projection, tr, first: int, n: int, grad, keep: bool) -> None:
         """Weight traces of projection ``k`` over the ``n`` steps from ``first`` (factors already computed);
@@ -376,7 +438,11 @@ class ThreeFactorLearner:
         if self.state.zbar.shape[1] != self.net.batch_size:
             self.state = self._allocate(self.net.batch_size)
         else:
-            fill_tuple(self.state, 0)
+            for name, value in zip(self.state._fields, self.state):
+                if name != "layers":
+                    fill_tuple((value,), 0)
+            for rule, ls in zip(self.rules, self.state.layers):
+                rule.reset(ls)
         self.loss_sum = 0.0
 
     def zero_grad(self) -> None:
@@ -468,18 +534,55 @@ class ThreeFactorLearner:
         every = self.config.update_every_steps
         votes = np.zeros((net.config.n_outputs, batch))
         spikes = 0.0
-        for t in range(n_steps):
-            net.advance(x[t].T)
-            self._step(lab, weights[t])
-            if t >= start:
-                votes += self.state.probs           # softmax(y) of this step, from readout_error
-            spikes += float(net.state.z.sum())
-            if online and (t + 1) % every == 0:
-                self.apply()
+        if self._by_segments(online):
+            spikes = self._run_segments(x, lab, weights, online, votes)
+        else:
+            for t in range(n_steps):
+                net.advance(x[t].T)
+                self._step(lab, weights[t])
+                if t >= start:
+                    votes += self.state.probs           # softmax(y) of this step, from readout_error
+                spikes += float(net.state.z.sum())
+                if online and (t + 1) % every == 0:
+                    self.apply()
         self.flush()
         if update:
             self.apply()
         return {"loss": self.loss_sum, "correct": vote(votes) == lab, "spikes": spikes}
+
+    def _by_segments(self, online: bool) -> bool:
+        """Whether :meth:`run_sample` advances segment by segment (segments.py): one layer without
+        recurrence, soft reset, and online updates at most every MIN_SEGMENT_STEPS steps."""
+        return (supports_segments(self.net) and self.rules[0].chunked
+                and (not online or self.config.update_every_steps >= MIN_SEGMENT_STEPS))
+
+    def _run_segments(self, x, labels, loss_weights, online: bool, votes) -> float:
+        """The steps of :meth:`run_sample` a segment at a time: the network records each segment,
+        then one kernel call does the learner's per-step work (kernels/sample.learn_segment).
+        Segments end where the per-step rule would sum a chunk or apply an update.  Returns the spike count."""
+        net, rule, s, lc = self.net, self.rules[0], self.state, self.config
+        ls, c, spec = s.layers[0], net.config, rule.spec
+        every, n_steps = lc.update_every_steps, x.shape[0]
+        spikes, t = 0.0, 0
+        while t < n_steps:
+            end = min(n_steps, int(ls.cursor[1]) + self.n_buf, t + SEGMENT_STEPS)
+            if online:
+                end = min(end, (t // every + 1) * every)
+            rec = net.segments.advance(x, end - t, record=True)
+            feedback = net.params.w_out if rule.feedback is None else rule.feedback
+            loss, n_spikes = KS.learn_segment(
+                t, end - t, t - int(ls.cursor[1]), rec.y, rec.v, rec.z, labels, loss_weights, lc.loss_start_step,
+                feedback, c.surrogate_gamma, spec.threshold, c.decay_out, c.readout_gain, s.probs, s.delta,
+                ls.psi_buf, ls.signal_buf, s.zbar, s.bbar, self.grads.w_out, self.grads.b_out, s.zbar_t, votes)
+            self.loss_sum += loss
+            spikes += n_spikes
+            s.t[0] = end
+            if end - int(ls.cursor[1]) >= self.n_buf:    # the chunk buffer is full
+                rule.advance(ls, end, final=False)
+            if online and end % every == 0:
+                self.apply()
+            t = end
+        return spikes
 
     def sample_gradients(self, inputs, labels) -> Gradients:
         """Accumulate-mode gradients of one sample/batch (parameters unchanged); returns a copy."""
@@ -528,6 +631,8 @@ class ThreeFactorLearner:
         if snap["state"].zbar.shape[1] != self.state.zbar.shape[1]:
             self.state = self._allocate(snap["state"].zbar.shape[1])
         assign_tuple(self.state, snap["state"])
+        for rule in self.rules:
+            rule.traces_touched = True
         assign_tuple(self.grads, snap["grads"])
         for g, a in zip((g for rule in self.rules for g in rule.grad_w_syn + rule.grad_d_syn), snap["grad_syn"]):
             g[...] = a

@@ -13,15 +13,14 @@ A network is a stack of hidden LIF layers.  Per step t, layer after layer (l = 0
     readout y^t = kappa y^(t-1) + zeta_o Wo z^t + b        (z: the last layer, or every layer)
 
 Delays are real numbers in ``[0, max_delay_steps]`` used as ``floor(D + 0.5)``; the rings hold
-``n_slots >= max_delay_steps + 1`` past steps (a learner reserves more for its Gaussian window).  The current is event-driven (push): every active presynaptic unit adds ``w x`` through its
-outgoing synapses to the layer's future-current ring ``future[(t + d) % n_slots]`` and step t
-takes ``future[t % n_slots]``; silent units cost nothing.  A step whose push would cost more than
-a pull (dense activity over a large batch) is flagged and pulled instead (``K.pulled_current``).
-The sums equal the pull over every synapse up to the order of the additions.  The push reads
-CSC copies of the weights and integer delays, refreshed at :meth:`Network.reset` and after
-:meth:`Network.parameters_changed`; after a change mid-sample the ring is discarded and the spikes
-in flight are pulled with the new parameters until they arrive (the pull model's semantics).  A
-one-layer step at batch 1 that pulls nothing is one kernel call (``K.forward_step``).
+``n_slots >= max_delay_steps + 1`` past steps (a learner reserves more).  The current is pushed
+event by event: an active unit adds ``w x`` through its synapses to ``future[(t + d) % n_slots]``,
+read at step t; a step whose push costs more than a pull is pulled instead (``K.pulled_current``).
+The push reads CSC copies of weights and delays (refreshed at :meth:`Network.reset` and after
+:meth:`Network.parameters_changed`; mid-sample the ring is then discarded and the spikes in flight
+pulled with the new parameters).  A one-layer step at batch 1 is one kernel call
+(``K.forward_step``); a known sequence of a one-layer network without recurrence runs segment by
+segment (segments.py).
 """
 
 from __future__ import annotations
@@ -34,8 +33,10 @@ from . import kernels as K
 from . import quantize as Q
 from .kernels._jit import configure_threading
 from .config import LayerSpec, NetworkConfig
-from .errors import OnlineDelayError, check_batch, check_counts
-from .projections import event_index, fan_out, init_parameters, parameter_counts, refresh_delay_steps, refresh_event_copies
+from .errors import OnlineDelayError, check_batch, check_counts, check_sequence_counts, check_step_counts
+from .projections import (checked_delays, event_index, fan_out, init_parameters, parameter_counts, refresh_delay_steps,
+                          refresh_event_copies)
+from .segments import SegmentRunner, supports_segments
 from .state import (PROJECTION_KINDS, LayerState, NetworkState, Parameters, Projection,
                     assign_tuple, copy_tuple, fill_tuple)
 
@@ -96,6 +97,7 @@ class Network:
         self._future_version = 0      # the delay_version the future-current rings were built with
         self._event_params = None
         self._bound_state = None      # the state the arguments of K.forward_step were taken from
+        self._segments = None
         self._set_constants()
         self.set_threads(threads)
         self._build_event_index()
@@ -307,35 +309,29 @@ class Network:
         x = self.check_sequence(inputs)
         self.reset(x.shape[1])
         out = np.empty((x.shape[0], x.shape[1], self.config.n_outputs), self.dtype)
+        if supports_segments(self):               # one layer without recurrence: segment by segment
+            self.segments.run(x, out)
+            return out
         for t in range(x.shape[0]):
             self.advance(x[t].T)
             out[t] = self.state.y.T
         return out
 
     # -- input validation -----------------------------------------------------------------
+    @property
+    def segments(self) -> SegmentRunner:
+        """The :class:`~onlinedelay.segments.SegmentRunner` of this network (made on first use)."""
+        if self._segments is None:
+            self._segments = SegmentRunner(self)
+        return self._segments
+
     def _check_input(self, x) -> np.ndarray:
-        arr = np.asarray(x)
-        n_in = self.config.n_inputs
-        if arr.ndim == 1 and self.batch_size == 1:
-            arr = arr[None, :]
-        if arr.shape != (self.batch_size, n_in):
-            raise OnlineDelayError(f"input x has shape {np.shape(x)}; expected ({self.batch_size}, {n_in})"
-                                   + (f" or ({n_in},)" if self.batch_size == 1 else ""))
-        return check_counts(arr, "input x").astype(self.dtype, copy=False)
+        return check_step_counts(x, self.config.n_inputs, self.batch_size).astype(self.dtype, copy=False)
 
     def check_sequence(self, inputs) -> np.ndarray:
-        """Validate a (T, n_in) or (T, B, n_in) count array; returns a (T, B, n_in) view.
-
-        The values are not copied (memory stays independent of T beyond the input itself); each
-        step is cast to the network dtype when it is written into the ring.
-        """
-        arr = np.asarray(inputs)
-        if arr.ndim == 2:
-            arr = arr[:, None, :]
-        if arr.ndim != 3 or arr.shape[2] != self.config.n_inputs or arr.shape[0] < 1 or arr.shape[1] < 1:
-            raise OnlineDelayError(f"inputs have shape {np.shape(inputs)}; expected (T, {self.config.n_inputs}) "
-                                   f"or (T, B, {self.config.n_inputs}) with T, B >= 1")
-        return check_counts(arr, "inputs")
+        """Validate a (T, n_in) or (T, B, n_in) count array; returns a (T, B, n_in) view, not copied
+        (memory stays independent of T beyond the input itself); steps are cast as they are used."""
+        return check_sequence_counts(inputs, self.config.n_inputs)
 
     # -- parameters -------------------------------------------------------------------------
     def parameters_changed(self, delays: bool = False) -> None:
@@ -402,9 +398,14 @@ class Network:
         self._refresh_event_copies()
         if t == 0:
             return                        # nothing pushed since the reset: the rings are empty
+        for ls in self.state.layers:
+            ls.future[...] = 0.0
+        self._pull_in_flight(t)
+
+    def _pull_in_flight(self, t: int) -> None:
+        """Flag the steps before ``t`` whose spikes may still be in flight: later steps pull them."""
         n = self.n_slots
         for ls, lev in zip(self.state.layers, self._layer_events):
-            ls.future[...] = 0.0
             for k, (flags, window) in enumerate(zip((ls.pulled_ff, ls.pulled_rec), lev.windows)):
                 if window > 1 and flags.size:
                     for q in range(max(0, t - window + 1), t):
@@ -436,14 +437,7 @@ class Network:
         shadow delays; the forward pass uses their grid values.
         """
         proj = self.projection(which, layer)
-        arr = np.asarray(delays, dtype=np.float64)
-        if arr.shape != proj.delay.shape:
-            raise OnlineDelayError(f"{which} delays have shape {arr.shape}; expected {proj.delay.shape}")
-        bad = ~np.isfinite(arr) | (arr < 0) | (arr > self.config.max_delay_steps)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise OnlineDelayError(f"{which} delay [{i}] = {float(arr[i])!r} is outside "
-                                   f"[0, {self.config.max_delay_steps}]")
+        arr = checked_delays(delays, proj.delay.shape, self.config.max_delay_steps, which)
         if proj.delay_offset.size:             # quantized: the shadow delays, then their grid values
             proj.delay_shadow[:] = arr
             self.requantize()
@@ -451,15 +445,28 @@ class Network:
             proj.delay[:] = arr
         self.parameters_changed(delays=True)
 
+    # -- segments (segments.py) -------------------------------------------------------------
+    def segment_index(self):
+        """Layer 0's feedforward :class:`EventIndex` with up-to-date copies, for a segment from step
+        ``t``: the future rings are emptied (a segment recomputes every spike arriving in it)."""
+        if self._future_version != self.delay_version or self.params is not self._event_params:
+            self._discard_future(self.t)
+        for ls in self.state.layers:
+            ls.future[...] = 0.0
+        return self._layer_events[0].events[0]
+
+    def segment_done(self, t_end: int) -> None:
+        """A segment advanced the steps before ``t_end`` (nothing pushed): later steps pull what is in flight."""
+        self.state.t[0] = t_end
+        self._pull_in_flight(t_end)
+
     def parameter_counts(self) -> dict:
         """Learnable weights and delays per projection and readout (:func:`projections.parameter_counts`)."""
         return parameter_counts(self.params)
 
-
     def fan_out(self) -> tuple:
         """Outgoing synapses per input and per hidden neuron (:func:`projections.fan_out`)."""
         return fan_out(self.params, self.config.n_inputs, self.config.n_outputs, self.readout_offsets)
-
 
     # -- snapshots ----------------------------------------------------------------------------
     def snapshot(self) -> dict:
@@ -488,12 +495,6 @@ class Network:
             self._future_version = self.delay_version
 
 
-
-
 PARALLEL_PULL_WORK = 1 << 20      # synapses x batch of one pull below which the serial build runs
 _FAST_COUNTS = "bBhHiIlLqQfd"     # dtype.char of the counts :meth:`Network.step` checks in a kernel
 _forward_step = K.forward_step
-
-
-
-

@@ -189,6 +189,18 @@ def dense_mask(proj: Projection, n_pre: int) -> np.ndarray:
     return out
 
 
+def checked_delays(delays, shape: tuple, max_delay_steps: int, which: str) -> np.ndarray:
+    """``delays`` as float64 of ``shape`` with values in [0, max_delay_steps], or one clear error."""
+    arr = np.asarray(delays, dtype=np.float64)
+    if arr.shape != shape:
+        raise OnlineDelayError(f"{which} delays have shape {arr.shape}; expected {shape}")
+    bad = ~np.isfinite(arr) | (arr < 0) | (arr > max_delay_steps)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise OnlineDelayError(f"{which} delay [{i}] = {float(arr[i])!r} is outside [0, {max_delay_steps}]")
+    return arr
+
+
 def synapse_delays(proj: Projection) -> np.ndarray:
     """(n_syn,) real delay seen by each synapse (0 without delays)."""
     if proj.delay.size == 0:

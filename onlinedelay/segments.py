@@ -1,0 +1,110 @@
+"""Whole segments of a known input sequence: the forward current per input spike, not per step.
+
+``Network.run`` and ``ThreeFactorLearner.run_sample`` know a sample's input in advance.  For a
+network of one layer without recurrence they advance it a segment of steps at a time
+(kernels/sample.py): the feedforward current of every step of the segment is summed spike by
+spike into a ``(n, B, N)`` buffer (each spike adds its unit's weight row at its delay), then one
+kernel call runs the LIF layer and the readout over the segment, recording what the learner
+reads (readout, membrane, spikes: ``(n, ., B)``).  Segments are at most :data:`SEGMENT_STEPS`
+long, so memory does not grow with T.  The sums and their order are the push model's, so the
+results equal stepping the network one step at a time (tests/test_segments.py).
+
+After a segment the network is where stepping would have left it (the spikes still in flight
+are pulled by later steps), so stepping can go on from there.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .kernels import sample as KS
+
+SEGMENT_STEPS = 128       # the longest segment: buffers of SEGMENT_STEPS x B x N per array
+
+
+class SegmentRecord(NamedTuple):
+    """What a segment of ``n`` steps leaves for the learner: views of reused buffers."""
+
+    y: np.ndarray             # (n, n_out, B) readout after each step
+    v: np.ndarray             # (n, N, B) membrane potential after each step (0 steps: not recorded)
+    z: np.ndarray             # (n, N, B) spikes of each step (0 steps: not recorded)
+
+
+def supports_segments(net) -> bool:
+    """True when ``net`` can advance whole segments: one hidden layer without recurrence."""
+    return len(net.layer_specs) == 1 and net.layer_specs[0].recurrent is None
+
+
+class SegmentRunner:
+    """Advances a :class:`~onlinedelay.network.Network` (one layer, no recurrence) segment by segment.
+
+    Buffers are allocated for the network's batch size on first use and reused; the CSC delays and
+    unit-row flags of the input projection are re-derived whenever the network's parameters change.
+    """
+
+    def __init__(self, net):
+        self.net = net
+        self.buffers = None
+        self.delays_of = (None, -1)         # (EventIndex, delay_version) the delay copies were made for
+        self.delay_csc = self.rows = None
+
+    def _allocate(self, n_batch: int, record: bool) -> None:
+        net = self.net
+        spec, dt = net.layer_specs[0], net.dtype
+        n_post, n_rec = spec.n_neurons, SEGMENT_STEPS if record else 0
+        self.buffers = {
+            "batch": n_batch, "record": record,
+            "cur": np.zeros((SEGMENT_STEPS, n_batch, n_post), dt),
+            "counts": np.zeros(1, dt),
+            "y": np.zeros((SEGMENT_STEPS, net.config.n_outputs, n_batch), dt),
+            "v": np.zeros((n_rec, n_post, n_batch), dt), "z": np.zeros((n_rec, n_post, n_batch), dt)}
+
+    def _index(self):
+        """The input projection's CSC index, with its integer delays and row flags (fresh)."""
+        net = self.net
+        index = net.segment_index()
+        if self.delays_of[0] is not index or self.delays_of[1] != net.delay_version:
+            proj = net.params.layers[0].feedforward
+            self.delay_csc = proj.delay_steps.take(index.out_syn).astype(np.int32)
+            self.rows = KS.unit_rows(index.out_indptr, index.out_post, self.delay_csc)
+            self.delays_of = (index, net.delay_version)
+        return index
+
+    def advance(self, x: np.ndarray, n: int, record: bool = False) -> SegmentRecord:
+        """Advance ``n`` steps (1 <= n <= SEGMENT_STEPS) from the network's step ``t``.
+
+        x : (T, B, n_in) validated counts of the whole sample since the last reset (steps before
+        ``t`` must be those already taken: spikes still in flight are summed again from them).
+        """
+        net = self.net
+        first = net.t
+        if not 1 <= n <= SEGMENT_STEPS or first + n > x.shape[0]:
+            raise ValueError(f"segment of {n} steps from step {first} does not fit a sequence of {x.shape[0]}")
+        n_batch = x.shape[1]
+        if self.buffers is None or self.buffers["batch"] != n_batch or (record and not self.buffers["record"]):
+            self._allocate(n_batch, record)
+        buf = self.buffers
+        index = self._index()
+        c, spec = net.config, net.layer_specs[0]
+        ls, p = net.state.layers[0], net.params
+        cur = buf["cur"][:n]
+        KS.spike_current(x, first, n, c.max_delay_steps, index.out_indptr, index.out_post, self.delay_csc,
+                         index.weight_csc, self.rows, buf["counts"], cur)
+        v_rec, z_rec = (buf["v"][:n], buf["z"][:n]) if record else (buf["v"][:0], buf["z"][:0])
+        KS.forward_segment(x, first, n, cur, ls.hist_ff, float(spec.decay_mem), float(spec.input_gain),
+                           float(spec.threshold), spec.reset == "hard", ls.current, ls.v, net.state.z,
+                           ls.decay_eff, p.w_out, p.b_out, float(c.decay_out), float(c.readout_gain),
+                           net.state.y, buf["y"][:n], v_rec, z_rec)
+        net.segment_done(first + n)
+        return SegmentRecord(buf["y"][:n], v_rec, z_rec)
+
+    def run(self, x: np.ndarray, out: np.ndarray) -> None:
+        """Advance the whole (reset) sample ``x`` (T, B, n_in); readouts into ``out`` (T, B, n_out)."""
+        t, n_steps = self.net.t, x.shape[0]
+        while t < n_steps:
+            n = min(SEGMENT_STEPS, n_steps - t)
+            rec = self.advance(x, n)
+            out[t:t + n] = rec.y.transpose(0, 2, 1)
+            t += n
