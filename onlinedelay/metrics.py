@@ -166,8 +166,9 @@ def delay_costs(net) -> dict:
             all_delays.append(ms)
             if kind == "feedforward":
                 path_ms += float(ms.max())
-    for l, spec in enumerate(net.layer_specs):
-        rings[f"layer{l + 1}.future"] = {"slots": slots, "needed_slots": slots, "values": slots * spec.n_neurons,
+    for l, spec in enumerate(net.layer_specs):       # a layer's future currents: as far ahead as its longest delay
+        needed = max(r["needed_slots"] for k, r in rings.items() if k.startswith(f"layer{l + 1}."))
+        rings[f"layer{l + 1}.future"] = {"slots": slots, "needed_slots": needed, "values": slots * spec.n_neurons,
                                          "bytes": slots * spec.n_neurons * itemsize}
     ms = np.concatenate(all_delays) if all_delays else np.zeros(0)
     return {"rings": rings, "ring_values": sum(r["values"] for r in rings.values()),

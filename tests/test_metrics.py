@@ -181,6 +181,7 @@ def test_delay_costs_rings_and_latency():
     d = delay_costs(net)
     assert d["rings"]["layer1.feedforward"] == {"slots": 6, "needed_slots": 5, "values": 6 * 3, "bytes": 4 * 6 * 3}
     assert d["rings"]["layer2.feedforward"]["needed_slots"] == 6
+    assert d["rings"]["layer1.future"]["needed_slots"] == 5 and d["rings"]["layer2.future"]["needed_slots"] == 6
     assert d["ring_values"] == 6 * (3 + 2 + 2 + 2)                # two history rings, two future rings
     lat = d["latency"]
     # layer 2's 4 synapses carry the axonal delays of their presynaptic neurons: 2, 5, 2, 5
