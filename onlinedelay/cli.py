@@ -227,7 +227,7 @@ def train(ctx, out_dir, config_file, resume, quiet, as_json, **options):
     summary["test_accuracy"] = None
     if run_cfg.dataset.lower() in DATASETS:
         try:
-            summary["test_accuracy"] = evaluate_model(f"{out_dir}/best.h5", split="test")["accuracy"]
+            summary["test_accuracy"] = evaluate_model(f"{out_dir}/best.h5", split="test", metrics=False)["accuracy"]
         except (FileNotFoundError, ValueError) as err:
             summary["test_note"] = f"no test accuracy: {one_line(err)}"
     else:
@@ -258,13 +258,15 @@ def _confusion_table(confusion, names) -> str:
 @click.option("--classes", type=click.Choice(["by-name", "by-index"]), default="by-name", show_default=True,
               help="match the file's classes to the model's by name (case, accents and umlauts aside) or by index")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-def evaluate(model, model_option, dataset, split, data_dir, classes, as_json):
-    """Accuracy, per-class accuracy, confusion matrix, spikes and synaptic operations of MODEL."""
+@click.option("--no-metrics", is_flag=True, help="leave out the NeuroBench-style metrics")
+def evaluate(model, model_option, dataset, split, data_dir, classes, as_json, no_metrics):
+    """Accuracy, per-class accuracy, confusion matrix, spikes, synaptic operations and metrics of MODEL."""
     import json
 
     from .evaluate import evaluate_model
+    from .metrics import format_metrics
 
-    result = evaluate_model(_model_path(model, model_option), dataset, split, data_dir, classes)
+    result = evaluate_model(_model_path(model, model_option), dataset, split, data_dir, classes, not no_metrics)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -278,6 +280,8 @@ def evaluate(model, model_option, dataset, split, data_dir, classes, as_json):
         click.echo(f"  {name:>12s}  {'-' if acc is None else f'{acc:.3f}'}")
     click.echo(_confusion_table(result["confusion"], result["class_names"]))
     click.echo(format_footprint(result["footprint"]).splitlines()[-1])
+    if "metrics" in result:
+        click.echo(format_metrics(result["metrics"]))
 
 
 @main.command()

@@ -53,10 +53,12 @@ def vote(votes) -> np.ndarray:
     return np.asarray(votes).argmax(axis=0).astype(np.int64)
 
 
-def infer(net: Network, x, loss_start_step: int = 0, batch_size: int = 64):
+def infer(net: Network, x, loss_start_step: int = 0, batch_size: int = 64, observe=None):
     """Predictions (:func:`predict`) of every sample, ``batch_size`` samples at a time.
 
     x : (T, N, C) counts.  Returns (predictions (N,), hidden spike counts (N, sum of layer sizes)).
+    ``observe(t, x_t)``, if given, is called after every step with the (B, C) counts of that step
+    (``net.state`` holds the step's spikes and membranes; ``metrics.Recorder`` is one).
     """
     n_steps, n = x.shape[0], x.shape[1]
     preds = np.empty(n, np.int64)
@@ -70,13 +72,22 @@ def infer(net: Network, x, loss_start_step: int = 0, batch_size: int = 64):
             net.advance(chunk[t].T)
             spikes[start:start + b] += net.state.z.T
             readouts[t] = net.state.y
+            if observe is not None:
+                observe(t, chunk[t])
         preds[start:start + b] = predict(readouts, loss_start_step)
     return preds, spikes
 
 
-def evaluate_arrays(net: Network, x, labels, loss_start_step: int = 0) -> dict:
-    """Accuracy, per-class accuracy, confusion matrix, spikes and synaptic operations per sample."""
-    preds, spikes = infer(net, x, loss_start_step)
+def evaluate_arrays(net: Network, x, labels, loss_start_step: int = 0, metrics: bool = False) -> dict:
+    """Accuracy, per-class accuracy, confusion matrix, spikes and synaptic operations per sample
+    (input counts and spikes times structural fan-out); with ``metrics`` also the NeuroBench-style
+    metrics of the same pass under ``"metrics"`` (:mod:`onlinedelay.metrics`)."""
+    recorder = None
+    if metrics:
+        from .metrics import Recorder      # metrics imports this module
+
+        recorder = Recorder(net, x.shape[0])
+    preds, spikes = infer(net, x, loss_start_step, observe=recorder)
     n_classes = net.config.n_outputs
     confusion = np.zeros((n_classes, n_classes), np.int64)
     np.add.at(confusion, (labels, preds), 1)
@@ -88,7 +99,7 @@ def evaluate_arrays(net: Network, x, labels, loss_start_step: int = 0) -> dict:
     return {"accuracy": float((preds == labels).mean()) if len(labels) else float("nan"),
             "per_class_accuracy": per_class, "confusion": confusion.tolist(),
             "mean_spikes_per_neuron": float(spikes.mean()), "synops_per_sample": float(synops.mean()),
-            "n_samples": int(len(labels))}
+            "n_samples": int(len(labels)), **({"metrics": recorder.metrics()} if recorder else {})}
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -243,16 +254,16 @@ def load_eval_data(model_path, dataset: str | None = None, split: str = "test", 
 
 
 def evaluate_model(model_path, dataset: str | None = None, split: str = "test", data_dir=None,
-                   classes: str = "by-name") -> dict:
+                   classes: str = "by-name", metrics: bool = True) -> dict:
     """Evaluate a saved model on a dataset split, binned as the model was trained.
 
     Returns :func:`evaluate_arrays`'s dict plus model, data_file, split, class_names,
     ``n_long_samples`` (samples with events after the model's ``n_steps``) and ``note`` (a line
-    about them, or None).
+    about them, or None); with ``metrics`` the NeuroBench-style metrics (:mod:`onlinedelay.metrics`).
     """
     loaded, x, labels, ds = load_eval_data(model_path, dataset, split, data_dir, classes)
     lc = loaded.learning_config or LearningConfig()
-    result = evaluate_arrays(loaded.net, x, labels, lc.loss_start_step)
+    result = evaluate_arrays(loaded.net, x, labels, lc.loss_start_step, metrics)
     dt_ms, run = loaded.net.config.dt_ms, _eval_run(loaded, dataset, data_dir)
     n_long = samples_longer_than(ds, dt_ms, run.n_steps)
     result.update({"model": str(model_path), "data_file": str(ds.path), "split": split,

@@ -18,6 +18,7 @@ from ..atomic import atomic_path
 from ..config import LearningConfig, NetworkConfig, RunConfig
 from ..io import load_model
 from ..evaluate import evaluate_arrays, load_eval_data
+from ..metrics import metrics_summary
 from ..train import DivergenceError, Trainer
 from .plan import read_json
 from .pruning import PRUNE_FRACTIONS, PRUNE_ORDERS, prune_delays
@@ -57,11 +58,14 @@ def _train(spec: dict, out: Path) -> tuple:
 
 
 def _evaluate(result: dict, spec: dict, out: Path) -> None:
-    """Test accuracy, parameter counts, delay statistics (and pruning curves) of best.h5, into ``result``."""
+    """Test accuracy, key metrics (:func:`metrics.metrics_summary`), parameter counts, delay statistics
+    (and pruning curves) of best.h5 on the test split, into ``result``."""
     loaded, x, labels = load_eval_data(out / "best.h5", spec.get("test_dataset"))[:3]
     net = loaded.net
     lc = loaded.learning_config or LearningConfig()
-    result["test_accuracy"] = evaluate_arrays(net, x, labels, lc.loss_start_step)["accuracy"]
+    evaluation = evaluate_arrays(net, x, labels, lc.loss_start_step, metrics=True)
+    result["test_accuracy"] = evaluation["accuracy"]
+    result["metrics"] = metrics_summary(evaluation["metrics"])
     counts = net.parameter_counts()
     result["parameters"] = counts
     result["total_parameters"] = int(sum(counts.values()))

@@ -27,7 +27,13 @@ _CSV_FIELDS = ["grid", "config", "seed", "status", "test_accuracy", "best_valid_
                "epochs_done", "n_hidden", "n_layers", "recurrent", "recurrent_delays", "input_delays", "density", "delay_init", "learn_delays", "feedback",
                "update", "sigma_steps", "total_parameters", "learnable_delays", "mean_delay_steps",
                "std_delay_steps", "initial_input_delay_steps", "weight_bits", "delay_step", "bits_per_delay",
-               "footprint_bits", "float_footprint_bits", "train_seconds", "reused_from", "path"]
+               "footprint_bits", "float_footprint_bits", "effective_synops_per_sample", "dense_synops_per_sample",
+               "activation_sparsity", "membrane_updates_per_sample", "mean_delay_ms", "max_delay_ms",
+               "train_seconds", "reused_from", "path"]
+# results.csv column <- key of a run's result["metrics"] (metrics.metrics_summary; per sample of the test split)
+_METRIC_COLUMNS = {"effective_synops_per_sample": "effective_synops", "dense_synops_per_sample": "dense_synops",
+                   "activation_sparsity": "activation_sparsity", "membrane_updates_per_sample": "membrane_updates",
+                   "mean_delay_ms": "mean_delay_ms", "max_delay_ms": "max_delay_ms"}
 
 
 def _row(grid, variant, seed, result, out: Path) -> dict:
@@ -46,6 +52,8 @@ def _row(grid, variant, seed, result, out: Path) -> dict:
                      "total_parameters", "mean_delay_steps", "std_delay_steps", "initial_input_delay_steps",
                      "train_seconds"):
             row[name] = result.get(name)
+        metrics = result.get("metrics") or {}
+        row.update({column: metrics.get(key) for column, key in _METRIC_COLUMNS.items()})
         counts = result.get("parameters") or {}
         row["learnable_delays"] = sum(v for k, v in counts.items() if k.endswith("_delays")) if counts else None
         source = result.get("reused_from")
@@ -85,6 +93,12 @@ def _runs_cell(rows) -> str:
     if missing:
         text += f" ({missing} missing)"
     return text
+
+
+def _mean_of(rows, column: str, fmt: str) -> str:
+    """The mean of ``column`` over the rows that have it (seeds), formatted; '–' when none has."""
+    v = [r[column] for r in rows if r.get(column) is not None]
+    return format(float(np.mean(v)), fmt) if v else "–"
 
 
 def _fmt_seconds(rows) -> str:
@@ -134,7 +148,9 @@ def write_report(out, plots: bool = True) -> dict:
     files["pruning.csv"] = out / "pruning.csv"
     head = ("# Ablation results\n\nWritten by `onlinedelay ablate` (onlinedelay "
             f"{__version__}). Test accuracy is that of each run's `best.h5` (best validation epoch) on the "
-            "test split; cells give the mean ± sample standard deviation over seeds. Every run's folder "
+            "test split; cells give the mean ± sample standard deviation over seeds (synops, activation sparsity and "
+            "delay latency: the mean; NeuroBench-style metrics on the test split, see `onlinedelay/metrics.py`). "
+            "Every run's folder "
             "holds its config, metrics, models and `result.json`; `results.csv` has one row per run.\n")
     reproduce = ("## Reproduce\n\nRun from the folder these commands were first run in (paths are relative "
                  "to it); finished runs are skipped, interrupted ones resume:\n\n```bash\n"
@@ -161,8 +177,8 @@ def _grid_section(grid, meta, by_variant, pruning, pngs, out) -> str:
                                                if run.get("max_samples") else "")
              + ".", "",
              ("| config | description | hidden | parameters | footprint (kbit) | test accuracy | best valid accuracy "
-              "| mean delay (steps) | s / run | runs |"),
-             "|---|---|---:|---:|---:|---|---|---:|---:|---|"]
+              "| mean delay (steps) | synops / sample | activation sparsity | mean delay latency (ms) | s / run | runs |"),
+             "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---|"]
     descriptions = {v["name"]: v["description"] for v in meta["variants"]}
     for name, rows in by_variant.items():
         params = [r["total_parameters"] for r in rows if r.get("total_parameters")]
@@ -171,7 +187,9 @@ def _grid_section(grid, meta, by_variant, pruning, pngs, out) -> str:
                      f"{params[0] if params else '–'} | {rows[0]['footprint_bits'] / 1000:.1f} | "
                      f"{_mean_std([r.get('test_accuracy') for r in rows])} | "
                      f"{_mean_std([r.get('best_valid_accuracy') for r in rows])} | "
-                     f"{f'{np.mean(delays):.2f}' if delays else '–'} | {_fmt_seconds(rows)} | {_runs_cell(rows)} |")
+                     f"{f'{np.mean(delays):.2f}' if delays else '–'} | {_mean_of(rows, 'effective_synops_per_sample', ',.0f')} | "
+                     f"{_mean_of(rows, 'activation_sparsity', '.3f')} | {_mean_of(rows, 'mean_delay_ms', '.1f')} | "
+                     f"{_fmt_seconds(rows)} | {_runs_cell(rows)} |")
     for name, curves in pruning.items():
         orders = list(curves[0]["curves"])
         lines += ["", (f"Pruning `{name}` ({curves[0]['n_delays']} {curves[0]['mode']} delays, {len(curves)} "
