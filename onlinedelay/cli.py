@@ -16,6 +16,7 @@ import click
 
 from ._version import __version__
 from .datasets.cli import data
+from .export.commands import export_command, import_command
 from .options import OptionError, build_configs, name_options, one_line, train_options
 from .quantize import format_footprint
 
@@ -455,6 +456,8 @@ def ablate(grids, list_grids, seeds, jobs, out_dir, scheduler, test_dataset, plo
 
 
 main.add_command(data)
+main.add_command(export_command)
+main.add_command(import_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -456,6 +456,13 @@ def _quantized_code_names(config: NetworkConfig) -> list:
             for kind in PROJECTION_KINDS if getattr(spec, kind) is not None and getattr(spec, kind).quantized_weights]
 
 
+def load_nir(path, dt_ms: float | None = None) -> LoadedModel:
+    """A model from a NIR graph file (onlinedelay.export.nir_import; needs onlinedelay[nir])."""
+    from .export.nir_import import load_nir as load
+
+    return load(path, dt_ms)
+
+
 def restore_optimizer(learner, optimizer: dict | None) -> None:
     """Put the optimizer state of a checkpoint back into ``learner`` (shapes checked)."""
     if optimizer is None:
