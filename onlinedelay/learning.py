@@ -305,8 +305,7 @@ class _LayerRule:
             if k in by_spike:
                 index, g = self.csc[k], grad_csc[k]
                 g[:] = 0.0
-                # the recurrent train's step t_end (z^(t_end - 1)) is in its ring: flush wrote it
-                KS.spike_weight_gradient(hist, t_end if k == 1 else t_end - 1, t_end, index.out_indptr,
+                KS.spike_weight_gradient(hist, t_end, index.out_indptr,
                                          index.out_post, self.csc_delays[k], self.csc_rows[k], R, g)
                 g_w[index.out_syn] += g
 

@@ -151,17 +151,17 @@ def backward_filter(psi, signal, lo, n, kappa, scale, alpha, lam, R):
 
 
 @jit
-def spike_weight_gradient(hist, t_last, n, out_indptr, out_post, delay_csc, rows, R, grad_csc):
+def spike_weight_gradient(hist, n, out_indptr, out_post, delay_csc, rows, R, grad_csc):
     """grad_csc[k] += sum over the spikes (q, b) of synapse k's unit i of  c R[q + d_k, b, post_k],  q + d_k < n.
 
-    hist : (n_slots, n_pre, B) presynaptic ring, holding steps 0 .. t_last (t_last < n_slots);
+    hist : (n_slots, n_pre, B) presynaptic ring, holding steps 0 .. n - 1 (n <= n_slots);
     R : (n, B, N) (:func:`backward_filter`); grad_csc : (n_syn,) CSC order (a unit's synapses side
     by side, so a spike adds one contiguous row), accumulated.  ``rows`` as in :func:`spike_current`.
     """
     n_slots, n_pre, n_batch = hist.shape
     n_post = R.shape[2]
     flat = R.reshape(-1)
-    for q in range(min(t_last + 1, n)):
+    for q in range(n):
         slot = q % n_slots
         for b in range(n_batch):                  # one (step, batch) at a time: its rows of R stay in cache
             for i in range(n_pre):

@@ -1,0 +1,238 @@
+"""Segments of a known sequence (segments.py, kernels/sample.py) == stepping one step at a time.
+
+The kernels against plain float64 NumPy sums; ``Network.run`` against ``Network.step``;
+``run_sample`` (segments, learner work per segment) against ``learner.step``; the per-spike weight
+gradient of a one-chunk sample against the chunked traces of kernels/chunk.py (short chunks
+never take the per-spike path); and the learner's reset, which skips trace arrays a sample left
+untouched, against a fresh learner.
+"""
+
+import numpy as np
+import pytest
+
+from onlinedelay.config import LearningConfig, NetworkConfig
+from onlinedelay.kernels import sample as KS
+from onlinedelay.learning import ThreeFactorLearner
+from onlinedelay.network import Network
+from onlinedelay.projections import event_index
+from onlinedelay.segments import SEGMENT_STEPS, supports_segments
+from onlinedelay.state import Projection
+from test_kernels import make_csr, spikes
+
+# -- kernels against NumPy ---------------------------------------------------------------------
+
+
+def _projection(rng, n_pre, n_post, dense, unit_delays, max_delay):
+    """(indptr, pre, delay_steps, weight) of a random CSR projection."""
+    if dense:
+        indptr = (np.arange(n_post + 1) * n_pre).astype(np.int32)
+        pre = np.tile(np.arange(n_pre, dtype=np.int32), n_post)
+    else:
+        indptr, pre = make_csr(rng, n_pre, n_post, min_fan=0)
+    per_unit = rng.integers(0, max_delay + 1, n_pre)
+    delay = per_unit[pre] if unit_delays else rng.integers(0, max_delay + 1, pre.size)
+    return indptr, pre, delay.astype(np.int32), rng.normal(0, 1, pre.size)
+
+
+def _csc(indptr, pre, delay, weight, n_pre, max_delay):
+    proj = Projection(indptr=indptr, pre=pre, delay_steps=delay, weight=weight.astype(np.float64),
+                      **{f: np.zeros(0) for f in Projection._fields if f not in ("indptr", "pre", "delay_steps",
+                                                                                   "weight")})
+    index = event_index(proj, n_pre, max_delay)
+    delay_csc = delay[index.out_syn].astype(np.int32)
+    return index, delay_csc, KS.unit_rows(index.out_indptr, index.out_post, delay_csc)
+
+
+CASES = [  # (dense, unit_delays, max_delay)
+    pytest.param(True, True, 0, id="dense-no-delays"),
+    pytest.param(True, True, 5, id="dense-axonal"),
+    pytest.param(True, False, 5, id="dense-synaptic"),
+    pytest.param(False, True, 4, id="sparse-axonal"),
+    pytest.param(False, False, 4, id="sparse-synaptic"),
+]
+
+
+@pytest.mark.parametrize("dense,unit_delays,max_delay", CASES)
+@pytest.mark.parametrize("first,n", [(0, 17), (6, 9), (12, 5)])
+def test_spike_current_is_the_delayed_sum(dense, unit_delays, max_delay, first, n):
+    rng = np.random.default_rng(7)
+    T, B, n_pre, n_post = 17, 3, 9, 6
+    indptr, pre, delay, weight = _projection(rng, n_pre, n_post, dense, unit_delays, max_delay)
+    index, delay_csc, rows = _csc(indptr, pre, delay, weight, n_pre, max_delay)
+    assert rows.all() == (dense and unit_delays)
+    x = spikes(rng, (T, B, n_pre), 0.6).astype(np.uint8)
+    cur = np.full((n, B, n_post), np.nan)
+    KS.spike_current(x, first, n, max_delay, index.out_indptr, index.out_post, delay_csc,
+                     weight[index.out_syn], rows, np.zeros(1), cur)
+    ref = np.zeros((n, B, n_post))
+    post = np.repeat(np.arange(n_post), np.diff(indptr))
+    for s in range(pre.size):
+        for u in range(n):
+            q = first + u - delay[s]
+            if 0 <= q < T:
+                ref[u, :, post[s]] += weight[s] * x[q, :, pre[s]]
+    np.testing.assert_allclose(cur, ref, rtol=1e-13, atol=1e-13)
+
+
+def test_backward_filter_is_the_anticausal_sum():
+    rng = np.random.default_rng(3)
+    n_buf, N, B, lo, n = 12, 4, 3, 2, 9
+    psi, signal = rng.normal(size=(n_buf, N, B)), rng.normal(size=(n_buf, N, B))
+    kappa, scale, alpha = 0.8, 0.7, 0.9
+    R = np.full((n_buf, B, N), np.nan)
+    KS.backward_filter(psi, signal, lo, n, kappa, scale, alpha, np.zeros((N, B)), R)
+    lam = np.array([sum(kappa ** (w - u) * signal[lo + w] for w in range(u, n)) for u in range(n)])
+    P = scale * psi[lo:lo + n] * lam
+    ref = np.array([sum(alpha ** (w - v) * P[w] for w in range(v, n)) for v in range(n)])
+    np.testing.assert_allclose(R[:n], ref.transpose(0, 2, 1), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("dense,unit_delays,max_delay", CASES)
+def test_spike_weight_gradient_is_the_sum_over_spikes(dense, unit_delays, max_delay):
+    rng = np.random.default_rng(11)
+    n, B, n_pre, n_post, n_slots = 14, 3, 8, 5, 20
+    indptr, pre, delay, weight = _projection(rng, n_pre, n_post, dense, unit_delays, max_delay)
+    index, delay_csc, rows = _csc(indptr, pre, delay, weight, n_pre, max_delay)
+    x = spikes(rng, (n, B, n_pre), 0.7)
+    hist = np.zeros((n_slots, n_pre, B))
+    for q in range(n):
+        hist[q % n_slots] = x[q].T
+    R = rng.normal(size=(n, B, n_post))
+    grad_csc = np.zeros(pre.size)
+    KS.spike_weight_gradient(hist, n, index.out_indptr, index.out_post, delay_csc, rows, R, grad_csc)
+    grad = np.zeros(pre.size)
+    grad[index.out_syn] = grad_csc
+    post = np.repeat(np.arange(n_post), np.diff(indptr))
+    ref = np.zeros(pre.size)
+    for s in range(pre.size):
+        for q in range(n):
+            if q + delay[s] < n:
+                ref[s] += x[q, :, pre[s]] @ R[q + delay[s], :, post[s]]
+    np.testing.assert_allclose(grad, ref, rtol=1e-13, atol=1e-13)
+
+
+# -- the network: segments against stepping ------------------------------------------------------
+
+
+def _net_config(delays, density, reset="soft", recurrent="none", n_layers=1):
+    return NetworkConfig(n_inputs=24, n_hidden=16, n_outputs=4, input_delays=delays, density=density,
+                         max_delay_steps=7, threshold=0.3, reset=reset, recurrent=recurrent, n_layers=n_layers)
+
+
+def _inputs(T, B, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.poisson(0.25, size=(T, B, 24)).astype(np.uint8), rng.integers(0, 4, B)
+
+
+@pytest.mark.parametrize("delays", ["none", "axonal", "synaptic"])
+@pytest.mark.parametrize("density", [1.0, 0.4])
+@pytest.mark.parametrize("reset", ["soft", "hard"])
+def test_run_by_segments_equals_stepping(delays, density, reset):
+    cfg = _net_config(delays, density, reset)
+    x, _ = _inputs(SEGMENT_STEPS + 45, 3)         # two segments
+    net, ref = Network(cfg, seed=4, batch_size=3, dtype="float64"), Network(cfg, seed=4, batch_size=3, dtype="float64")
+    assert supports_segments(net)
+    y = net.run(x)
+    ref.reset(3)
+    y_ref = np.stack([ref.step(x[t]) for t in range(x.shape[0])])
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+    assert np.abs(y_ref).max() > 0 and net.state.z.shape == ref.state.z.shape
+    # stepping on after a segment: the spikes still in flight arrive as they would have
+    more, _ = _inputs(12, 3, seed=2)
+    after = np.stack([net.step(more[t]) for t in range(12)])
+    after_ref = np.stack([ref.step(more[t]) for t in range(12)])
+    np.testing.assert_allclose(after, after_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(net.state.layers[0].v, ref.state.layers[0].v, rtol=1e-12, atol=1e-12)
+
+
+def test_segments_only_for_one_layer_without_recurrence():
+    assert not supports_segments(Network(_net_config("none", 1.0, recurrent="dense")))
+    assert not supports_segments(Network(_net_config("none", 1.0, n_layers=2)))
+
+
+def _stepped(learner, x, labels, online_every=None):
+    """The per-step rule: net.step + learner.step every step, updates as run_sample makes them."""
+    net = learner.net
+    net.reset(x.shape[1])
+    learner.reset()
+    weights = np.zeros(x.shape[0])
+    weights[learner.config.loss_start_step:] = 1.0 / ((x.shape[0] - learner.config.loss_start_step) * x.shape[1])
+    for t in range(x.shape[0]):
+        net.step(x[t])
+        learner.step(labels, weights[t])
+        if online_every and (t + 1) % online_every == 0:
+            learner.apply()
+    learner.flush()
+
+
+def _arrays(learner):
+    return [a.copy() for _, a in learner.net.params.arrays()] + [g.copy() for layer in learner.grads.layers
+                                                                 for proj in layer for g in proj]
+
+
+@pytest.mark.parametrize("delays,learn_delays", [("none", False), ("axonal", True), ("synaptic", True),
+                                                  ("synaptic", False)])
+@pytest.mark.parametrize("T", [60, 300])
+def test_run_sample_by_segments_equals_the_per_step_rule(delays, learn_delays, T):
+    cfg = _net_config(delays, 0.6)
+    lc = LearningConfig(learn_delays=learn_delays)
+    x, labels = _inputs(T, 3)
+    a = ThreeFactorLearner(Network(cfg, seed=5, batch_size=3, dtype="float64"), lc)
+    b = ThreeFactorLearner(Network(cfg, seed=5, batch_size=3, dtype="float64"), lc)
+    out = a.run_sample(x, labels)
+    _stepped(b, x, labels)
+    assert abs(a.loss_sum - b.loss_sum) < 1e-12 and out["spikes"] > 0
+    for u, v in zip(_arrays(a), _arrays(b)):
+        np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-12)
+
+
+def test_online_updates_by_segments_equal_the_per_step_rule():
+    cfg = _net_config("synaptic", 0.6)
+    lc = LearningConfig(update="online", update_every_steps=20)
+    x, labels = _inputs(150, 2)
+    a = ThreeFactorLearner(Network(cfg, seed=6, batch_size=2, dtype="float64"), lc)
+    b = ThreeFactorLearner(Network(cfg, seed=6, batch_size=2, dtype="float64"), lc)
+    before = [p.copy() for _, p in a.net.params.arrays()]
+    a.run_sample(x, labels, update=True)
+    _stepped(b, x, labels, online_every=20)
+    b.apply()
+    changed = False
+    for p0, u, v in zip(before, (p for _, p in a.net.params.arrays()), (p for _, p in b.net.params.arrays())):
+        np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-12)
+        changed |= not np.array_equal(p0, u)
+    assert changed
+
+
+@pytest.mark.parametrize("cfg", [
+    pytest.param(_net_config("none", 1.0), id="dense"),
+    pytest.param(_net_config("synaptic", 0.5), id="sparse-synaptic"),
+    pytest.param(_net_config("axonal", 1.0, recurrent="dense"), id="recurrent"),
+    pytest.param(_net_config("none", 1.0, recurrent="conv", n_layers=2), id="two-layers-conv"),
+])
+def test_per_spike_weight_gradient_equals_the_chunked_traces(cfg):
+    """One chunk (per-spike at the flush) against chunks of 8 steps (the chunk kernels throughout)."""
+    lc = LearningConfig(learn_delays=False)
+    x, labels = _inputs(50, 3)
+    a = ThreeFactorLearner(Network(cfg, seed=8, batch_size=3, dtype="float64"), lc)
+    b = ThreeFactorLearner(Network(cfg, seed=8, batch_size=3, dtype="float64"), lc, chunk_steps=8)
+    ga, gb = a.sample_gradients(x, labels), b.sample_gradients(x, labels)
+    assert a.rules[0].traces_touched is False and b.rules[0].traces_touched is True
+    for u, v in zip(ga.layers, gb.layers):
+        for p, q in zip(u, v):
+            np.testing.assert_allclose(p.weight, q.weight, rtol=1e-10, atol=1e-12)
+    assert np.abs(ga.layers[0].feedforward.weight).max() > 0
+
+
+def test_reset_after_untouched_traces_equals_a_fresh_learner():
+    """Samples that use the traces and samples summed per spike, interleaved: each sample's gradients
+    equal a fresh learner's on it (the trace arrays a sample touched are zeroed before the next)."""
+    cfg = _net_config("axonal", 1.0)
+    lc = LearningConfig(learn_delays=False)
+    shared = ThreeFactorLearner(Network(cfg, seed=9, batch_size=2, dtype="float64"), lc, chunk_steps=32)
+    for T, seed in [(70, 1), (20, 2), (90, 3), (25, 4)]:      # > chunk: traces; <= chunk: per spike
+        x, labels = _inputs(T, 2, seed)
+        fresh = ThreeFactorLearner(Network(cfg, seed=9, batch_size=2, dtype="float64"), lc, chunk_steps=32)
+        g, g_ref = shared.sample_gradients(x, labels), fresh.sample_gradients(x, labels)
+        assert shared.rules[0].traces_touched == (T > 32)
+        for u, v in zip(g.layers[0], g_ref.layers[0]):
+            np.testing.assert_allclose(u.weight, v.weight, rtol=1e-12, atol=1e-14)
