@@ -45,7 +45,7 @@ from .errors import OnlineDelayError
 from .evaluate import vote
 from .network import Network
 from .projections import event_index
-from .segments import SEGMENT_STEPS, supports_segments
+from .segments import SEGMENT_STEPS, CscDelays, supports_segments
 from .state import (Gradients, LayerGradients, LayerLearnerState, LearnerState, Projection,
                     ProjectionGradients, ProjectionTraces, assign_tuple, copy_tuple, fill_tuple)
 
@@ -88,9 +88,9 @@ class _LayerRule:
         self.taps_version = -1
         self.no_trace, self.no_grad = np.zeros((0, 1), dt), np.zeros(0, dt)
         # per-spike weight gradients (kernels/sample.py): CSC views, their delays, scratch per batch size
-        self.csc = tuple(event_index(proj, n_pre, net.config.max_delay_steps) for proj, n_pre in zip(lp, self.n_pre))
-        self.csc_delays = self.csc_rows = self.spike_scratch = None
-        self.csc_version = -1
+        self.csc = tuple(CscDelays(event_index(proj, n_pre, net.config.max_delay_steps))
+                         for proj, n_pre in zip(lp, self.n_pre))
+        self.spike_scratch = None
         self.traces_touched = True     # the trace arrays may hold values (reset zeroes them then)
 
     # -- state ----------------------------------------------------------------------------------
@@ -292,21 +292,15 @@ class _LayerRule:
             self.spike_scratch = (np.zeros((self.n_buf, n_batch, spec.n_neurons), dt),
                                   np.zeros((spec.n_neurons, n_batch), dt),
                                   tuple(np.zeros(proj.pre.size, dt) for proj in net.params.layers[self.index]))
-        if self.csc_version != net.delay_version:
-            self.csc_delays = tuple(proj.delay_steps.take(index.out_syn).astype(np.int32)
-                                    for proj, index in zip(net.params.layers[self.index], self.csc))
-            self.csc_rows = tuple(KS.unit_rows(index.out_indptr, index.out_post, d)
-                                  for index, d in zip(self.csc, self.csc_delays))
-            self.csc_version = net.delay_version
         R, lam, grad_csc = self.spike_scratch
         KS.backward_filter(s.psi_buf, s.signal_buf, 0, t_end, c.decay_out, c.readout_gain * spec.input_gain,
                            spec.decay_mem, lam, R)
         for k, proj, _, hist, g_w, _ in projections:
             if k in by_spike:
-                index, g = self.csc[k], grad_csc[k]
+                csc, g = self.csc[k].refresh(proj), grad_csc[k]
+                index = csc.index
                 g[:] = 0.0
-                KS.spike_weight_gradient(hist, t_end, index.out_indptr,
-                                         index.out_post, self.csc_delays[k], self.csc_rows[k], R, g)
+                KS.spike_weight_gradient(hist, t_end, index.out_indptr, index.out_post, csc.delay_csc, csc.rows, R, g)
                 g_w[index.out_syn] += g
 
     def _weight_chunk(self, s, k: int, proj: Projection, tr, first: int, n: int, grad, keep: bool) -> None:
@@ -420,6 +414,7 @@ class ThreeFactorLearner:
         self.optimizer = Optimizer(config, self.grads)
         self.clipped_delays = 0           # delays clipped to [0, max_delay_steps] since the learner was made
         self.state = self._allocate(net.batch_size)
+        self.segment_records = None       # run_sample's per-segment records (segments.py)
         self.loss_sum = 0.0               # weighted cross-entropy accumulated since reset
 
     # -- state --------------------------------------------------------------------------------
@@ -568,11 +563,17 @@ class ThreeFactorLearner:
             if online:
                 end = min(end, (t // every + 1) * every)
             rec = net.segments.advance(x, end - t, record=True)
-            feedback = net.params.w_out if rule.feedback is None else rule.feedback
+            n, row = end - t, t - int(ls.cursor[1])
+            d_rec, zbar_rec, bbar_rec = self._segment_buffers(n)
             loss, n_spikes = KS.learn_segment(
-                t, end - t, t - int(ls.cursor[1]), rec.y, rec.v, rec.z, labels, loss_weights, lc.loss_start_step,
-                feedback, c.surrogate_gamma, spec.threshold, c.decay_out, c.readout_gain, s.probs, s.delta,
-                ls.psi_buf, ls.signal_buf, s.zbar, s.bbar, self.grads.w_out, self.grads.b_out, s.zbar_t, votes)
+                t, n, row, rec.y, rec.v, rec.z, labels, loss_weights, lc.loss_start_step, c.surrogate_gamma,
+                spec.threshold, c.decay_out, c.readout_gain, s.probs, s.delta, ls.psi_buf, s.zbar, s.bbar,
+                d_rec, zbar_rec, bbar_rec, votes)
+            # the products over neurons, one matrix product per segment: L = B^T delta, readout gradients
+            feedback = net.params.w_out if rule.feedback is None else rule.feedback
+            np.matmul(feedback.T, d_rec, out=ls.signal_buf[row:row + n])
+            self.grads.w_out[...] += np.tensordot(d_rec, zbar_rec, axes=([0, 2], [0, 2]))
+            self.grads.b_out[...] += np.einsum("ukb,ub->k", d_rec, bbar_rec)
             self.loss_sum += loss
             spikes += n_spikes
             s.t[0] = end
@@ -582,6 +583,15 @@ class ThreeFactorLearner:
                 self.apply()
             t = end
         return spikes
+
+    def _segment_buffers(self, n: int):
+        """(delta, zbar, bbar) records of an ``n``-step segment (reused buffers, SEGMENT_STEPS long)."""
+        c, batch, dt = self.net.config, self.net.batch_size, self.net.dtype
+        if self.segment_records is None or self.segment_records[0].shape[2] != batch:
+            self.segment_records = (np.zeros((SEGMENT_STEPS, c.n_outputs, batch), dt),
+                                    np.zeros((SEGMENT_STEPS, c.n_readout_inputs, batch), dt),
+                                    np.zeros((SEGMENT_STEPS, batch), dt))
+        return tuple(a[:n] for a in self.segment_records)
 
     def sample_gradients(self, inputs, labels) -> Gradients:
         """Accumulate-mode gradients of one sample/batch (parameters unchanged); returns a copy."""

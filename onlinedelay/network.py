@@ -451,12 +451,12 @@ class Network:
         ``t``: the future rings are emptied (a segment recomputes every spike arriving in it)."""
         if self._future_version != self.delay_version or self.params is not self._event_params:
             self._discard_future(self.t)
-        for ls in self.state.layers:
+        for ls in self.state.layers if self.t > 0 else ():      # at step 0 nothing was pushed since the reset
             ls.future[...] = 0.0
         return self._layer_events[0].events[0]
 
     def segment_done(self, t_end: int) -> None:
-        """A segment advanced the steps before ``t_end`` (nothing pushed): later steps pull what is in flight."""
+        """Steps before ``t_end`` were advanced by a segment (nothing pushed): later steps pull what is in flight."""
         self.state.t[0] = t_end
         self._pull_in_flight(t_end)
 

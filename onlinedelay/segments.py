@@ -37,18 +37,33 @@ def supports_segments(net) -> bool:
     return len(net.layer_specs) == 1 and net.layer_specs[0].recurrent is None
 
 
+class CscDelays:
+    """The integer delays of a projection in the CSC order of ``index`` and its unit-row flags
+    (kernels/sample.py), re-derived only when the projection's integer delays change."""
+
+    def __init__(self, index):
+        self.index = index
+        self.seen = self.delay_csc = self.rows = None
+
+    def refresh(self, proj) -> "CscDelays":
+        if self.seen is None or not np.array_equal(self.seen, proj.delay_steps):
+            self.seen = proj.delay_steps.copy()
+            self.delay_csc = proj.delay_steps.take(self.index.out_syn).astype(np.int32)
+            self.rows = KS.unit_rows(self.index.out_indptr, self.index.out_post, self.delay_csc)
+        return self
+
+
 class SegmentRunner:
     """Advances a :class:`~onlinedelay.network.Network` (one layer, no recurrence) segment by segment.
 
     Buffers are allocated for the network's batch size on first use and reused; the CSC delays and
-    unit-row flags of the input projection are re-derived whenever the network's parameters change.
+    unit-row flags of the input projection are re-derived whenever its integer delays change.
     """
 
     def __init__(self, net):
         self.net = net
         self.buffers = None
-        self.delays_of = (None, -1)         # (EventIndex, delay_version) the delay copies were made for
-        self.delay_csc = self.rows = None
+        self.delays = CscDelays(None)
 
     def _allocate(self, n_batch: int, record: bool) -> None:
         net = self.net
@@ -62,15 +77,11 @@ class SegmentRunner:
             "v": np.zeros((n_rec, n_post, n_batch), dt), "z": np.zeros((n_rec, n_post, n_batch), dt)}
 
     def _index(self):
-        """The input projection's CSC index, with its integer delays and row flags (fresh)."""
-        net = self.net
-        index = net.segment_index()
-        if self.delays_of[0] is not index or self.delays_of[1] != net.delay_version:
-            proj = net.params.layers[0].feedforward
-            self.delay_csc = proj.delay_steps.take(index.out_syn).astype(np.int32)
-            self.rows = KS.unit_rows(index.out_indptr, index.out_post, self.delay_csc)
-            self.delays_of = (index, net.delay_version)
-        return index
+        """The input projection's CSC index and its :class:`CscDelays` (fresh)."""
+        index = self.net.segment_index()
+        if self.delays.index is not index:
+            self.delays = CscDelays(index)
+        return index, self.delays.refresh(self.net.params.layers[0].feedforward)
 
     def advance(self, x: np.ndarray, n: int, record: bool = False) -> SegmentRecord:
         """Advance ``n`` steps (1 <= n <= SEGMENT_STEPS) from the network's step ``t``.
@@ -86,12 +97,12 @@ class SegmentRunner:
         if self.buffers is None or self.buffers["batch"] != n_batch or (record and not self.buffers["record"]):
             self._allocate(n_batch, record)
         buf = self.buffers
-        index = self._index()
+        index, delays = self._index()
         c, spec = net.config, net.layer_specs[0]
         ls, p = net.state.layers[0], net.params
         cur = buf["cur"][:n]
-        KS.spike_current(x, first, n, c.max_delay_steps, index.out_indptr, index.out_post, self.delay_csc,
-                         index.weight_csc, self.rows, buf["counts"], cur)
+        KS.spike_current(x, first, n, c.max_delay_steps, index.out_indptr, index.out_post, delays.delay_csc,
+                         index.weight_csc, delays.rows, buf["counts"], cur)
         v_rec, z_rec = (buf["v"][:n], buf["z"][:n]) if record else (buf["v"][:0], buf["z"][:0])
         KS.forward_segment(x, first, n, cur, ls.hist_ff, float(spec.decay_mem), float(spec.input_gain),
                            float(spec.threshold), spec.reset == "hard", ls.current, ls.v, net.state.z,

@@ -26,9 +26,8 @@ import numpy as np
 
 from ._jit import jit
 from .lif import lif_step
-from .readout import readout_error, readout_step, readout_traces
+from .readout import readout_error, readout_step
 from .surrogate import pseudo_derivative
-from .traces import learning_signal
 
 
 @jit
@@ -105,31 +104,42 @@ def forward_segment(x, first, n, cur, hist, decay, gain, threshold, hard_reset, 
 
 
 @jit
-def learn_segment(first, n, row, y_rec, v_rec, z_rec, labels, loss_weights, loss_start, feedback, gamma, threshold,
-                  decay_out, gain_out, probs, delta, psi_buf, signal_buf, zbar, bbar, grad_w_out, grad_bias, zbar_t,
-                  votes):
-    """The learner's per-step work over a recorded segment of a one-layer network (steps first .. first + n - 1).
+def learn_segment(first, n, row, y_rec, v_rec, z_rec, labels, loss_weights, loss_start, gamma, threshold,
+                  decay_out, gain_out, probs, delta, psi_buf, zbar, bbar, delta_rec, zbar_rec, bbar_rec, votes):
+    """The learner's per-step, per-neuron work over a recorded segment of a one-layer network.
 
-    Per step (as ``ThreeFactorLearner.step``): readout error, learning signal ``feedback^T delta``
-    and pseudo-derivative into the chunk buffers at rows ``row ..``, readout traces and gradients.
-    y_rec : (>= n, n_out, B); v_rec, z_rec : (>= n, N, B) (kernels/sample.forward_segment);
-    labels : (B,) int64; loss_weights : (T,) per-step loss weight; loss_start : first voting step;
-    votes : (n_out, B) float64, softmax summed over the voting steps.  Returns (loss, spikes).
+    Per step t = first + u (as ``ThreeFactorLearner.step``): readout error into ``probs``/``delta``
+    (kept in ``delta_rec[u]``), votes, pseudo-derivative into ``psi_buf[row + u]``, and the readout's
+    filtered traces ``zbar``/``bbar`` (kept in ``zbar_rec[u]``/``bbar_rec[u]``).  The products over the
+    neurons -- learning signal and readout gradients -- are left to matrix products over the segment.
+    y_rec : (>= n, n_out, B); v_rec, z_rec : (>= n, N, B) (:func:`forward_segment`);
+    labels : (B,) int64; loss_weights : (T,); loss_start : first voting step; votes : (n_out, B)
+    float64, softmax summed over the voting steps; delta_rec : (>= n, n_out, B), zbar_rec :
+    (>= n, N, B), bbar_rec : (>= n, B) out.  Returns (loss, spikes).
     """
     loss = 0.0
     spikes = 0.0
     n_out, n_batch = probs.shape
+    n_post = zbar.shape[0]
     for u in range(n):
         t = first + u
         loss += readout_error(y_rec[u], labels, loss_weights[t], probs, delta)
+        delta_rec[u] = delta
         if t >= loss_start:
             for k in range(n_out):
                 for b in range(n_batch):
                     votes[k, b] += probs[k, b]
-        learning_signal(delta, feedback, signal_buf[row + u])
         pseudo_derivative(v_rec[u], gamma, threshold, psi_buf[row + u])
-        readout_traces(z_rec[u], delta, decay_out, gain_out, zbar, bbar, grad_w_out, grad_bias, zbar_t)
-        spikes += z_rec[u].sum()
+        z = z_rec[u]
+        for b in range(n_batch):
+            bbar[b] = decay_out * bbar[b] + 1.0
+            bbar_rec[u, b] = bbar[b]
+        for j in range(n_post):
+            for b in range(n_batch):
+                value = decay_out * zbar[j, b] + gain_out * z[j, b]
+                zbar[j, b] = value
+                zbar_rec[u, j, b] = value
+                spikes += z[j, b]
     return loss, spikes
 
 
