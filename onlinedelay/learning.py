@@ -27,6 +27,14 @@ the readout reading every layer, and the reset, recurrent and inter-layer spikes
 constants, the accumulated gradients equal BPTT of the Gaussian-relaxed model exactly
 (tests/test_gradients.py).
 
+Known sequences: ``run_sample`` on a one-layer network without recurrence advances a segment at a
+time (segments.py) and does the per-step work of the rule in one kernel call per segment, the
+learning signal and readout gradients as matrix products over the segment.  When a sample is one
+chunk (T <= chunk_steps), the weight gradients of projections whose delays are not learned are
+summed per presynaptic spike at the flush (kernels/sample.py): the chunk factors filtered backward
+in time, one row added per spike, no per-synapse trace touched.  Both give the per-step rule's
+gradients up to rounding (tests/test_segments.py).
+
 Gradient units: E is the per-step cross-entropy averaged over the loss window and the batch.
 """
 

@@ -87,13 +87,15 @@ def delay_histogram(delays, max_delay_steps, ax=None, title=None):
     """
     ax = _axes(ax, (6, 3.5))
     bins = np.arange(0, max_delay_steps + 2) - 0.5
+    drawn = False
     for label, values in delays.items():
         values = np.asarray(values, np.float64)
         if values.size:
             ax.hist(values, bins=bins, histtype="step", linewidth=1.5, density=True, label=label)
+            drawn = True
     ax.set_xlabel("delay (steps)")
     ax.set_ylabel("fraction of delays")
-    if delays:
+    if drawn:
         ax.legend(fontsize="small")
     if title:
         ax.set_title(title)
