@@ -579,8 +579,9 @@ class ThreeFactorLearner:
                 d_rec, zbar_rec, bbar_rec, votes)
             # the products over neurons, one matrix product per segment: L = B^T delta, readout gradients
             feedback = net.params.w_out if rule.feedback is None else rule.feedback
-            np.matmul(feedback.T, d_rec, out=ls.signal_buf[row:row + n])
-            self.grads.w_out[...] += np.tensordot(d_rec, zbar_rec, axes=([0, 2], [0, 2]))
+            with blas_threads(1):                   # see dense.py: BLAS threads fight numba's
+                np.matmul(feedback.T, d_rec, out=ls.signal_buf[row:row + n])
+                self.grads.w_out[...] += np.tensordot(d_rec, zbar_rec, axes=([0, 2], [0, 2]))
             self.grads.b_out[...] += np.einsum("ukb,ub->k", d_rec, bbar_rec)
             self.loss_sum += loss
             spikes += n_spikes
