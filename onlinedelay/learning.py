@@ -291,22 +291,23 @@ class _LayerRule:
             dt = net.dtype
             self.spike_scratch = (np.zeros((self.n_buf, n_batch, spec.n_neurons), dt),
                                   np.zeros((spec.n_neurons, n_batch), dt),
-                                  tuple(np.zeros(proj.pre.size, dt) for proj in net.params.layers[self.index]))
+                                  tuple(np.zeros(proj.pre.size, dt) for proj in net.params.layers[self.index]),
+                                  np.zeros(n_batch, np.int64))
         if self.csc_version != net.delay_version:
             self.csc_delays = tuple(proj.delay_steps.take(index.out_syn).astype(np.int32)
                                     for proj, index in zip(net.params.layers[self.index], self.csc))
             self.csc_rows = tuple(KS.unit_rows(index.out_indptr, index.out_post, d)
                                   for index, d in zip(self.csc, self.csc_delays))
             self.csc_version = net.delay_version
-        R, lam, grad_csc = self.spike_scratch
+        R, lam, grad_csc, picked = self.spike_scratch
         KS.backward_filter(s.psi_buf, s.signal_buf, 0, t_end, c.decay_out, c.readout_gain * spec.input_gain,
                            spec.decay_mem, lam, R)
         for k, proj, _, hist, g_w, _ in projections:
             if k in by_spike:
                 index, g = self.csc[k], grad_csc[k]
                 g[:] = 0.0
-                KS.spike_weight_gradient(hist, t_end, index.out_indptr,
-                                         index.out_post, self.csc_delays[k], self.csc_rows[k], R, g)
+                KS.spike_weight_gradient(hist, t_end, index.out_indptr, index.out_post, self.csc_delays[k],
+                                         self.csc_rows[k], R, picked, g)
                 g_w[index.out_syn] += g
 
     def _weight_chunk(self, s, k: int, proj: Projection, tr, first: int, n: int, grad, keep: bool) -> None:

@@ -48,7 +48,7 @@ class SegmentRunner:
         self.net = net
         self.buffers = None
         self.delays_of = (None, -1)         # (EventIndex, delay_version) the delay copies were made for
-        self.delay_csc = self.rows = None
+        self.delay_csc = self.rows = self.offsets = None
 
     def _allocate(self, n_batch: int, record: bool) -> None:
         net = self.net
@@ -57,7 +57,8 @@ class SegmentRunner:
         self.buffers = {
             "batch": n_batch, "record": record,
             "cur": np.zeros((SEGMENT_STEPS, n_batch, n_post), dt),
-            "counts": np.zeros(1, dt),
+            "units": np.zeros(net.config.n_inputs, np.int64), "counts": np.zeros(8, dt),
+            "padded": np.zeros((SEGMENT_STEPS + 2 * net.config.max_delay_steps) * n_post, dt),
             "y": np.zeros((SEGMENT_STEPS, net.config.n_outputs, n_batch), dt),
             "v": np.zeros((n_rec, n_post, n_batch), dt), "z": np.zeros((n_rec, n_post, n_batch), dt)}
 
@@ -69,6 +70,7 @@ class SegmentRunner:
             proj = net.params.layers[0].feedforward
             self.delay_csc = proj.delay_steps.take(index.out_syn).astype(np.int32)
             self.rows = KS.unit_rows(index.out_indptr, index.out_post, self.delay_csc)
+            self.offsets = KS.synapse_offsets(index.out_post, self.delay_csc, net.layer_specs[0].n_neurons)
             self.delays_of = (index, net.delay_version)
         return index
 
@@ -90,8 +92,8 @@ class SegmentRunner:
         c, spec = net.config, net.layer_specs[0]
         ls, p = net.state.layers[0], net.params
         cur = buf["cur"][:n]
-        KS.spike_current(x, first, n, c.max_delay_steps, index.out_indptr, index.out_post, self.delay_csc,
-                         index.weight_csc, self.rows, buf["counts"], cur)
+        KS.spike_current(x, first, n, c.max_delay_steps, index.out_indptr, self.offsets, index.weight_csc,
+                         self.rows, buf["units"], buf["counts"], buf["padded"], cur)
         v_rec, z_rec = (buf["v"][:n], buf["z"][:n]) if record else (buf["v"][:0], buf["z"][:0])
         KS.forward_segment(x, first, n, cur, ls.hist_ff, float(spec.decay_mem), float(spec.input_gain),
                            float(spec.threshold), spec.reset == "hard", ls.current, ls.v, net.state.z,
