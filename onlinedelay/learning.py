@@ -292,7 +292,7 @@ class _LayerRule:
             self.spike_scratch = (np.zeros((self.n_buf, n_batch, spec.n_neurons), dt),
                                   np.zeros((spec.n_neurons, n_batch), dt),
                                   tuple(np.zeros(proj.pre.size, dt) for proj in net.params.layers[self.index]),
-                                  np.zeros(n_batch, np.int64))
+                                  np.zeros(n_batch, np.int32))
         if self.csc_version != net.delay_version:
             self.csc_delays = tuple(proj.delay_steps.take(index.out_syn).astype(np.int32)
                                     for proj, index in zip(net.params.layers[self.index], self.csc))

@@ -57,7 +57,7 @@ class SegmentRunner:
         self.buffers = {
             "batch": n_batch, "record": record,
             "cur": np.zeros((SEGMENT_STEPS, n_batch, n_post), dt),
-            "units": np.zeros(net.config.n_inputs, np.int64), "counts": np.zeros(8, dt),
+            "units": np.zeros(net.config.n_inputs, np.int32), "counts": np.zeros(8, dt),
             "padded": np.zeros((SEGMENT_STEPS + 2 * net.config.max_delay_steps) * n_post, dt),
             "y": np.zeros((SEGMENT_STEPS, net.config.n_outputs, n_batch), dt),
             "v": np.zeros((n_rec, n_post, n_batch), dt), "z": np.zeros((n_rec, n_post, n_batch), dt)}
