@@ -299,8 +299,9 @@ class _LayerRule:
             dt = net.dtype
             self.spike_scratch = (np.zeros((self.n_buf, n_batch, spec.n_neurons), dt),
                                   np.zeros((spec.n_neurons, n_batch), dt),
-                                  tuple(np.zeros(proj.pre.size, dt) for proj in net.params.layers[self.index]))
-        R, lam, grad_csc = self.spike_scratch
+                                  tuple(np.zeros(proj.pre.size, dt) for proj in net.params.layers[self.index]),
+                                  np.zeros(n_batch, np.int32))
+        R, lam, grad_csc, picked = self.spike_scratch
         KS.backward_filter(s.psi_buf, s.signal_buf, 0, t_end, c.decay_out, c.readout_gain * spec.input_gain,
                            spec.decay_mem, lam, R)
         for k, proj, _, hist, g_w, _ in projections:
@@ -308,7 +309,8 @@ class _LayerRule:
                 csc, g = self.csc[k].refresh(proj), grad_csc[k]
                 index = csc.index
                 g[:] = 0.0
-                KS.spike_weight_gradient(hist, t_end, index.out_indptr, index.out_post, csc.delay_csc, csc.rows, R, g)
+                KS.spike_weight_gradient(hist, t_end, index.out_indptr, index.out_post, csc.delay_csc, csc.rows, R,
+                                         picked, g)
                 g_w[index.out_syn] += g
 
     def _weight_chunk(self, s, k: int, proj: Projection, tr, first: int, n: int, grad, keep: bool) -> None:

@@ -43,13 +43,14 @@ class CscDelays:
 
     def __init__(self, index):
         self.index = index
-        self.seen = self.delay_csc = self.rows = None
+        self.seen = self.delay_csc = self.rows = self.offsets = None
 
     def refresh(self, proj) -> "CscDelays":
         if self.seen is None or not np.array_equal(self.seen, proj.delay_steps):
             self.seen = proj.delay_steps.copy()
             self.delay_csc = proj.delay_steps.take(self.index.out_syn).astype(np.int32)
             self.rows = KS.unit_rows(self.index.out_indptr, self.index.out_post, self.delay_csc)
+            self.offsets = KS.synapse_offsets(self.index.out_post, self.delay_csc, proj.indptr.size - 1)
         return self
 
 
@@ -72,7 +73,8 @@ class SegmentRunner:
         self.buffers = {
             "batch": n_batch, "record": record,
             "cur": np.zeros((SEGMENT_STEPS, n_batch, n_post), dt),
-            "counts": np.zeros(1, dt),
+            "units": np.zeros(net.config.n_inputs, np.int32), "counts": np.zeros(8, dt),
+            "padded": np.zeros((SEGMENT_STEPS + 2 * net.config.max_delay_steps) * n_post, dt),
             "y": np.zeros((SEGMENT_STEPS, net.config.n_outputs, n_batch), dt),
             "v": np.zeros((n_rec, n_post, n_batch), dt), "z": np.zeros((n_rec, n_post, n_batch), dt)}
 
@@ -101,8 +103,8 @@ class SegmentRunner:
         c, spec = net.config, net.layer_specs[0]
         ls, p = net.state.layers[0], net.params
         cur = buf["cur"][:n]
-        KS.spike_current(x, first, n, c.max_delay_steps, index.out_indptr, index.out_post, delays.delay_csc,
-                         index.weight_csc, delays.rows, buf["counts"], cur)
+        KS.spike_current(x, first, n, c.max_delay_steps, index.out_indptr, delays.offsets, index.weight_csc,
+                         delays.rows, buf["units"], buf["counts"], buf["padded"], cur)
         v_rec, z_rec = (buf["v"][:n], buf["z"][:n]) if record else (buf["v"][:0], buf["z"][:0])
         KS.forward_segment(x, first, n, cur, ls.hist_ff, float(spec.decay_mem), float(spec.input_gain),
                            float(spec.threshold), spec.reset == "hard", ls.current, ls.v, net.state.z,

@@ -62,8 +62,9 @@ def test_spike_current_is_the_delayed_sum(dense, unit_delays, max_delay, first, 
     assert rows.all() == (dense and unit_delays)
     x = spikes(rng, (T, B, n_pre), 0.6).astype(np.uint8)
     cur = np.full((n, B, n_post), np.nan)
-    KS.spike_current(x, first, n, max_delay, index.out_indptr, index.out_post, delay_csc,
-                     weight[index.out_syn], rows, np.zeros(1), cur)
+    KS.spike_current(x, first, n, max_delay, index.out_indptr, KS.synapse_offsets(index.out_post, delay_csc, n_post),
+                     weight[index.out_syn], rows, np.zeros(n_pre, np.int32), np.zeros(8),
+                     np.zeros((n + 2 * max_delay) * n_post), cur)
     ref = np.zeros((n, B, n_post))
     post = np.repeat(np.arange(n_post), np.diff(indptr))
     for s in range(pre.size):
@@ -99,7 +100,8 @@ def test_spike_weight_gradient_is_the_sum_over_spikes(dense, unit_delays, max_de
         hist[q % n_slots] = x[q].T
     R = rng.normal(size=(n, B, n_post))
     grad_csc = np.zeros(pre.size)
-    KS.spike_weight_gradient(hist, n, index.out_indptr, index.out_post, delay_csc, rows, R, grad_csc)
+    KS.spike_weight_gradient(hist, n, index.out_indptr, index.out_post, delay_csc, rows, R, np.zeros(B, np.int32),
+                             grad_csc)
     grad = np.zeros(pre.size)
     grad[index.out_syn] = grad_csc
     post = np.repeat(np.arange(n_post), np.diff(indptr))
