@@ -268,8 +268,13 @@ def backward_filter(psi, signal, lo, n, kappa, scale, alpha, lam, R):
         for j in range(n_post):
             for b in range(n_batch):
                 lam[j, b] = signal[lo + u, j, b] + kappa * lam[j, b]
-                p = scale * psi[lo + u, j, b] * lam[j, b]
-                R[u, b, j] = p if u == n - 1 else p + alpha * R[u + 1, b, j]
+        for b in range(n_batch):                    # R's rows are (b, j): a second, transposing pass
+            if u == n - 1:
+                for j in range(n_post):
+                    R[u, b, j] = scale * psi[lo + u, j, b] * lam[j, b]
+            else:
+                for j in range(n_post):
+                    R[u, b, j] = scale * psi[lo + u, j, b] * lam[j, b] + alpha * R[u + 1, b, j]
 
 
 @partial(jit, contract=True)
