@@ -182,9 +182,9 @@ class _LayerRule:
                 K.gaussian_taps(proj.delay, self.lag_steps, self.config.sigma_steps, centre, taps)
             self.taps_version = self.net.delay_version
 
-    def _kernel(self, name: str):
-        """The serial or parallel build of a chunk kernel, following the network's thread count."""
-        return build(KC, name, self.net.threads > 1)
+    def _kernel(self, name: str, module=KC):
+        """The serial or parallel build of a chunk (or sample) kernel, following the network's thread count."""
+        return build(module, name, self.net.threads > 1)
 
     # -- per-step rule --------------------------------------------------------------------------
     def step(self, state: LayerLearnerState, t: int, delta: np.ndarray, w_out_block) -> None:
@@ -295,22 +295,22 @@ class _LayerRule:
         the chunk factors filtered backward in time, then one row added per presynaptic spike."""
         c, spec, net = self.net.config, self.spec, self.net
         n_batch = s.psi_buf.shape[2]
-        if self.spike_scratch is None or self.spike_scratch[0].shape[1] != n_batch:
+        if self.spike_scratch is None or self.spike_scratch[3].shape != (net.threads, n_batch):
             dt = net.dtype
             self.spike_scratch = (np.zeros((self.n_buf, n_batch, spec.n_neurons), dt),
                                   np.zeros((spec.n_neurons, n_batch), dt),
                                   tuple(np.zeros(proj.pre.size, dt) for proj in net.params.layers[self.index]),
-                                  np.zeros(n_batch, np.int32))
+                                  np.zeros((net.threads, n_batch), np.int32))
         R, lam, grad_csc, picked = self.spike_scratch
-        KS.backward_filter(s.psi_buf, s.signal_buf, 0, t_end, c.decay_out, c.readout_gain * spec.input_gain,
-                           spec.decay_mem, lam, R)
+        self._kernel("backward_filter", KS)(s.psi_buf, s.signal_buf, 0, t_end, c.decay_out,
+                                           c.readout_gain * spec.input_gain, spec.decay_mem, lam, R, net.threads)
         for k, proj, _, hist, g_w, _ in projections:
             if k in by_spike:
                 csc, g = self.csc[k].refresh(proj), grad_csc[k]
                 index = csc.index
                 g[:] = 0.0
-                KS.spike_weight_gradient(hist, t_end, index.out_indptr, index.out_post, csc.delay_csc, csc.rows, R,
-                                         picked, g)
+                self._kernel("spike_weight_gradient", KS)(hist, t_end, index.out_indptr, index.out_post,
+                                                          csc.delay_csc, csc.rows, R, picked, g)
                 g_w[index.out_syn] += g
 
     def _weight_chunk(self, s, k: int, proj: Projection, tr, first: int, n: int, grad, keep: bool) -> None:

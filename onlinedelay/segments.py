@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .kernels import sample as KS
+from .kernels._jit import build
 
 SEGMENT_STEPS = 128       # the longest segment: buffers of SEGMENT_STEPS x B x N per array
 
@@ -70,11 +71,13 @@ class SegmentRunner:
         net = self.net
         spec, dt = net.layer_specs[0], net.dtype
         n_post, n_rec = spec.n_neurons, SEGMENT_STEPS if record else 0
+        parts = min(net.threads, n_batch * n_post)    # the per-spike current runs in this many parts
         self.buffers = {
             "batch": n_batch, "record": record,
             "cur": np.zeros((SEGMENT_STEPS, n_batch, n_post), dt),
-            "units": np.zeros(net.config.n_inputs, np.int32), "counts": np.zeros(8, dt),
-            "padded": np.zeros((SEGMENT_STEPS + 2 * net.config.max_delay_steps) * n_post, dt),
+            "parts": parts,
+            "units": np.zeros((parts, net.config.n_inputs), np.int32), "counts": np.zeros((parts, 8), dt),
+            "padded": np.zeros((parts, (SEGMENT_STEPS + 2 * net.config.max_delay_steps) * n_post), dt),
             "y": np.zeros((SEGMENT_STEPS, net.config.n_outputs, n_batch), dt),
             "v": np.zeros((n_rec, n_post, n_batch), dt), "z": np.zeros((n_rec, n_post, n_batch), dt)}
 
@@ -96,15 +99,16 @@ class SegmentRunner:
         if not 1 <= n <= SEGMENT_STEPS or first + n > x.shape[0]:
             raise ValueError(f"segment of {n} steps from step {first} does not fit a sequence of {x.shape[0]}")
         n_batch = x.shape[1]
-        if self.buffers is None or self.buffers["batch"] != n_batch or (record and not self.buffers["record"]):
+        if (self.buffers is None or self.buffers["batch"] != n_batch or (record and not self.buffers["record"])
+                or self.buffers["parts"] != min(net.threads, n_batch * net.layer_specs[0].n_neurons)):
             self._allocate(n_batch, record)
         buf = self.buffers
         index, delays = self._index()
         c, spec = net.config, net.layer_specs[0]
         ls, p = net.state.layers[0], net.params
         cur = buf["cur"][:n]
-        KS.spike_current(x, first, n, c.max_delay_steps, index.out_indptr, delays.offsets, index.weight_csc,
-                         delays.rows, buf["units"], buf["counts"], buf["padded"], cur)
+        build(KS, "spike_current", buf["parts"] > 1)(x, first, n, c.max_delay_steps, index.out_indptr, delays.offsets, index.weight_csc,
+                                                     delays.rows, buf["units"], buf["counts"], buf["padded"], cur)
         v_rec, z_rec = (buf["v"][:n], buf["z"][:n]) if record else (buf["v"][:0], buf["z"][:0])
         KS.forward_segment(x, first, n, cur, ls.hist_ff, float(spec.decay_mem), float(spec.input_gain),
                            float(spec.threshold), spec.reset == "hard", ls.current, ls.v, net.state.z,

@@ -52,9 +52,14 @@ CASES = [  # (dense, unit_delays, max_delay)
 ]
 
 
+BUILDS = [pytest.param("", 1, id="serial"), pytest.param("_parallel", 1, id="parallel-1"),
+          pytest.param("_parallel", 3, id="parallel-3")]     # (build suffix, parts)
+
+
+@pytest.mark.parametrize("build,parts", BUILDS)
 @pytest.mark.parametrize("dense,unit_delays,max_delay", CASES)
 @pytest.mark.parametrize("first,n", [(0, 17), (6, 9), (12, 5)])
-def test_spike_current_is_the_delayed_sum(dense, unit_delays, max_delay, first, n):
+def test_spike_current_is_the_delayed_sum(dense, unit_delays, max_delay, first, n, build, parts):
     rng = np.random.default_rng(7)
     T, B, n_pre, n_post = 17, 3, 9, 6
     indptr, pre, delay, weight = _projection(rng, n_pre, n_post, dense, unit_delays, max_delay)
@@ -62,9 +67,10 @@ def test_spike_current_is_the_delayed_sum(dense, unit_delays, max_delay, first, 
     assert rows.all() == (dense and unit_delays)
     x = spikes(rng, (T, B, n_pre), 0.6).astype(np.uint8)
     cur = np.full((n, B, n_post), np.nan)
-    KS.spike_current(x, first, n, max_delay, index.out_indptr, KS.synapse_offsets(index.out_post, delay_csc, n_post),
-                     weight[index.out_syn], rows, np.zeros(n_pre, np.int32), np.zeros(8),
-                     np.zeros((n + 2 * max_delay) * n_post), cur)
+    getattr(KS, "spike_current" + build)(
+        x, first, n, max_delay, index.out_indptr, KS.synapse_offsets(index.out_post, delay_csc, n_post),
+        weight[index.out_syn], rows, np.zeros((parts, n_pre), np.int32), np.zeros((parts, 8)),
+        np.zeros((parts, (n + 2 * max_delay) * n_post)), cur)
     ref = np.zeros((n, B, n_post))
     post = np.repeat(np.arange(n_post), np.diff(indptr))
     for s in range(pre.size):
@@ -75,21 +81,23 @@ def test_spike_current_is_the_delayed_sum(dense, unit_delays, max_delay, first, 
     np.testing.assert_allclose(cur, ref, rtol=1e-13, atol=1e-13)
 
 
-def test_backward_filter_is_the_anticausal_sum():
+@pytest.mark.parametrize("build,parts", BUILDS)
+def test_backward_filter_is_the_anticausal_sum(build, parts):
     rng = np.random.default_rng(3)
     n_buf, N, B, lo, n = 12, 4, 3, 2, 9
     psi, signal = rng.normal(size=(n_buf, N, B)), rng.normal(size=(n_buf, N, B))
     kappa, scale, alpha = 0.8, 0.7, 0.9
     R = np.full((n_buf, B, N), np.nan)
-    KS.backward_filter(psi, signal, lo, n, kappa, scale, alpha, np.zeros((N, B)), R)
+    getattr(KS, "backward_filter" + build)(psi, signal, lo, n, kappa, scale, alpha, np.zeros((N, B)), R, parts)
     lam = np.array([sum(kappa ** (w - u) * signal[lo + w] for w in range(u, n)) for u in range(n)])
     P = scale * psi[lo:lo + n] * lam
     ref = np.array([sum(alpha ** (w - v) * P[w] for w in range(v, n)) for v in range(n)])
     np.testing.assert_allclose(R[:n], ref.transpose(0, 2, 1), rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("build,parts", BUILDS)
 @pytest.mark.parametrize("dense,unit_delays,max_delay", CASES)
-def test_spike_weight_gradient_is_the_sum_over_spikes(dense, unit_delays, max_delay):
+def test_spike_weight_gradient_is_the_sum_over_spikes(dense, unit_delays, max_delay, build, parts):
     rng = np.random.default_rng(11)
     n, B, n_pre, n_post, n_slots = 14, 3, 8, 5, 20
     indptr, pre, delay, weight = _projection(rng, n_pre, n_post, dense, unit_delays, max_delay)
@@ -100,8 +108,8 @@ def test_spike_weight_gradient_is_the_sum_over_spikes(dense, unit_delays, max_de
         hist[q % n_slots] = x[q].T
     R = rng.normal(size=(n, B, n_post))
     grad_csc = np.zeros(pre.size)
-    KS.spike_weight_gradient(hist, n, index.out_indptr, index.out_post, delay_csc, rows, R, np.zeros(B, np.int32),
-                             grad_csc)
+    getattr(KS, "spike_weight_gradient" + build)(hist, n, index.out_indptr, index.out_post, delay_csc, rows, R,
+                                                 np.zeros((parts, B), np.int32), grad_csc)
     grad = np.zeros(pre.size)
     grad[index.out_syn] = grad_csc
     post = np.repeat(np.arange(n_post), np.diff(indptr))
@@ -238,3 +246,16 @@ def test_reset_after_untouched_traces_equals_a_fresh_learner():
         assert shared.rules[0].traces_touched == (T > 32)
         for u, v in zip(g.layers[0], g_ref.layers[0]):
             np.testing.assert_allclose(u.weight, v.weight, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("delays", ["none", "axonal", "synaptic"])
+def test_two_threads_equal_one(delays):
+    """The parallel builds (parts of the neurons, units or batch) give the serial results."""
+    cfg = _net_config(delays, 0.7)
+    x, labels = _inputs(80, 5)
+    one = ThreeFactorLearner(Network(cfg, seed=3, batch_size=5, dtype="float64"), LearningConfig(learn_delays=False))
+    two = ThreeFactorLearner(Network(cfg, seed=3, batch_size=5, dtype="float64", threads=2),
+                             LearningConfig(learn_delays=False))
+    np.testing.assert_allclose(two.net.run(x), one.net.run(x), rtol=1e-12, atol=1e-12)
+    for u, v in zip(two.sample_gradients(x, labels).layers[0], one.sample_gradients(x, labels).layers[0]):
+        np.testing.assert_allclose(u.weight, v.weight, rtol=1e-10, atol=1e-12)

@@ -35,54 +35,67 @@ from functools import partial
 
 import numpy as np
 
-from ._jit import jit
+from numba import prange
+
+from ._jit import jit, jit_parallel
 from .lif import lif_step
 from .readout import readout_error, readout_step
 from .surrogate import pseudo_derivative
 
 
-@jit
-def spike_current(x, first, n, max_delay, out_indptr, offsets, weight_csc, rows, units, counts, padded, cur):
+def _spike_current(x, first, n, max_delay, out_indptr, offsets, weight_csc, rows, units, counts, padded, cur):
     """cur[u, b, j] = sum over synapses (i -> j, delay d) of w * x[first + u - d, b, i], for u in [0, n).
 
     x : (T, B, n_pre) counts; max_delay : int, the largest delay (older steps cannot reach the segment)
     out_indptr : (n_pre + 1,) CSC pointers; offsets : (n_syn,) int32 ``delay * N + post`` of each synapse,
     CSC order (:func:`synapse_offsets`); weight_csc : (n_syn,) float, CSC order
     rows : (n_pre,) uint8, 1 where unit i's synapses are neurons 0 .. N-1 in order with one delay
-    units : (>= n_pre,) int32 scratch; counts : (>= 8,) float scratch;
-    padded : (>= (n + 2 max_delay) N,) float scratch (used unless every unit with synapses is a row);
-    cur : (n, B, N) float out (overwritten)
+    units : (P, >= n_pre) int32 scratch; counts : (P, >= 8) float scratch;
+    padded : (P, >= (n + 2 max_delay) N) float scratch (used unless every unit with synapses is a row);
+    cur : (n, B, N) float out (overwritten).  P parts run side by side (the parallel build): rows
+    split the neuron axis, scattered synapses the batch.
     """
     n_steps, n_batch, n_pre = x.shape
     n_post = cur.shape[2]
+    n_parts = units.shape[0]
     lo = max(0, first - max_delay)
     hi = min(n_steps, first + n)
     delay = _common_row_delay(out_indptr, offsets, rows, n_post)
     if delay == -2:                              # scattered synapses: one batch entry at a time
-        _scatter_current(x, first, n, lo, hi, max_delay, out_indptr, offsets, weight_csc, units, counts,
-                         padded, cur)
+        for part in prange(n_parts):
+            _scatter_current(x, first, n, lo, hi, max_delay, out_indptr, offsets, weight_csc, units[part],
+                             counts[part], padded[part], cur, part * n_batch // n_parts,
+                             (part + 1) * n_batch // n_parts)
         return
     flat = cur.reshape(-1)
     flat[:] = 0.0
-    for q in range(lo, hi):
-        for b in range(n_batch):
-            m = _spiking_units(x, q, b, units)
-            if delay >= 0:                       # every row at one delay: all of them into one row of cur
-                u = q + delay - first
-                if 0 <= u < n:
-                    _add_rows(flat, np.uint64((u * n_batch + b) * n_post), n_post, weight_csc, out_indptr,
-                              units, m, x, q, b, counts)
-                continue
-            for s in range(m):
-                i = units[s]
-                k0 = np.uint64(out_indptr[i])
-                u = q + offsets[k0] // n_post - first
-                if 0 <= u < n:
-                    counts[0] = x[q, b, i]          # the count in the float type, exactly
-                    c = counts[0]
-                    base = np.uint64((u * n_batch + b) * n_post)
-                    for jj in range(np.uint64(n_post)):
-                        flat[base + jj] += weight_csc[k0 + jj] * c
+    for part in prange(n_parts):
+        j0 = part * n_post // n_parts
+        width = (part + 1) * n_post // n_parts - j0
+        scan, cnt = units[part], counts[part]
+        for q in range(lo, hi):
+            for b in range(n_batch):
+                m = _spiking_units(x, q, b, scan)
+                if delay >= 0:                   # every row at one delay: all of them into one row of cur
+                    u = q + delay - first
+                    if 0 <= u < n:
+                        _add_rows(flat, np.uint64((u * n_batch + b) * n_post + j0), j0, width, weight_csc,
+                                  out_indptr, scan, m, x, q, b, cnt)
+                    continue
+                for s in range(m):
+                    i = scan[s]
+                    k0 = np.uint64(out_indptr[i] + j0)
+                    u = q + offsets[out_indptr[i]] // n_post - first
+                    if 0 <= u < n:
+                        cnt[0] = x[q, b, i]              # the count in the float type, exactly
+                        c = cnt[0]
+                        base = np.uint64((u * n_batch + b) * n_post + j0)
+                        for jj in range(np.uint64(width)):
+                            flat[base + jj] += weight_csc[k0 + jj] * c
+
+
+spike_current = jit(_spike_current)
+spike_current_parallel = jit_parallel(_spike_current)
 
 
 @jit
@@ -113,19 +126,19 @@ def _spiking_units(x, q, b, units):
 
 
 @jit
-def _add_rows(flat, base, n_post, weight_csc, out_indptr, units, m, x, q, b, counts):
-    """flat[base : base + N] += x[q, b, i] w_i for the units i in units[:m], in that order, eight (then
-    four, then one) rows per pass over the output row: the same additions in the same order, an
-    eighth of the loads and stores of the output."""
-    width = np.uint64(n_post)
+def _add_rows(flat, base, col, width, weight_csc, out_indptr, units, m, x, q, b, counts):
+    """flat[base : base + width] += x[q, b, i] w_i[col : col + width] for the units i in units[:m], in that
+    order, eight (then four, then one) rows per pass over the output row: the same additions in the
+    same order, an eighth of the loads and stores of the output."""
+    width = np.uint64(width)
     s = 0
     while s + 8 <= m:
         for r in range(8):
             counts[r] = x[q, b, units[s + r]]     # the counts in the float type, exactly
-        ka, kb, kc, kd = (np.uint64(out_indptr[units[s]]), np.uint64(out_indptr[units[s + 1]]),
-                          np.uint64(out_indptr[units[s + 2]]), np.uint64(out_indptr[units[s + 3]]))
-        ke, kf, kg, kh = (np.uint64(out_indptr[units[s + 4]]), np.uint64(out_indptr[units[s + 5]]),
-                          np.uint64(out_indptr[units[s + 6]]), np.uint64(out_indptr[units[s + 7]]))
+        ka, kb, kc, kd = (np.uint64(out_indptr[units[s]] + col), np.uint64(out_indptr[units[s + 1]] + col),
+                          np.uint64(out_indptr[units[s + 2]] + col), np.uint64(out_indptr[units[s + 3]] + col))
+        ke, kf, kg, kh = (np.uint64(out_indptr[units[s + 4]] + col), np.uint64(out_indptr[units[s + 5]] + col),
+                          np.uint64(out_indptr[units[s + 6]] + col), np.uint64(out_indptr[units[s + 7]] + col))
         ca, cb, cc, cd, ce, cf, cg, ch = (counts[0], counts[1], counts[2], counts[3], counts[4], counts[5],
                                           counts[6], counts[7])
         for jj in range(width):
@@ -141,8 +154,8 @@ def _add_rows(flat, base, n_post, weight_csc, out_indptr, units, m, x, q, b, cou
     while s + 4 <= m:
         for r in range(4):
             counts[r] = x[q, b, units[s + r]]
-        ka, kb, kc, kd = (np.uint64(out_indptr[units[s]]), np.uint64(out_indptr[units[s + 1]]),
-                          np.uint64(out_indptr[units[s + 2]]), np.uint64(out_indptr[units[s + 3]]))
+        ka, kb, kc, kd = (np.uint64(out_indptr[units[s]] + col), np.uint64(out_indptr[units[s + 1]] + col),
+                          np.uint64(out_indptr[units[s + 2]] + col), np.uint64(out_indptr[units[s + 3]] + col))
         ca, cb, cc, cd = counts[0], counts[1], counts[2], counts[3]
         for jj in range(width):
             v = flat[base + jj] + weight_csc[ka + jj] * ca
@@ -152,20 +165,21 @@ def _add_rows(flat, base, n_post, weight_csc, out_indptr, units, m, x, q, b, cou
         s += 4
     while s < m:
         counts[0] = x[q, b, units[s]]
-        ka, ca = np.uint64(out_indptr[units[s]]), counts[0]
+        ka, ca = np.uint64(out_indptr[units[s]] + col), counts[0]
         for jj in range(width):
             flat[base + jj] += weight_csc[ka + jj] * ca
         s += 1
 
 
 @jit
-def _scatter_current(x, first, n, lo, hi, max_delay, out_indptr, offsets, weight_csc, units, counts, padded, cur):
-    """:func:`spike_current` for scattered synapses, one batch entry b at a time: its steps are summed
+def _scatter_current(x, first, n, lo, hi, max_delay, out_indptr, offsets, weight_csc, units, counts, padded, cur,
+                     b0, b1):
+    """:func:`spike_current` for scattered synapses, batch entries b0 .. b1 - 1 one at a time: its steps are summed
     into ``padded`` (n + 2 max_delay, N) contiguous rows (row ``q + d - first + max_delay``, so no
     bounds test and no cache-set conflicts between the rows of cur, B N apart), then copied into cur."""
-    n_batch, n_post = x.shape[1], cur.shape[2]
+    n_post = cur.shape[2]
     n_rows = n + 2 * max_delay
-    for b in range(n_batch):
+    for b in range(b0, b1):
         padded[:n_rows * n_post] = 0.0
         for q in range(lo, hi):
             m = _spiking_units(x, q, b, units)
@@ -255,67 +269,78 @@ def learn_segment(first, n, row, y_rec, v_rec, z_rec, labels, loss_weights, loss
     return loss, spikes
 
 
-@jit
-def backward_filter(psi, signal, lo, n, kappa, scale, alpha, lam, R):
+def _backward_filter(psi, signal, lo, n, kappa, scale, alpha, lam, R, n_parts):
     """R[v, b, j] = sum_(v <= u < n) alpha^(u - v) P[u, j, b],  P^u = scale psi^u Lam^u, Lam^u = L^u + kappa Lam^(u+1).
 
     psi, signal : (n_buf, N, B), steps at rows lo .. lo + n - 1; kappa : readout decay;
-    scale : zeta_o zeta; alpha : membrane decay; lam : (N, B) scratch; R : (>= n, B, N) out.
+    scale : zeta_o zeta; alpha : membrane decay; lam : (N, B) scratch; R : (>= n, B, N) out;
+    n_parts : batch parts run side by side (the parallel build).
     """
     _, n_post, n_batch = psi.shape
-    lam[...] = 0.0
-    for u in range(n - 1, -1, -1):
+    for part in prange(n_parts):
+        b0, b1 = part * n_batch // n_parts, (part + 1) * n_batch // n_parts
         for j in range(n_post):
-            for b in range(n_batch):
-                lam[j, b] = signal[lo + u, j, b] + kappa * lam[j, b]
-        for b in range(n_batch):                    # R's rows are (b, j): a second, transposing pass
-            if u == n - 1:
-                for j in range(n_post):
-                    R[u, b, j] = scale * psi[lo + u, j, b] * lam[j, b]
-            else:
-                for j in range(n_post):
-                    R[u, b, j] = scale * psi[lo + u, j, b] * lam[j, b] + alpha * R[u + 1, b, j]
+            for b in range(b0, b1):
+                lam[j, b] = 0.0
+        for u in range(n - 1, -1, -1):
+            for j in range(n_post):
+                for b in range(b0, b1):
+                    lam[j, b] = signal[lo + u, j, b] + kappa * lam[j, b]
+            for b in range(b0, b1):                 # R's rows are (b, j): a second, transposing pass
+                if u == n - 1:
+                    for j in range(n_post):
+                        R[u, b, j] = scale * psi[lo + u, j, b] * lam[j, b]
+                else:
+                    for j in range(n_post):
+                        R[u, b, j] = scale * psi[lo + u, j, b] * lam[j, b] + alpha * R[u + 1, b, j]
 
 
-@partial(jit, contract=True)
-def spike_weight_gradient(hist, n, out_indptr, out_post, delay_csc, rows, R, picked, grad_csc):
+backward_filter = jit(_backward_filter)
+backward_filter_parallel = jit_parallel(_backward_filter)
+
+
+def _spike_weight_gradient(hist, n, out_indptr, out_post, delay_csc, rows, R, picked, grad_csc):
     """grad_csc[k] += sum over the spikes (q, b) of synapse k's unit i of  c R[q + d_k, b, post_k],  q + d_k < n.
 
     hist : (n_slots, n_pre, B) presynaptic ring, holding steps 0 .. n - 1 (n <= n_slots);
-    R : (n, B, N) (:func:`backward_filter`); picked : (>= B,) int32 scratch; grad_csc : (n_syn,) CSC
+    R : (n, B, N) (:func:`backward_filter`); picked : (P, >= B) int32 scratch; grad_csc : (n_syn,) CSC
     order (a unit's synapses side by side, so a spike adds one contiguous row), accumulated.
     ``rows`` as in :func:`spike_current`.  Per step and unit, its spikes over the batch (contiguous
     in hist) are added four at a time into the unit's gradient row: each synapse still sums its
-    spikes in (step, batch) order.
+    spikes in (step, batch) order.  P parts of the units run side by side (the parallel build).
     """
     n_slots, n_pre, n_batch = hist.shape
     n_post = R.shape[2]
+    n_parts = picked.shape[0]
     flat = R.reshape(-1)
-    for q in range(n):
-        slot = q % n_slots
-        for i in range(n_pre):
-            k0, k1 = np.uint64(out_indptr[i]), np.uint64(out_indptr[i + 1])
-            if k1 == k0:
-                continue
-            m = 0
-            for b in range(n_batch):                # branch-free: the batch entries with a spike
-                picked[m] = b
-                m += hist[slot, i, b] != 0.0
-            if m == 0:
-                continue
-            if rows[i]:
-                u = q + delay_csc[k0]
-                if u < n:
-                    _add_batch_rows(flat, (u * n_batch) * n_post, n_post, hist, slot, i, picked, m, grad_csc, k0)
-            else:
-                for k in range(k0, k1):
-                    u = q + delay_csc[k]
+    for part in prange(n_parts):
+        batch = picked[part]
+        for q in range(n):
+            slot = q % n_slots
+            for i in range(part * n_pre // n_parts, (part + 1) * n_pre // n_parts):
+                k0, k1 = np.uint64(out_indptr[i]), np.uint64(out_indptr[i + 1])
+                if k1 == k0:
+                    continue
+                m = 0
+                for b in range(n_batch):            # branch-free: the batch entries with a spike
+                    batch[m] = b
+                    m += hist[slot, i, b] != 0.0
+                if m == 0:
+                    continue
+                if rows[i]:
+                    u = q + delay_csc[k0]
                     if u < n:
-                        acc = grad_csc[k]
-                        for s in range(m):
-                            b = picked[s]
-                            acc += hist[slot, i, b] * flat[np.uint64((u * n_batch + b) * n_post + out_post[k])]
-                        grad_csc[k] = acc
+                        _add_batch_rows(flat, (u * n_batch) * n_post, n_post, hist, slot, i, batch, m, grad_csc,
+                                        k0)
+                else:
+                    for k in range(k0, k1):
+                        u = q + delay_csc[k]
+                        if u < n:
+                            acc = grad_csc[k]
+                            for s in range(m):
+                                b = batch[s]
+                                acc += hist[slot, i, b] * flat[np.uint64((u * n_batch + b) * n_post + out_post[k])]
+                            grad_csc[k] = acc
 
 
 @partial(jit, contract=True)
@@ -342,6 +367,10 @@ def _add_batch_rows(flat, ubase, n_post, hist, slot, i, picked, m, grad_csc, k0)
             grad_csc[k0 + jj] += c * flat[r + jj]
         s += 1
 
+
+
+spike_weight_gradient = jit(_spike_weight_gradient, contract=True)
+spike_weight_gradient_parallel = jit_parallel(_spike_weight_gradient, contract=True)
 
 
 def synapse_offsets(out_post, delay_csc, n_post: int) -> np.ndarray:
