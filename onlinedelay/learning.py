@@ -46,6 +46,7 @@ from . import kernels as K
 from . import quantize as Q
 from .kernels import chunk as KC
 from .kernels import sample as KS
+from .kernels import spike_delays as KD
 from .kernels._jit import build
 from .config import LayerSpec, LearningConfig
 from .dense import blas_threads, dense_weight_chunk, is_dense
@@ -59,6 +60,7 @@ from .state import (Gradients, LayerGradients, LayerLearnerState, LearnerState, 
 
 
 MIN_SEGMENT_STEPS = 16   # online updates more often than this: run_sample steps one step at a time
+LAG_BLOCK_BYTES = 1 << 16   # per-spike delay gradients: the lag sums of a block of units that stay in cache
 
 
 class _LayerRule:
@@ -99,6 +101,8 @@ class _LayerRule:
         self.csc = tuple(CscDelays(event_index(proj, n_pre, net.config.max_delay_steps))
                          for proj, n_pre in zip(lp, self.n_pre))
         self.spike_scratch = None
+        # per-spike delay gradients (kernels/spike_delays.py): taps' centres in CSC order, scratch
+        self.csc_centres, self.centres_version, self.lag_scratch = None, -1, None
         self.traces_touched = True     # the trace arrays may hold values (reset zeroes them then)
 
     # -- state ----------------------------------------------------------------------------------
@@ -238,22 +242,22 @@ class _LayerRule:
         x_first = int(s.cursor[2])
         projections = self._projections(s)
         by_spike = self._by_spike(s, t_end, final)
+        if by_spike:                                # the whole sample per spike: no trace or chunk pass
+            self._spike_gradients(s, projections, by_spike, t_end)
+            s.cursor[:] = t_end, t_end, x_end
+            return
         for k, proj, tr, hist, _, _ in projections:
-            if proj.weight.size and k not in by_spike:
+            if proj.weight.size:
                 self.traces_touched = True
                 # the recurrent train's step t_end is z^(t_end - 1), written by flush (final) or the next step
                 t_last = t_end if (k == 1 and final) else t_end - 1
                 self._kernel("filter_history")(hist, x_first, x_end, t_last, alpha, tr.xh, tr.xearly)
         n = w_end - w_first
         if n > 0 and not fused:
-            if by_spike:
-                self._spike_weight_gradients(s, projections, by_spike, t_end)
-            if len(by_spike) < len(projections):
-                factors(s.psi_buf, s.signal_buf, w_first - d_first, n, w_first, c.decay_out, scale, alpha,
-                        P, Q, A, Pa, Qa, s.early)
+            factors(s.psi_buf, s.signal_buf, w_first - d_first, n, w_first, c.decay_out, scale, alpha,
+                    P, Q, A, Pa, Qa, s.early)
             for k, proj, tr, _, g_w, _ in projections:
-                if k not in by_spike:
-                    self._weight_chunk(s, k, proj, tr, w_first, n, g_w, keep)
+                self._weight_chunk(s, k, proj, tr, w_first, n, g_w, keep)
         n = d_end - d_first
         if n > 0 and (fused or any(self._learns_delays(proj) for _, proj, *_ in projections)):
             self._refresh_taps()
@@ -283,12 +287,22 @@ class _LayerRule:
         s.cursor[:] = w_end, d_end, max(x_first, x_end)
 
     def _by_spike(self, s: LayerLearnerState, t_end: int, final: bool) -> tuple:
-        """Projections whose weight gradient is summed spike by spike at this flush: the whole sample
-        is one chunk (nothing summed before, every step still in the rings) and their delays are
-        not learned (the delay pass reads the filtered traces anyway)."""
-        if not (final and self.chunked and not self.fuse and not s.cursor.any() and t_end < self.net.n_slots):
+        """Projections whose gradients are summed spike by spike at this flush: every projection with
+        synapses, when the whole sample is one chunk (nothing summed before, every step still in the
+        rings, the recurrent train's step t_end included); else none."""
+        if not (final and self.chunked and not s.cursor.any() and t_end < self.net.n_slots):
             return ()
-        return tuple(k for k, proj, *_ in self._projections(s) if proj.weight.size and not self._learns_delays(proj))
+        return tuple(k for k, proj, *_ in self._projections(s) if proj.weight.size)
+
+    def _spike_gradients(self, s: LayerLearnerState, projections, by_spike: tuple, t_end: int) -> None:
+        """Gradients of the projections in ``by_spike`` over the sample's ``t_end`` steps: the chunk
+        factors filtered backward in time, then per presynaptic spike the rows of the weights
+        (kernels/sample.py) or the lag windows of the learned delays (kernels/spike_delays.py)."""
+        learned = tuple(k for k, proj, *_ in projections if k in by_spike and self._learns_delays(proj))
+        if len(learned) < len(by_spike):
+            self._spike_weight_gradients(s, projections, tuple(k for k in by_spike if k not in learned), t_end)
+        if learned:
+            self._spike_delay_gradients(s, projections, learned, t_end)
 
     def _spike_weight_gradients(self, s: LayerLearnerState, projections, by_spike: tuple, t_end: int) -> None:
         """g_W of the projections in ``by_spike`` over the sample's ``t_end`` steps (kernels/sample.py):
@@ -312,6 +326,48 @@ class _LayerRule:
                 self._kernel("spike_weight_gradient", KS)(hist, t_end, index.out_indptr, index.out_post,
                                                           csc.delay_csc, csc.rows, R, picked, g)
                 g_w[index.out_syn] += g
+
+    def _spike_delay_gradients(self, s: LayerLearnerState, projections, learned: tuple, t_end: int) -> None:
+        """g_d and g_w of the projections in ``learned`` (learned synaptic or axonal delays) over the
+        sample's ``t_end`` steps, summed per presynaptic spike (kernels/spike_delays.py)."""
+        c, spec, net = self.net.config, self.spec, self.net
+        n_batch, width = s.psi_buf.shape[2], 2 * self.lag_steps + 2    # 2K + 1 taps, even (8 for K = 3)
+        n_lags = t_end + c.max_delay_steps + width + 1      # steps 0 .. t_end (recurrent), delays, window
+        lp = net.params.layers[self.index]
+        if self.lag_scratch is None or self.lag_scratch[3].size != n_batch * max(self.n_pre):
+            dt = net.dtype
+            max_lags = self.n_buf + c.max_delay_steps + width + 1
+            self.lag_scratch = (np.zeros(n_batch * spec.n_neurons * max_lags, dt),
+                                np.zeros(max(proj.pre.size for proj in lp) * width, dt),
+                                tuple(np.zeros(n_batch * n_pre + 1, np.int64) for n_pre in self.n_pre),
+                                np.zeros(n_batch * max(self.n_pre), np.int64),
+                                [np.zeros(0, np.int32), np.zeros(0, dt)])
+        flat_rt, flat_sums, ptrs, cursor, spike_buf = self.lag_scratch
+        self._refresh_taps()
+        if self.centres_version != self.taps_version:
+            self.csc_centres = tuple(centre.take(proj.delay_of_syn.take(csc.index.out_syn)) if proj.delay.size else None
+                                     for proj, csc, (centre, _) in zip(lp, self.csc, self.taps))
+            self.centres_version = self.taps_version
+        RT = flat_rt[:n_batch * spec.n_neurons * n_lags].reshape(n_batch, spec.n_neurons, n_lags)
+        threads = net.threads > 1
+        build(KD, "lag_filter", threads)(s.psi_buf, s.signal_buf, t_end, c.decay_out,
+                                         c.readout_gain * spec.input_gain, spec.decay_mem, self.lag_steps, RT)
+        for k, proj, _, hist, g_w, g_d in projections:
+            if k not in learned:
+                continue
+            index = self.csc[k].index
+            t_last = t_end if k == 1 else t_end - 1    # the recurrent train's step t_end is z^(t_end - 1)
+            n_spikes = KD.spike_lists(hist, t_last, ptrs[k], cursor, spike_buf[0], spike_buf[1])
+            if n_spikes > spike_buf[0].size:
+                spike_buf[:] = np.zeros(2 * n_spikes, np.int32), np.zeros(2 * n_spikes, net.dtype)
+                KD.spike_lists(hist, t_last, ptrs[k], cursor, spike_buf[0], spike_buf[1])
+            sums = flat_sums[:proj.pre.size * width].reshape(proj.pre.size, width)
+            fan_out = max(1, proj.pre.size // max(1, self.n_pre[k]))
+            block = max(1, LAG_BLOCK_BYTES // (fan_out * width * sums.itemsize))
+            build(KD, "spike_lag_sums", threads)(ptrs[k], spike_buf[0], spike_buf[1], index.out_indptr,
+                                                 index.out_post, self.csc_centres[k], RT, block, sums)
+            build(KD, "lag_gradients", threads)(sums, index.out_syn, self.lag_steps, self.taps[k][1],
+                                                proj.delay_of_syn, proj.weight, g_d, g_w)
 
     def _weight_chunk(self, s, k: int, proj: Projection, tr, first: int, n: int, grad, keep: bool) -> None:
         """Weight traces of projection ``k`` over the ``n`` steps from ``first`` (factors already computed);

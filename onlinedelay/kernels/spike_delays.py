@@ -1,0 +1,194 @@
+"""Delay and weight gradients of a one-chunk sample summed per presynaptic spike (soft reset).
+
+When a whole sample is one chunk (steps ``u`` in ``[0, n)``, traces zero at the start, kernels/chunk.py),
+the delay input of synapse ``k`` (unit ``i``, neuron ``j``, Gaussian taps ``tap_q`` at lags
+``m_q = c - K + q`` around its forward delay ``c``) is ``V^u = sum_q tap_q sum_(v <= u) alpha^(u - v) x_i^(v - m_q)``,
+so the chunk sums move to the postsynaptic side, as for the weights (kernels/sample.py)::
+
+    g_d[k] = w_k sum_q tap_q S[k, q],   g_w[k] = S[k, K],
+    S[k, q] = sum over the spikes (r, b) of unit i of  cnt R_j^(r + m_q)    (R = 0 outside [0, n))
+    R^v = sum_(v <= u < n) alpha^(u - v) P^u                                 (P: the chunk factor)
+
+Axonal delays (one per unit) are the same sums with the unit's taps; their per-synapse gradients
+are summed by unit afterwards.  Work per spike: ``W`` contiguous lags of one row of ``R`` per outgoing
+synapse, added to that synapse's lag sums ``S[k, :W]`` (``W >= 2K + 1``, the taps are applied
+once per sample).
+
+Our choice of layout: ``R`` transposed per batch element, ``RT[b, j, pad + v] = R_j^v`` with ``pad = K``
+zeros in front and zeros after step ``n - 1``, so a synapse's ``W`` lags are one contiguous,
+branch-free read ``RT[b, j, r + c : r + c + W]``; spikes listed per (batch element, unit) so one
+unit's lag sums are added over all its spikes in a batch element at once; units in blocks
+(``block`` units per pass over the batch) so a block's lag sums stay in cache while the rows of
+``RT[b]`` are shared by the block's units.
+
+Arrays: hist (n_slots, n_pre, B) presynaptic ring (step r at slot r, all steps held);
+psi, signal (n_buf, N, B); RT (B, N, L), ``L >= pad + max(r) + max delay + W - K``;
+spike lists ptr (B n_pre + 1,) int64, step (n_spikes,) int32, count (n_spikes,) float;
+CSC synapse arrays as in projections.EventIndex; lag sums S (n_syn, W) in CSC order.
+"""
+
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ._jit import jit, jit_parallel
+
+LANES = 8     # lags per synapse summed as one vector (the default window, K = 3: 2K + 1 = 7 taps, padded)
+
+
+@intrinsic
+def _lag_sum8(typingctx, flat, base, step, count, s0, s1, sums, at):
+    """sums[at:at + 8] += sum_(s0 <= s < s1) count[s] flat[base + step[s] : base + step[s] + 8], the eight lanes
+    in one vector register (numba's loop vectoriser does not see eight scalar accumulators as one vector).
+    flat, sums, count : 1-D, one float type; step : 1-D int32; the caller keeps every index in bounds."""
+    if not (isinstance(flat, types.Array) and isinstance(sums, types.Array) and isinstance(count, types.Array)
+            and flat.dtype == sums.dtype == count.dtype and flat.dtype in (types.float32, types.float64)):
+        return None
+    sig = types.void(flat, base, step, count, s0, s1, sums, at)
+
+    def codegen(context, builder, signature, args):
+        flat_v, base_v, step_v, count_v, s0_v, s1_v, sums_v, at_v = args
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        fty = context.get_value_type(flat.dtype)
+        vty = ir.VectorType(fty, LANES)
+        name = "llvm.fma.v8" + ("f32" if flat.dtype == types.float32 else "f64")
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
+        data = [context.make_array(ty)(context, builder, v).data
+                for ty, v in ((flat, flat_v), (step, step_v), (count, count_v), (sums, sums_v))]
+        base64, first, last, at64 = (context.cast(builder, v, ty, types.int64) for v, ty in
+                                     ((base_v, signature.args[1]), (s0_v, signature.args[4]),
+                                      (s1_v, signature.args[5]), (at_v, signature.args[7])))
+        acc_ptr = builder.bitcast(builder.gep(data[3], [at64]), vty.as_pointer())
+        acc = cgutils.alloca_once(builder, vty)              # promoted to a register by LLVM
+        builder.store(builder.load(acc_ptr, align=1), acc)
+        undef = ir.Constant(vty, ir.Undefined)
+        splat = ir.Constant(ir.VectorType(i32, LANES), [0] * LANES)
+        with cgutils.for_range_slice(builder, first, last, ir.Constant(i64, 1), inc=True) as (s, _):
+            offset = builder.add(base64, builder.sext(builder.load(builder.gep(data[1], [s])), i64))
+            window = builder.load(builder.bitcast(builder.gep(data[0], [offset]), vty.as_pointer()), align=1)
+            c = builder.load(builder.gep(data[2], [s]))
+            cv = builder.shuffle_vector(builder.insert_element(undef, c, ir.Constant(i32, 0)), undef, splat)
+            builder.store(builder.call(fma, [cv, window, builder.load(acc)]), acc)
+        builder.store(builder.load(acc), acc_ptr, align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@jit
+def spike_lists(hist, t_last, ptr, cursor, step, count):
+    """List the spikes of steps 0 .. t_last per (batch element, unit): entry ``b n_pre + i`` holds
+    ``step[ptr[e]:ptr[e + 1]]`` (ascending) and their counts.
+
+    hist : (n_slots, n_pre, B), t_last < n_slots; ptr : (B n_pre + 1,) int64 out; cursor : (B n_pre,)
+    int64 scratch (or longer); step : (cap,) int32 out; count : (cap,) float out.  Returns the number of spikes;
+    the lists are filled only if it is at most ``cap`` (else call again with larger arrays).
+    """
+    _, n_pre, n_batch = hist.shape
+    ptr[:] = 0
+    for r in range(t_last + 1):
+        for i in range(n_pre):
+            for b in range(n_batch):
+                if hist[r, i, b] != 0.0:
+                    ptr[b * n_pre + i + 1] += 1
+    for e in range(n_batch * n_pre):
+        ptr[e + 1] += ptr[e]
+    total = ptr[n_batch * n_pre]
+    if total > step.size:
+        return total
+    cursor[:n_batch * n_pre] = ptr[:n_batch * n_pre]
+    for r in range(t_last + 1):
+        for i in range(n_pre):
+            for b in range(n_batch):
+                c = hist[r, i, b]
+                if c != 0.0:
+                    e = b * n_pre + i
+                    step[cursor[e]] = r
+                    count[cursor[e]] = c
+                    cursor[e] += 1
+    return total
+
+
+def _lag_filter(psi, signal, n, kappa, scale, alpha, pad, RT):
+    """RT[b, j, pad + v] = R_j^v = sum_(v <= u < n) alpha^(u - v) P^u for v in [0, n), zero elsewhere in the row.
+
+    P^u = scale psi^u Lam^u, Lam^u = L^u + kappa Lam^(u+1) (Lam^n = 0); psi, signal : (>= n, N, B),
+    step u at row u; kappa : readout decay; scale : zeta_o zeta; alpha : membrane decay; RT : (B, N, L) out.
+    """
+    n_batch, n_post, n_lags = RT.shape
+    for j in prange(n_post):
+        for b in range(n_batch):
+            row = RT[b, j]
+            row[:pad] = 0.0
+            row[pad + n:] = 0.0
+            lam = 0.0
+            acc = 0.0
+            for u in range(n - 1, -1, -1):
+                lam = signal[u, j, b] + kappa * lam
+                acc = scale * psi[u, j, b] * lam + alpha * acc
+                row[pad + u] = acc
+
+
+def _spike_lag_sums(ptr, step, count, out_indptr, out_post, centre_csc, RT, block, sums):
+    """S[k, q] = sum over the spikes (r, b) of synapse k's unit of  cnt RT[b, post_k, r + centre_k + q],  q < W.
+
+    ptr, step, count : from :func:`spike_lists`; out_indptr (n_pre + 1,), out_post, centre_csc (n_syn,)
+    int32: CSC view and the taps' centre (forward delay) of each synapse; RT : (B, N, L) from
+    :func:`lag_filter`; block : units per pass over the batch; sums : (n_syn, W) out (overwritten).
+    """
+    n_batch, n_post, n_lags = RT.shape
+    n_pre = out_indptr.size - 1
+    width = sums.shape[1]
+    flat = RT.reshape(-1)
+    lags = sums.reshape(-1)
+    n_blocks = (n_pre + block - 1) // block
+    for blk in prange(n_blocks):
+        i0 = blk * block
+        i1 = min(n_pre, i0 + block)
+        for k in range(out_indptr[i0], out_indptr[i1]):
+            sums[k, :] = 0.0
+        for b in range(n_batch):
+            for i in range(i0, i1):
+                e = b * n_pre + i
+                s0, s1 = ptr[e], ptr[e + 1]
+                if s0 == s1:
+                    continue
+                for k in range(out_indptr[i], out_indptr[i + 1]):
+                    base = (b * n_post + out_post[k]) * n_lags + centre_csc[k]
+                    if width == LANES:
+                        _lag_sum8(flat, base, step, count, s0, s1, lags, k * LANES)
+                    else:
+                        for s in range(s0, s1):
+                            cnt = count[s]
+                            o = base + step[s]
+                            for q in range(width):
+                                lags[k * width + q] += cnt * flat[o + q]
+
+
+def _lag_gradients(sums, out_syn, half_width, taps, delay_of_syn, weight, grad_d, grad_w):
+    """grad_d[s] += w_s sum_q taps[p, q] S[k, q] and grad_w[s] += S[k, K], s = out_syn[k], p = delay_of_syn[s].
+
+    sums : (n_syn, W) from :func:`spike_lag_sums` (CSC order); taps : (n_delays, 2K + 1);
+    weight, grad_d, grad_w : (n_syn,) CSR order (axonal: grad_d per synapse, summed by unit later);
+    pass an empty grad_w to skip the weight gradient.
+    """
+    n_taps = taps.shape[1]
+    with_w = grad_w.size > 0
+    for k in prange(out_syn.size):
+        s = out_syn[k]
+        p = delay_of_syn[s]
+        g = 0.0
+        for q in range(n_taps):
+            g += taps[p, q] * sums[k, q]
+        grad_d[s] += weight[s] * g
+        if with_w:
+            grad_w[s] += sums[k, half_width]
+
+
+lag_filter = jit(_lag_filter, contract=True)
+lag_filter_parallel = jit_parallel(_lag_filter, contract=True)
+spike_lag_sums = jit(_spike_lag_sums, contract=True)
+spike_lag_sums_parallel = jit_parallel(_spike_lag_sums, contract=True)
+lag_gradients = jit(_lag_gradients, contract=True)
+lag_gradients_parallel = jit_parallel(_lag_gradients, contract=True)
