@@ -37,43 +37,63 @@ from ._jit import jit, jit_parallel
 LANES = 8     # lags per synapse summed as one vector (the default window, K = 3: 2K + 1 = 7 taps, padded)
 
 
-@intrinsic
-def _lag_sum8(typingctx, flat, base, step, count, s0, s1, sums, at):
-    """sums[at:at + 8] += sum_(s0 <= s < s1) count[s] flat[base + step[s] : base + step[s] + 8], the eight lanes
-    in one vector register (numba's loop vectoriser does not see eight scalar accumulators as one vector).
-    flat, sums, count : 1-D, one float type; step : 1-D int32; the caller keeps every index in bounds."""
-    if not (isinstance(flat, types.Array) and isinstance(sums, types.Array) and isinstance(count, types.Array)
-            and flat.dtype == sums.dtype == count.dtype and flat.dtype in (types.float32, types.float64)):
-        return None
-    sig = types.void(flat, base, step, count, s0, s1, sums, at)
+def _lag_sums_intrinsic(n_syn: int):
+    """An intrinsic that adds, for the ``n_syn`` synapses k .. k + n_syn - 1 of one unit, each spike's
+    window of LANES lags into the synapse's lag sums, one vector register per synapse::
 
-    def codegen(context, builder, signature, args):
-        flat_v, base_v, step_v, count_v, s0_v, s1_v, sums_v, at_v = args
-        i64, i32 = ir.IntType(64), ir.IntType(32)
-        fty = context.get_value_type(flat.dtype)
-        vty = ir.VectorType(fty, LANES)
-        name = "llvm.fma.v8" + ("f32" if flat.dtype == types.float32 else "f64")
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
-        data = [context.make_array(ty)(context, builder, v).data
-                for ty, v in ((flat, flat_v), (step, step_v), (count, count_v), (sums, sums_v))]
-        base64, first, last, at64 = (context.cast(builder, v, ty, types.int64) for v, ty in
-                                     ((base_v, signature.args[1]), (s0_v, signature.args[4]),
-                                      (s1_v, signature.args[5]), (at_v, signature.args[7])))
-        acc_ptr = builder.bitcast(builder.gep(data[3], [at64]), vty.as_pointer())
-        acc = cgutils.alloca_once(builder, vty)              # promoted to a register by LLVM
-        builder.store(builder.load(acc_ptr, align=1), acc)
-        undef = ir.Constant(vty, ir.Undefined)
-        splat = ir.Constant(ir.VectorType(i32, LANES), [0] * LANES)
-        with cgutils.for_range_slice(builder, first, last, ir.Constant(i64, 1), inc=True) as (s, _):
-            offset = builder.add(base64, builder.sext(builder.load(builder.gep(data[1], [s])), i64))
-            window = builder.load(builder.bitcast(builder.gep(data[0], [offset]), vty.as_pointer()), align=1)
-            c = builder.load(builder.gep(data[2], [s]))
-            cv = builder.shuffle_vector(builder.insert_element(undef, c, ir.Constant(i32, 0)), undef, splat)
-            builder.store(builder.call(fma, [cv, window, builder.load(acc)]), acc)
-        builder.store(builder.load(acc), acc_ptr, align=1)
-        return context.get_dummy_value()
+        sums[k', :] += sum_(s0 <= s < s1) count[s] flat[boff + post[k'] n_lags + centre[k'] + step[s] : + LANES]
 
-    return sig, codegen
+    (numba's loop vectoriser does not see LANES scalar accumulators as one vector; several synapses per
+    pass over the spikes share the spike loads).  flat, count, sums : 1-D, one float type, sums
+    (n_syn_total LANES,); post, centre : int32 (CSC); step : int32.  The caller keeps every index in bounds.
+    """
+    @intrinsic
+    def lag_sums(typingctx, flat, boff, n_lags, post, centre, k, step, count, s0, s1, sums):
+        if not (isinstance(flat, types.Array) and isinstance(sums, types.Array) and isinstance(count, types.Array)
+                and flat.dtype == sums.dtype == count.dtype and flat.dtype in (types.float32, types.float64)):
+            return None
+        sig = types.void(flat, boff, n_lags, post, centre, k, step, count, s0, s1, sums)
+
+        def codegen(context, builder, signature, args):
+            i64, i32 = ir.IntType(64), ir.IntType(32)
+            vty = ir.VectorType(context.get_value_type(flat.dtype), LANES)
+            name = f"llvm.fma.v{LANES}" + ("f32" if flat.dtype == types.float32 else "f64")
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
+            ty = signature.args
+            data = {i: context.make_array(ty[i])(context, builder, args[i]).data for i in (0, 3, 4, 6, 7, 10)}
+            boff64, nl64, k64, first, last = (context.cast(builder, args[i], ty[i], types.int64) for i in (1, 2, 5, 8, 9))
+            bases, accs, rows = [], [], []
+            for m in range(n_syn):
+                km = builder.add(k64, ir.Constant(i64, m))
+                j = builder.sext(builder.load(builder.gep(data[3], [km])), i64)
+                c = builder.sext(builder.load(builder.gep(data[4], [km])), i64)
+                bases.append(builder.add(boff64, builder.add(builder.mul(j, nl64), c)))
+                row = builder.bitcast(builder.gep(data[10], [builder.mul(km, ir.Constant(i64, LANES))]),
+                                      vty.as_pointer())
+                acc = cgutils.alloca_once(builder, vty)        # promoted to a register by LLVM
+                builder.store(builder.load(row, align=1), acc)
+                accs.append(acc)
+                rows.append(row)
+            undef = ir.Constant(vty, ir.Undefined)
+            splat = ir.Constant(ir.VectorType(i32, LANES), [0] * LANES)
+            with cgutils.for_range_slice(builder, first, last, ir.Constant(i64, 1), inc=True) as (s, _):
+                r = builder.sext(builder.load(builder.gep(data[6], [s])), i64)
+                c = builder.load(builder.gep(data[7], [s]))
+                cv = builder.shuffle_vector(builder.insert_element(undef, c, ir.Constant(i32, 0)), undef, splat)
+                for base, acc in zip(bases, accs):
+                    ptr = builder.bitcast(builder.gep(data[0], [builder.add(base, r)]), vty.as_pointer())
+                    builder.store(builder.call(fma, [cv, builder.load(ptr, align=1), builder.load(acc)]), acc)
+            for acc, row in zip(accs, rows):
+                builder.store(builder.load(acc), row, align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return lag_sums
+
+
+_lag_sums4 = _lag_sums_intrinsic(4)
+_lag_sums1 = _lag_sums_intrinsic(1)
 
 
 @jit
@@ -149,21 +169,28 @@ def _spike_lag_sums(ptr, step, count, out_indptr, out_post, centre_csc, RT, bloc
         for k in range(out_indptr[i0], out_indptr[i1]):
             sums[k, :] = 0.0
         for b in range(n_batch):
+            boff = b * n_post * n_lags
             for i in range(i0, i1):
                 e = b * n_pre + i
                 s0, s1 = ptr[e], ptr[e + 1]
                 if s0 == s1:
                     continue
-                for k in range(out_indptr[i], out_indptr[i + 1]):
-                    base = (b * n_post + out_post[k]) * n_lags + centre_csc[k]
-                    if width == LANES:
-                        _lag_sum8(flat, base, step, count, s0, s1, lags, k * LANES)
-                    else:
-                        for s in range(s0, s1):
-                            cnt = count[s]
-                            o = base + step[s]
-                            for q in range(width):
-                                lags[k * width + q] += cnt * flat[o + q]
+                k, k_end = out_indptr[i], out_indptr[i + 1]
+                if width == LANES:                  # four synapses per pass over the spikes, then one
+                    while k + 4 <= k_end:
+                        _lag_sums4(flat, boff, n_lags, out_post, centre_csc, k, step, count, s0, s1, lags)
+                        k += 4
+                    while k < k_end:
+                        _lag_sums1(flat, boff, n_lags, out_post, centre_csc, k, step, count, s0, s1, lags)
+                        k += 1
+                    continue
+                for k in range(k, k_end):
+                    base = boff + out_post[k] * n_lags + centre_csc[k]
+                    for s in range(s0, s1):
+                        cnt = count[s]
+                        o = base + step[s]
+                        for q in range(width):
+                            lags[k * width + q] += cnt * flat[o + q]
 
 
 def _lag_gradients(sums, out_syn, half_width, taps, delay_of_syn, weight, grad_d, grad_w):
