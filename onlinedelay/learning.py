@@ -60,7 +60,8 @@ from .state import (Gradients, LayerGradients, LayerLearnerState, LearnerState, 
 
 
 MIN_SEGMENT_STEPS = 16   # online updates more often than this: run_sample steps one step at a time
-LAG_BLOCK_BYTES = 1 << 16   # per-spike delay gradients: the lag sums of a block of units that stay in cache
+LAG_BLOCK_BYTES = 1 << 17   # per-spike delay gradients: the lag sums of a block of units that stay in cache (L2)
+LAG_TILE_BYTES = 1 << 14    # ... and the rows of R read by the whole block before the next rows (L1)
 
 
 class _LayerRule:
@@ -364,8 +365,9 @@ class _LayerRule:
             sums = flat_sums[:proj.pre.size * width].reshape(proj.pre.size, width)
             fan_out = max(1, proj.pre.size // max(1, self.n_pre[k]))
             block = max(1, LAG_BLOCK_BYTES // (fan_out * width * sums.itemsize))
+            tile = max(1, LAG_TILE_BYTES // (n_lags * sums.itemsize))
             build(KD, "spike_lag_sums", threads)(ptrs[k], spike_buf[0], spike_buf[1], index.out_indptr,
-                                                 index.out_post, self.csc_centres[k], RT, block, sums)
+                                                 index.out_post, self.csc_centres[k], RT, block, tile, cursor, sums)
             build(KD, "lag_gradients", threads)(sums, index.out_syn, self.lag_steps, self.taps[k][1],
                                                 proj.delay_of_syn, proj.weight, g_d, g_w)
 

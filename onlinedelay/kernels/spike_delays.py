@@ -150,12 +150,29 @@ def _lag_filter(psi, signal, n, kappa, scale, alpha, pad, RT):
                 row[pad + u] = acc
 
 
-def _spike_lag_sums(ptr, step, count, out_indptr, out_post, centre_csc, RT, block, sums):
+@jit
+def _lag_sums_any(flat, boff, n_lags, post, centre, k, k_end, j_end, step, count, s0, s1, width, lags):
+    """The lag sums of :func:`spike_lag_sums` for any window width: synapses k .. (neurons < j_end, up to
+    k_end), one lag at a time.  Returns the first synapse not done."""
+    while k < k_end and post[k] < j_end:
+        base = boff + post[k] * n_lags + centre[k]
+        for s in range(s0, s1):
+            cnt = count[s]
+            o = base + step[s]
+            for q in range(width):
+                lags[k * width + q] += cnt * flat[o + q]
+        k += 1
+    return k
+
+
+def _spike_lag_sums(ptr, step, count, out_indptr, out_post, centre_csc, RT, block, tile, cursor, sums):
     """S[k, q] = sum over the spikes (r, b) of synapse k's unit of  cnt RT[b, post_k, r + centre_k + q],  q < W.
 
     ptr, step, count : from :func:`spike_lists`; out_indptr (n_pre + 1,), out_post, centre_csc (n_syn,)
-    int32: CSC view and the taps' centre (forward delay) of each synapse; RT : (B, N, L) from
-    :func:`lag_filter`; block : units per pass over the batch; sums : (n_syn, W) out (overwritten).
+    int32: CSC view (a unit's synapses in ascending neuron order) and the taps' centre (forward delay)
+    of each synapse; RT : (B, N, L) from :func:`lag_filter`; block : units per pass over the batch;
+    tile : neurons whose rows of RT[b] are read by every unit of the block before the next ones (the
+    rows stay in L1); cursor : (>= n_pre,) int64 scratch; sums : (n_syn, W) out (overwritten).
     """
     n_batch, n_post, n_lags = RT.shape
     n_pre = out_indptr.size - 1
@@ -171,26 +188,24 @@ def _spike_lag_sums(ptr, step, count, out_indptr, out_post, centre_csc, RT, bloc
         for b in range(n_batch):
             boff = b * n_post * n_lags
             for i in range(i0, i1):
-                e = b * n_pre + i
-                s0, s1 = ptr[e], ptr[e + 1]
-                if s0 == s1:
-                    continue
-                k, k_end = out_indptr[i], out_indptr[i + 1]
-                if width == LANES:                  # four synapses per pass over the spikes, then one
-                    while k + 4 <= k_end:
+                cursor[i] = out_indptr[i]
+            for j_end in range(tile, n_post + tile, tile):
+                for i in range(i0, i1):
+                    e = b * n_pre + i
+                    s0, s1 = ptr[e], ptr[e + 1]
+                    if s0 == s1:
+                        continue
+                    k, k_end = cursor[i], out_indptr[i + 1]
+                    if width != LANES:
+                        k = _lag_sums_any(flat, boff, n_lags, out_post, centre_csc, k, k_end, j_end, step, count,
+                                          s0, s1, width, lags)
+                    while k + 4 <= k_end and out_post[k + 3] < j_end:     # four synapses per pass, then one
                         _lag_sums4(flat, boff, n_lags, out_post, centre_csc, k, step, count, s0, s1, lags)
                         k += 4
-                    while k < k_end:
+                    while k < k_end and out_post[k] < j_end:
                         _lag_sums1(flat, boff, n_lags, out_post, centre_csc, k, step, count, s0, s1, lags)
                         k += 1
-                    continue
-                for k in range(k, k_end):
-                    base = boff + out_post[k] * n_lags + centre_csc[k]
-                    for s in range(s0, s1):
-                        cnt = count[s]
-                        o = base + step[s]
-                        for q in range(width):
-                            lags[k * width + q] += cnt * flat[o + q]
+                    cursor[i] = k
 
 
 def _lag_gradients(sums, out_syn, half_width, taps, delay_of_syn, weight, grad_d, grad_w):
