@@ -30,10 +30,11 @@ constants, the accumulated gradients equal BPTT of the Gaussian-relaxed model ex
 Known sequences: ``run_sample`` on a one-layer network without recurrence advances a segment at a
 time (segments.py) and does the per-step work of the rule in one kernel call per segment, the
 learning signal and readout gradients as matrix products over the segment.  When a sample is one
-chunk (T <= chunk_steps), the weight gradients of projections whose delays are not learned are
-summed per presynaptic spike at the flush (kernels/sample.py): the chunk factors filtered backward
-in time, one row added per spike, no per-synapse trace touched.  Both give the per-step rule's
-gradients up to rounding (tests/test_segments.py).
+chunk (T <= chunk_steps), every gradient is summed per presynaptic spike at the flush: the chunk
+factors filtered backward in time, then per spike one row added for a projection whose delays are
+not learned (kernels/sample.py), or the window of lags around each synapse's delay for learned
+synaptic and axonal delays (kernels/spike_delays.py); no per-synapse trace touched.  Both give the
+per-step rule's gradients up to rounding (tests/test_segments.py, tests/test_spike_delays.py).
 
 Gradient units: E is the per-step cross-entropy averaged over the loss window and the batch.
 """
