@@ -352,8 +352,8 @@ class _LayerRule:
             self.centres_version = self.taps_version
         RT = flat_rt[:n_batch * spec.n_neurons * n_lags].reshape(n_batch, spec.n_neurons, n_lags)
         threads = net.threads > 1
-        build(KD, "lag_filter", threads)(s.psi_buf, s.signal_buf, t_end, c.decay_out,
-                                         c.readout_gain * spec.input_gain, spec.decay_mem, self.lag_steps, RT)
+        build(KD, "lag_filter", threads)(s.psi_buf, s.signal_buf, t_end, c.decay_out, c.readout_gain * spec.input_gain,
+                                         spec.decay_mem, self.lag_steps, s.factors[0], s.factors_b, RT)
         for k, proj, _, hist, g_w, g_d in projections:
             if k not in learned:
                 continue

@@ -41,7 +41,7 @@ def test_spike_lists_hold_every_spike_in_order():
     assert KD.spike_lists(hist, t_last, ptr, cursor, step, count) == total
     for b in range(B):
         for i in range(n_pre):
-            e = b * n_pre + i
+            e = i * B + b
             r = np.flatnonzero(x[:, i, b])
             np.testing.assert_array_equal(step[ptr[e]:ptr[e + 1]], r)
             np.testing.assert_array_equal(count[ptr[e]:ptr[e + 1]], x[r, i, b])
@@ -54,7 +54,8 @@ def test_lag_filter_is_the_anticausal_sum(parallel):
     psi, signal = rng.normal(size=(n_buf, N, B)), rng.normal(size=(n_buf, N, B))
     kappa, scale, alpha = 0.8, 0.6, 0.9
     RT = rng.normal(size=(B, N, L))                        # stale values must be overwritten
-    (KD.lag_filter_parallel if parallel else KD.lag_filter)(psi, signal, n, kappa, scale, alpha, pad, RT)
+    work, carry = rng.normal(size=(N, n, B)), rng.normal(size=(2, N, B))     # scratch: overwritten
+    (KD.lag_filter_parallel if parallel else KD.lag_filter)(psi, signal, n, kappa, scale, alpha, pad, work, carry, RT)
     lam = np.zeros((n, N, B))
     for u in range(n - 1, -1, -1):
         lam[u] = signal[u] + (kappa * lam[u + 1] if u + 1 < n else 0)

@@ -23,7 +23,7 @@ unit's lag sums are added over all its spikes in a batch element at once; units 
 
 Arrays: hist (n_slots, n_pre, B) presynaptic ring (step r at slot r, all steps held);
 psi, signal (n_buf, N, B); RT (B, N, L), ``L >= pad + max(r) + max delay + W - K``;
-spike lists ptr (B n_pre + 1,) int64, step (n_spikes,) int32, count (n_spikes,) float;
+spike lists ptr (n_pre B + 1,) int64, step (n_spikes,) int32, count (n_spikes,) float;
 CSC synapse arrays as in projections.EventIndex; lag sums S (n_syn, W) in CSC order.
 """
 
@@ -98,56 +98,63 @@ _lag_sums1 = _lag_sums_intrinsic(1)
 
 @jit
 def spike_lists(hist, t_last, ptr, cursor, step, count):
-    """List the spikes of steps 0 .. t_last per (batch element, unit): entry ``b n_pre + i`` holds
+    """List the spikes of steps 0 .. t_last per (unit, batch element): entry ``e = i B + b`` holds
     ``step[ptr[e]:ptr[e + 1]]`` (ascending) and their counts.
 
-    hist : (n_slots, n_pre, B), t_last < n_slots; ptr : (B n_pre + 1,) int64 out; cursor : (B n_pre,)
-    int64 scratch (or longer); step : (cap,) int32 out; count : (cap,) float out.  Returns the number of spikes;
+    hist : (n_slots, n_pre, B), t_last < n_slots; ptr : (n_pre B + 1,) int64 out; cursor : (>= n_pre B,)
+    int64 scratch; step : (cap,) int32 out; count : (cap,) float out.  Returns the number of spikes;
     the lists are filled only if it is at most ``cap`` (else call again with larger arrays).
     """
     _, n_pre, n_batch = hist.shape
+    n_lists = n_pre * n_batch
     ptr[:] = 0
     for r in range(t_last + 1):
         for i in range(n_pre):
-            for b in range(n_batch):
-                if hist[r, i, b] != 0.0:
-                    ptr[b * n_pre + i + 1] += 1
-    for e in range(n_batch * n_pre):
+            first = i * n_batch + 1
+            for b in range(n_batch):                 # branch-free: vectorised
+                ptr[first + b] += hist[r, i, b] != 0.0
+    for e in range(n_lists):
         ptr[e + 1] += ptr[e]
-    total = ptr[n_batch * n_pre]
+    total = ptr[n_lists]
     if total > step.size:
         return total
-    cursor[:n_batch * n_pre] = ptr[:n_batch * n_pre]
+    cursor[:n_lists] = ptr[:n_lists]
     for r in range(t_last + 1):
         for i in range(n_pre):
             for b in range(n_batch):
                 c = hist[r, i, b]
                 if c != 0.0:
-                    e = b * n_pre + i
+                    e = i * n_batch + b
                     step[cursor[e]] = r
                     count[cursor[e]] = c
                     cursor[e] += 1
     return total
 
 
-def _lag_filter(psi, signal, n, kappa, scale, alpha, pad, RT):
+def _lag_filter(psi, signal, n, kappa, scale, alpha, pad, work, carry, RT):
     """RT[b, j, pad + v] = R_j^v = sum_(v <= u < n) alpha^(u - v) P^u for v in [0, n), zero elsewhere in the row.
 
     P^u = scale psi^u Lam^u, Lam^u = L^u + kappa Lam^(u+1) (Lam^n = 0); psi, signal : (>= n, N, B),
-    step u at row u; kappa : readout decay; scale : zeta_o zeta; alpha : membrane decay; RT : (B, N, L) out.
+    step u at row u; kappa : readout decay; scale : zeta_o zeta; alpha : membrane decay;
+    work : (N, >= n, B), carry : (>= 2, N, B) scratch (the recursions run over the batch in ``carry``,
+    R into ``work``, then each neuron's rows are transposed into RT); RT : (B, N, L) out.
     """
     n_batch, n_post, n_lags = RT.shape
     for j in prange(n_post):
+        w, lam, acc = work[j], carry[0, j], carry[1, j]
+        lam[:] = 0.0
+        acc[:] = 0.0
+        for u in range(n - 1, -1, -1):
+            for b in range(n_batch):
+                lam[b] = signal[u, j, b] + kappa * lam[b]
+                acc[b] = scale * psi[u, j, b] * lam[b] + alpha * acc[b]
+                w[u, b] = acc[b]
         for b in range(n_batch):
             row = RT[b, j]
             row[:pad] = 0.0
+            for u in range(n):
+                row[pad + u] = w[u, b]
             row[pad + n:] = 0.0
-            lam = 0.0
-            acc = 0.0
-            for u in range(n - 1, -1, -1):
-                lam = signal[u, j, b] + kappa * lam
-                acc = scale * psi[u, j, b] * lam + alpha * acc
-                row[pad + u] = acc
 
 
 @jit
@@ -191,7 +198,7 @@ def _spike_lag_sums(ptr, step, count, out_indptr, out_post, centre_csc, RT, bloc
                 cursor[i] = out_indptr[i]
             for j_end in range(tile, n_post + tile, tile):
                 for i in range(i0, i1):
-                    e = b * n_pre + i
+                    e = i * n_batch + b
                     s0, s1 = ptr[e], ptr[e + 1]
                     if s0 == s1:
                         continue
