@@ -27,6 +27,7 @@ spike lists ptr (n_pre B + 1,) int64, step (n_spikes,) int32, count (n_spikes,) 
 CSC synapse arrays as in projections.EventIndex; lag sums S (n_syn, W) in CSC order.
 """
 
+import numpy as np
 from llvmlite import ir
 from numba import prange, types
 from numba.core import cgutils
@@ -140,8 +141,9 @@ def _lag_filter(psi, signal, n, kappa, scale, alpha, pad, work, carry, RT):
     R into ``work``, then each neuron's rows are transposed into RT); RT : (B, N, L) out.
     """
     n_batch, n_post, n_lags = RT.shape
+    flat = RT.reshape(-1)
     for j in prange(n_post):
-        w, lam, acc = work[j], carry[0, j], carry[1, j]
+        w, lam, acc = work[j, :n], carry[0, j], carry[1, j]
         lam[:] = 0.0
         acc[:] = 0.0
         for u in range(n - 1, -1, -1):
@@ -149,12 +151,15 @@ def _lag_filter(psi, signal, n, kappa, scale, alpha, pad, work, carry, RT):
                 lam[b] = signal[u, j, b] + kappa * lam[b]
                 acc[b] = scale * psi[u, j, b] * lam[b] + alpha * acc[b]
                 w[u, b] = acc[b]
-        for b in range(n_batch):
-            row = RT[b, j]
-            row[:pad] = 0.0
+        flat_w = w.reshape(-1)
+        for b in range(n_batch):                 # unsigned indices: no wrap-around test, so LLVM vectorises
+            row = np.uint64((b * n_post + j) * n_lags)
+            for v in range(pad):
+                flat[row + np.uint64(v)] = 0.0
             for u in range(n):
-                row[pad + u] = w[u, b]
-            row[pad + n:] = 0.0
+                flat[row + np.uint64(pad + u)] = flat_w[np.uint64(u * n_batch + b)]
+            for v in range(pad + n, n_lags):
+                flat[row + np.uint64(v)] = 0.0
 
 
 @jit
