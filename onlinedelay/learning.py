@@ -103,8 +103,9 @@ class _LayerRule:
         self.csc = tuple(CscDelays(event_index(proj, n_pre, net.config.max_delay_steps))
                          for proj, n_pre in zip(lp, self.n_pre))
         self.spike_scratch = None
-        # per-spike delay gradients (kernels/spike_delays.py): taps' centres in CSC order, scratch
-        self.csc_centres, self.centres_version, self.lag_scratch = None, -1, None
+        # per-spike delay gradients (kernels/spike_delays.py): the CSC index of each synapse, scratch
+        self.csc_of_syn = tuple(np.argsort(csc.index.out_syn).astype(np.int32) for csc in self.csc)
+        self.lag_scratch = None
         self.traces_touched = True     # the trace arrays may hold values (reset zeroes them then)
 
     # -- state ----------------------------------------------------------------------------------
@@ -346,10 +347,6 @@ class _LayerRule:
                                 [np.zeros(0, np.int32), np.zeros(0, dt)])
         flat_rt, flat_sums, ptrs, cursor, spike_buf = self.lag_scratch
         self._refresh_taps()
-        if self.centres_version != self.taps_version:
-            self.csc_centres = tuple(centre.take(proj.delay_of_syn.take(csc.index.out_syn)) if proj.delay.size else None
-                                     for proj, csc, (centre, _) in zip(lp, self.csc, self.taps))
-            self.centres_version = self.taps_version
         RT = flat_rt[:n_batch * spec.n_neurons * n_lags].reshape(n_batch, spec.n_neurons, n_lags)
         threads = net.threads > 1
         build(KD, "lag_filter", threads)(s.psi_buf, s.signal_buf, t_end, c.decay_out, c.readout_gain * spec.input_gain,
@@ -357,7 +354,8 @@ class _LayerRule:
         for k, proj, _, hist, g_w, g_d in projections:
             if k not in learned:
                 continue
-            index = self.csc[k].index
+            csc = self.csc[k].refresh(proj)        # the taps' centres are the integer delays
+            index = csc.index
             t_last = t_end if k == 1 else t_end - 1    # the recurrent train's step t_end is z^(t_end - 1)
             n_spikes = KD.spike_lists(hist, t_last, ptrs[k], cursor, spike_buf[0], spike_buf[1])
             if n_spikes > spike_buf[0].size:
@@ -368,8 +366,8 @@ class _LayerRule:
             block = max(1, LAG_BLOCK_BYTES // (fan_out * width * sums.itemsize))
             tile = max(1, LAG_TILE_BYTES // (n_lags * sums.itemsize))
             build(KD, "spike_lag_sums", threads)(ptrs[k], spike_buf[0], spike_buf[1], index.out_indptr,
-                                                 index.out_post, self.csc_centres[k], RT, block, tile, cursor, sums)
-            build(KD, "lag_gradients", threads)(sums, index.out_syn, self.lag_steps, self.taps[k][1],
+                                                 index.out_post, csc.delay_csc, RT, block, tile, cursor, sums)
+            build(KD, "lag_gradients", threads)(sums, self.csc_of_syn[k], self.lag_steps, self.taps[k][1],
                                                 proj.delay_of_syn, proj.weight, g_d, g_w)
 
     def _weight_chunk(self, s, k: int, proj: Projection, tr, first: int, n: int, grad, keep: bool) -> None:

@@ -116,7 +116,7 @@ def test_spike_delay_gradients_are_the_sums_over_spikes(dense, axonal, half_widt
     lag_sums = KD.spike_lag_sums_parallel if parallel else KD.spike_lag_sums
     lag_sums(ptr, step, count, index.out_indptr, index.out_post, centre_csc, RT, 2, 3, cursor, sums)
     (KD.lag_gradients_parallel if parallel else KD.lag_gradients)(
-        sums, index.out_syn, half_width, taps, proj.delay_of_syn, proj.weight, g_d, g_w)
+        sums, np.argsort(index.out_syn).astype(np.int32), half_width, taps, proj.delay_of_syn, proj.weight, g_d, g_w)
     # the definitions: per synapse, over the spikes of its unit and the taps' lags inside [0, n)
     post = np.repeat(np.arange(n_post), np.diff(proj.indptr))
     ref_d, ref_w = np.zeros(proj.pre.size), np.zeros(proj.pre.size)

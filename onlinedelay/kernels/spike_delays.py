@@ -220,17 +220,17 @@ def _spike_lag_sums(ptr, step, count, out_indptr, out_post, centre_csc, RT, bloc
                     cursor[i] = k
 
 
-def _lag_gradients(sums, out_syn, half_width, taps, delay_of_syn, weight, grad_d, grad_w):
-    """grad_d[s] += w_s sum_q taps[p, q] S[k, q] and grad_w[s] += S[k, K], s = out_syn[k], p = delay_of_syn[s].
+def _lag_gradients(sums, csc_of_syn, half_width, taps, delay_of_syn, weight, grad_d, grad_w):
+    """grad_d[s] += w_s sum_q taps[p, q] S[k, q] and grad_w[s] += S[k, K], k = csc_of_syn[s], p = delay_of_syn[s].
 
-    sums : (n_syn, W) from :func:`spike_lag_sums` (CSC order); taps : (n_delays, 2K + 1);
-    weight, grad_d, grad_w : (n_syn,) CSR order (axonal: grad_d per synapse, summed by unit later);
-    pass an empty grad_w to skip the weight gradient.
+    sums : (n_syn, W) from :func:`spike_lag_sums` (CSC order); csc_of_syn : (n_syn,) int32, the CSC
+    index of each synapse; taps : (n_delays, 2K + 1); weight, grad_d, grad_w : (n_syn,) CSR order
+    (axonal: grad_d per synapse, summed by unit later); pass an empty grad_w to skip the weight gradient.
     """
     n_taps = taps.shape[1]
     with_w = grad_w.size > 0
-    for k in prange(out_syn.size):
-        s = out_syn[k]
+    for s in prange(csc_of_syn.size):
+        k = csc_of_syn[s]
         p = delay_of_syn[s]
         g = 0.0
         for q in range(n_taps):
