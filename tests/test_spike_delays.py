@@ -175,3 +175,16 @@ def test_per_spike_delay_gradients_equal_the_chunked_traces(cfg):
                     learned += int(np.abs(want).max() > 0)
     n_learned = sum(int(g.size > 0) for layer in gb.layers for proj in layer for g in proj[:2])
     assert learned == n_learned            # every weight and delay gradient is nonzero: the case tests them
+
+
+def test_per_spike_delay_gradients_with_two_threads_equal_one():
+    """The parallel builds (units in blocks over threads) give the serial builds' gradients."""
+    cfg = _net_config("synaptic", 0.7, "dense", "axonal")
+    rng = np.random.default_rng(2)
+    x, labels = rng.poisson(0.25, size=(40, 3, 24)).astype(np.uint8), rng.integers(0, 4, 3)
+    grads = [ThreeFactorLearner(Network(cfg, seed=3, batch_size=3, dtype="float64", threads=threads)).sample_gradients(
+        x, labels) for threads in (1, 2)]
+    for (_, one), (_, two) in zip(grads[0].learned(), grads[1].learned()):
+        np.testing.assert_allclose(two, one, rtol=1e-12, atol=1e-14)
+    assert np.abs(grads[0].layers[0].recurrent.delay).max() > 0
+    assert KD.spike_lag_sums_parallel.signatures and KD.lag_filter_parallel.signatures   # they ran
