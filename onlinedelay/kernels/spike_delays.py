@@ -195,8 +195,8 @@ def _spike_lag_sums(ptr, step, count, out_indptr, out_post, centre_csc, RT, bloc
     for blk in prange(n_blocks):
         i0 = blk * block
         i1 = min(n_pre, i0 + block)
-        for k in range(out_indptr[i0], out_indptr[i1]):
-            sums[k, :] = 0.0
+        for q in range(out_indptr[i0] * width, out_indptr[i1] * width):
+            lags[q] = 0.0
         for b in range(n_batch):
             boff = b * n_post * n_lags
             for i in range(i0, i1):
