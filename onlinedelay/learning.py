@@ -54,7 +54,7 @@ from .dense import blas_threads, dense_weight_chunk, is_dense
 from .errors import OnlineDelayError
 from .evaluate import vote
 from .network import Network
-from .projections import dense_weights, event_index
+from .projections import event_index
 from .segments import SEGMENT_STEPS, CscDelays, supports_segments
 from .state import (Gradients, LayerGradients, LayerLearnerState, LearnerState, Projection,
                     ProjectionGradients, ProjectionTraces, assign_tuple, copy_tuple, fill_tuple)
@@ -63,8 +63,6 @@ from .state import (Gradients, LayerGradients, LayerLearnerState, LearnerState, 
 MIN_SEGMENT_STEPS = 16   # online updates more often than this: run_sample steps one step at a time
 LAG_BLOCK_BYTES = 1 << 17   # per-spike delay gradients: the lag sums of a block of units that stay in cache (L2)
 LAG_TILE_BYTES = 1 << 14    # ... and the rows of R read by the whole block before the next rows (L1)
-UNIT_PRODUCT_GAIN = 2.0     # axonal delays go through W R first when its multiply-adds are fewer than this
-                            # many times the per-spike ones (a matrix product runs ~3x faster per multiply-add)
 
 
 class _LayerRule:
@@ -107,7 +105,7 @@ class _LayerRule:
         self.spike_scratch = None
         # per-spike delay gradients (kernels/spike_delays.py): the CSC index of each synapse, scratch
         self.csc_of_syn = tuple(np.argsort(csc.index.out_syn).astype(np.int32) for csc in self.csc)
-        self.lag_scratch = self.unit_products = None
+        self.lag_scratch = None
         self.traces_touched = True     # the trace arrays may hold values (reset zeroes them then)
 
     # -- state ----------------------------------------------------------------------------------
@@ -363,38 +361,14 @@ class _LayerRule:
             if n_spikes > spike_buf[0].size:
                 spike_buf[:] = np.zeros(2 * n_spikes, np.int32), np.zeros(2 * n_spikes, net.dtype)
                 KD.spike_lists(hist, t_last, ptrs[k], cursor, spike_buf[0], spike_buf[1])
-            fan_out = max(1, proj.pre.size // max(1, self.n_pre[k]))
-            if self.modes[k] == "axonal" and RT.size * self.n_pre[k] < UNIT_PRODUCT_GAIN * n_spikes * fan_out * width:
-                self._unit_product_gradients(s, projections, k, proj, RT, ptrs[k], spike_buf, g_d, t_end)
-                continue
             sums = flat_sums[:proj.pre.size * width].reshape(proj.pre.size, width)
+            fan_out = max(1, proj.pre.size // max(1, self.n_pre[k]))
             block = max(1, LAG_BLOCK_BYTES // (fan_out * width * sums.itemsize))
             tile = max(1, LAG_TILE_BYTES // (n_lags * sums.itemsize))
             build(KD, "spike_lag_sums", threads)(ptrs[k], spike_buf[0], spike_buf[1], index.out_indptr,
                                                  index.out_post, csc.delay_csc, RT, block, tile, cursor, sums)
             build(KD, "lag_gradients", threads)(sums, self.csc_of_syn[k], self.lag_steps, self.taps[k][1],
                                                 proj.delay_of_syn, proj.weight, g_d, g_w)
-
-    def _unit_product_gradients(self, s, projections, k: int, proj: Projection, RT, ptr, spike_buf, g_d,
-                                t_end: int) -> None:
-        """Axonal delays with the weights first: Z = W RT, one matrix product per batch element, then per
-        spike the unit's taps over its rows of Z (kernels/spike_delays.unit_delay_sums); the weight
-        gradient one lag per synapse and spike (kernels/sample.py).  The unit's delay gradient goes to its
-        first synapse's accumulator (``sync_grads`` sums the accumulators by unit)."""
-        n_pre, index = self.n_pre[k], self.csc[k].index
-        self._spike_weight_gradients(s, projections, (k,), t_end)
-        n_batch, _, n_lags = RT.shape
-        if self.unit_products is None or self.unit_products.size < n_batch * n_pre * n_lags:
-            self.unit_products = np.zeros(n_batch * n_pre * (self.n_buf + self.net.config.max_delay_steps
-                                                             + 2 * self.lag_steps + 3), RT.dtype)
-        Z = self.unit_products[:n_batch * n_pre * n_lags].reshape(n_batch, n_pre, n_lags)
-        with blas_threads(1):                       # see dense.py: BLAS threads fight numba's
-            np.matmul(dense_weights(proj, n_pre).T, RT, out=Z)
-        grad = np.zeros(n_pre, np.float64)
-        centre, taps = self.taps[k]
-        build(KD, "unit_delay_sums", self.net.threads > 1)(ptr, spike_buf[0], spike_buf[1], Z, centre, taps, grad)
-        has = np.flatnonzero(np.diff(index.out_indptr))
-        g_d[index.out_syn[index.out_indptr[has]]] += grad[has]
 
     def _weight_chunk(self, s, k: int, proj: Projection, tr, first: int, n: int, grad, keep: bool) -> None:
         """Weight traces of projection ``k`` over the ``n`` steps from ``first`` (factors already computed);

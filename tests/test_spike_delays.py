@@ -134,32 +134,6 @@ def test_spike_delay_gradients_are_the_sums_over_spikes(dense, axonal, half_widt
     np.testing.assert_allclose(g_w, ref_w, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("parallel", [False, True])
-def test_unit_delay_sums_are_the_sums_over_spikes(parallel):
-    rng = np.random.default_rng(5)
-    n, B, n_pre, half_width, max_delay, n_slots = 12, 3, 6, 3, 5, 14
-    t_last = n                                            # the recurrent train's extra step
-    hist, x = _hist(rng, n, t_last, n_slots, n_pre, B)
-    delay = rng.uniform(0, max_delay, n_pre)
-    delay[0] = 0.2                                        # centre 0: taps before step 0
-    centre, taps = np.zeros(n_pre, np.int32), np.zeros((n_pre, 2 * half_width + 1))
-    KG.gaussian_taps(delay, half_width, 1.0, centre, taps)
-    L = t_last + max_delay + 2 * half_width + 2
-    Z = rng.normal(size=(B, n_pre, L))
-    ptr, cursor = np.zeros(B * n_pre + 1, np.int64), np.zeros(B * n_pre, np.int64)
-    total = KD.spike_lists(hist, t_last, ptr, cursor, np.zeros(0, np.int32), np.zeros(0))
-    step, count = np.zeros(total, np.int32), np.zeros(total)
-    KD.spike_lists(hist, t_last, ptr, cursor, step, count)
-    grad = np.full(n_pre, 0.5)                            # accumulated onto
-    (KD.unit_delay_sums_parallel if parallel else KD.unit_delay_sums)(ptr, step, count, Z, centre, taps, grad)
-    ref = np.full(n_pre, 0.5)
-    for i in range(n_pre):
-        for r in range(t_last + 1):
-            for q in range(2 * half_width + 1):
-                ref[i] += taps[i, q] * (x[r, i] @ Z[:, i, r + centre[i] + q])
-    np.testing.assert_allclose(grad, ref, rtol=1e-12, atol=1e-12)
-
-
 # -- the learner: one chunk (per spike) against chunks of 8 steps ----------------------------------
 
 
@@ -214,33 +188,3 @@ def test_per_spike_delay_gradients_with_two_threads_equal_one():
         np.testing.assert_allclose(two, one, rtol=1e-12, atol=1e-14)
     assert np.abs(grads[0].layers[0].recurrent.delay).max() > 0
     assert KD.spike_lag_sums_parallel.signatures and KD.lag_filter_parallel.signatures   # they ran
-
-
-AXONAL = [pytest.param(_net_config("axonal"), id="axonal-dense"),
-          pytest.param(_net_config("axonal", 0.4), id="axonal-sparse"),
-          pytest.param(_net_config("none", 1.0, "dense", "axonal"), id="recurrent-axonal"),
-          pytest.param(_net_config("synaptic", 1.0, "conv", "axonal", n_layers=2), id="two-layers-conv")]
-
-
-@pytest.mark.parametrize("cfg", AXONAL)
-@pytest.mark.parametrize("gain", [0.0, np.inf], ids=["lags", "products"])
-def test_axonal_delays_by_lag_sums_or_by_weight_products(cfg, gain, monkeypatch):
-    """Both ways of summing axonal delay gradients per spike (the cost model picks one) equal the chunks."""
-    import onlinedelay.learning as learning
-
-    calls = []
-    products = KD.unit_delay_sums
-    monkeypatch.setattr(learning, "UNIT_PRODUCT_GAIN", gain)
-    monkeypatch.setattr(KD, "unit_delay_sums", lambda *args: calls.append(1) or products(*args))
-    rng = np.random.default_rng(4)
-    x, labels = rng.poisson(0.25, size=(50, 3, 24)).astype(np.uint8), rng.integers(0, 4, 3)
-    a = ThreeFactorLearner(Network(cfg, seed=8, batch_size=3, dtype="float64"))
-    b = ThreeFactorLearner(Network(cfg, seed=8, batch_size=3, dtype="float64"), chunk_steps=8)
-    ga, gb = a.sample_gradients(x, labels), b.sample_gradients(x, labels)
-    n_axonal = sum(proj.delay.size > 0 and mode == "axonal" for rule in a.rules
-                   for proj, mode in zip(a.net.params.layers[rule.index], rule.modes))
-    assert len(calls) == (n_axonal if gain else 0)
-    for (name, got), (_, want) in zip(ga.learned(), gb.learned()):
-        if want.size:
-            assert np.abs(got - want).max() <= 1e-10 * np.abs(want).max(), name
-            assert np.abs(want).max() > 0, name

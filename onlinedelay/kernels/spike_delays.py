@@ -10,10 +10,7 @@ so the chunk sums move to the postsynaptic side, as for the weights (kernels/sam
     R^v = sum_(v <= u < n) alpha^(u - v) P^u                                 (P: the chunk factor)
 
 Axonal delays (one per unit) are the same sums with the unit's taps; their per-synapse gradients
-are summed by unit afterwards.  Where it costs less (dense rows: many synapses per spike), the
-weights come first instead: ``g_d[i] = sum_q tap_q sum over the spikes of cnt Z_i^(r + m_q)`` with
-``Z_i^v = sum_j w_ij R_j^v``, one matrix product per batch element (:func:`unit_delay_sums`), and
-the weight gradient one lag per synapse and spike (kernels/sample.py).  Work per spike: ``W`` contiguous lags of one row of ``R`` per outgoing
+are summed by unit afterwards.  Work per spike: ``W`` contiguous lags of one row of ``R`` per outgoing
 synapse, added to that synapse's lag sums ``S[k, :W]`` (``W >= 2K + 1``, the taps are applied
 once per sample).
 
@@ -243,34 +240,9 @@ def _lag_gradients(sums, csc_of_syn, half_width, taps, delay_of_syn, weight, gra
             grad_w[s] += sums[k, half_width]
 
 
-def _unit_delay_sums(ptr, step, count, Z, centre, taps, grad):
-    """Axonal delays through the weights first: grad[i] += sum over the spikes (r, b) of unit i of
-    cnt sum_q taps[i, q] Z[b, i, r + centre_i + q].
-
-    ptr, step, count : from :func:`spike_lists`; Z : (B, n_pre, L) = W RT (``Z[b, i, pad + v] =
-    sum_j w_ij R_j^v``, one matrix product per batch element); centre, taps : (n_pre,), (n_pre, 2K + 1)
-    the unit delays' taps; grad : (n_pre,) accumulated.
-    """
-    n_batch, n_pre, n_lags = Z.shape
-    n_taps = taps.shape[1]
-    for i in prange(n_pre):
-        g = 0.0
-        for b in range(n_batch):
-            e = i * n_batch + b
-            for s in range(ptr[e], ptr[e + 1]):
-                o = step[s] + centre[i]
-                acc = 0.0
-                for q in range(n_taps):
-                    acc += taps[i, q] * Z[b, i, o + q]
-                g += count[s] * acc
-        grad[i] += g
-
-
 lag_filter = jit(_lag_filter, contract=True)
 lag_filter_parallel = jit_parallel(_lag_filter, contract=True)
 spike_lag_sums = jit(_spike_lag_sums, contract=True)
 spike_lag_sums_parallel = jit_parallel(_spike_lag_sums, contract=True)
 lag_gradients = jit(_lag_gradients, contract=True)
 lag_gradients_parallel = jit_parallel(_lag_gradients, contract=True)
-unit_delay_sums = jit(_unit_delay_sums, contract=True)
-unit_delay_sums_parallel = jit_parallel(_unit_delay_sums, contract=True)
