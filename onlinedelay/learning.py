@@ -348,9 +348,8 @@ class _LayerRule:
         flat_rt, flat_sums, ptrs, cursor, spike_buf = self.lag_scratch
         self._refresh_taps()
         RT = flat_rt[:n_batch * spec.n_neurons * n_lags].reshape(n_batch, spec.n_neurons, n_lags)
-        threads = net.threads > 1
-        build(KD, "lag_filter", threads)(s.psi_buf, s.signal_buf, t_end, c.decay_out, c.readout_gain * spec.input_gain,
-                                         spec.decay_mem, self.lag_steps, s.factors[0], s.factors_b, RT)
+        self._kernel("lag_filter", KD)(s.psi_buf, s.signal_buf, t_end, c.decay_out, c.readout_gain * spec.input_gain,
+                                       spec.decay_mem, self.lag_steps, s.factors[0], s.factors_b, RT)
         for k, proj, _, hist, g_w, g_d in projections:
             if k not in learned:
                 continue
@@ -363,12 +362,13 @@ class _LayerRule:
                 KD.spike_lists(hist, t_last, ptrs[k], cursor, spike_buf[0], spike_buf[1])
             sums = flat_sums[:proj.pre.size * width].reshape(proj.pre.size, width)
             fan_out = max(1, proj.pre.size // max(1, self.n_pre[k]))
-            block = max(1, LAG_BLOCK_BYTES // (fan_out * width * sums.itemsize))
+            block = max(1, min(LAG_BLOCK_BYTES // (fan_out * width * sums.itemsize),     # blocks for every thread
+                               -(-self.n_pre[k] // (4 * net.threads))))
             tile = max(1, LAG_TILE_BYTES // (n_lags * sums.itemsize))
-            build(KD, "spike_lag_sums", threads)(ptrs[k], spike_buf[0], spike_buf[1], index.out_indptr,
-                                                 index.out_post, csc.delay_csc, RT, block, tile, cursor, sums)
-            build(KD, "lag_gradients", threads)(sums, self.csc_of_syn[k], self.lag_steps, self.taps[k][1],
-                                                proj.delay_of_syn, proj.weight, g_d, g_w)
+            self._kernel("spike_lag_sums", KD)(ptrs[k], spike_buf[0], spike_buf[1], index.out_indptr,
+                                               index.out_post, csc.delay_csc, RT, block, tile, cursor, sums)
+            self._kernel("lag_gradients", KD)(sums, self.csc_of_syn[k], self.lag_steps, self.taps[k][1],
+                                              proj.delay_of_syn, proj.weight, g_d, g_w)
 
     def _weight_chunk(self, s, k: int, proj: Projection, tr, first: int, n: int, grad, keep: bool) -> None:
         """Weight traces of projection ``k`` over the ``n`` steps from ``first`` (factors already computed);
