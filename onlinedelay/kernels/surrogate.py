@@ -40,15 +40,31 @@ def gaussian_taps(delay, half_width, sigma, centre, taps):
 
     centre[p] = floor(delay[p] + 0.5);  taps[p, q] = (u / sigma^2) g_sigma(u), u = centre[p] - K + q - delay[p]
     for q = 0 .. 2K.  delay : (n_delays,) float; centre : (n_delays,) int32 out; taps : (n_delays, 2K+1) out.
+    Three exponentials per delay instead of 2K + 1: from the centre tap outward, the Gaussian's ratio
+    between neighbouring taps, ``g(u +- 1) / g(u) = exp(-(1/2 +- u) / sigma^2)``, changes by the factor
+    ``exp(-1 / sigma^2)`` per tap (the magnitudes only decrease outward, so nothing underflows early).
     """
     inv_var = 1.0 / (sigma * sigma)
     norm = 1.0 / (math.sqrt(2.0 * math.pi) * sigma)
+    step = math.exp(-inv_var)
     for p in range(delay.size):
-        c = int(math.floor(delay[p] + 0.5))
+        d = delay[p]
+        c = int(math.floor(d + 0.5))
         centre[p] = c
-        for q in range(2 * half_width + 1):
-            u = c - half_width + q - delay[p]
-            taps[p, q] = u * inv_var * norm * math.exp(-0.5 * u * u * inv_var)
+        u = c - d
+        g = math.exp(-0.5 * u * u * inv_var)
+        taps[p, half_width] = u * inv_var * norm * g
+        up, down = g, g
+        ratio_up, ratio_down = math.exp(-(u + 0.5) * inv_var), math.exp((u - 0.5) * inv_var)
+        for m in range(1, half_width + 1):
+            up *= ratio_up
+            down *= ratio_down
+            ratio_up *= step
+            ratio_down *= step
+            u_up = c + m - d
+            u_down = c - m - d
+            taps[p, half_width + m] = u_up * inv_var * norm * up
+            taps[p, half_width - m] = u_down * inv_var * norm * down
 
 
 def _xi_from_taps(hist, tau, t_last, pre_of_delay, centre, taps, xi):
