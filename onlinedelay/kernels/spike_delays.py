@@ -16,10 +16,12 @@ once per sample).
 
 Our choice of layout: ``R`` transposed per batch element, ``RT[b, j, pad + v] = R_j^v`` with ``pad = K``
 zeros in front and zeros after step ``n - 1``, so a synapse's ``W`` lags are one contiguous,
-branch-free read ``RT[b, j, r + c : r + c + W]``; spikes listed per (batch element, unit) so one
-unit's lag sums are added over all its spikes in a batch element at once; units in blocks
-(``block`` units per pass over the batch) so a block's lag sums stay in cache while the rows of
-``RT[b]`` are shared by the block's units.
+branch-free read ``RT[b, j, r + c : r + c + W]``, summed in one vector register per synapse (an
+intrinsic: numba's loop vectoriser does not combine scalar accumulators); spikes listed per (unit,
+batch element), so a synapse's lags are added over all its unit's spikes in a batch element at
+once, four synapses per pass over the spikes; units in blocks (``block`` units per pass over the
+batch, a block per thread) so a block's lag sums stay in L2, and neurons in tiles so the rows of
+``RT[b]`` a tile reads stay in L1 while every unit of the block reads them.
 
 Arrays: hist (n_slots, n_pre, B) presynaptic ring (step r at slot r, all steps held);
 psi, signal (n_buf, N, B); RT (B, N, L), ``L >= pad + max(r) + max delay + W - K``;
