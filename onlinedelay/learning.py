@@ -60,6 +60,9 @@ from .state import (Gradients, LayerGradients, LayerLearnerState, LearnerState, 
                     ProjectionGradients, ProjectionTraces, assign_tuple, copy_tuple, fill_tuple)
 
 
+# LayerLearnerState buffers written before they are read (rows of a step by that step, chunk factors by
+# the chunk): a reset need not zero them
+SCRATCH_FIELDS = ("psi_buf", "signal_buf", "factors", "factors_b", "scratch", "early")
 MIN_SEGMENT_STEPS = 16   # online updates more often than this: run_sample steps one step at a time
 LAG_BLOCK_BYTES = 1 << 17   # per-spike delay gradients: the lag sums of a block of units that stay in cache (L2)
 LAG_TILE_BYTES = 1 << 14    # ... and the rows of R read by the whole block before the next rows (L1)
@@ -129,10 +132,12 @@ class _LayerRule:
 
     def reset(self, state: LayerLearnerState) -> None:
         """Zero the layer's per-sample state; the trace arrays only if a sample touched them (a sample
-        learned spike by spike leaves them zero: large dense traces are not rewritten per sample)."""
+        learned spike by spike leaves them zero: large dense traces are not rewritten per sample);
+        buffers every step or chunk writes before it reads (SCRATCH_FIELDS) are left as they are."""
         for name, value in zip(state._fields, state):
-            if name not in ("feedforward", "recurrent") or self.traces_touched:
-                fill_tuple((value,), 0)
+            if name in SCRATCH_FIELDS or (name in ("feedforward", "recurrent") and not self.traces_touched):
+                continue
+            fill_tuple((value,), 0)
         self.traces_touched = False
 
     def _traces(self, k: int, proj: Projection, batch: int) -> ProjectionTraces:
@@ -328,7 +333,7 @@ class _LayerRule:
                 g[:] = 0.0
                 self._kernel("spike_weight_gradient", KS)(hist, t_end, index.out_indptr, index.out_post,
                                                           csc.delay_csc, csc.rows, R, picked, g)
-                g_w[index.out_syn] += g
+                g_w += g.take(self.csc_of_syn[k])             # CSC back to CSR order: a gather
 
     def _spike_delay_gradients(self, s: LayerLearnerState, projections, learned: tuple, t_end: int) -> None:
         """g_d and g_w of the projections in ``learned`` (learned synaptic or axonal delays) over the

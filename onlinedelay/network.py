@@ -97,7 +97,7 @@ class Network:
         self._future_version = 0      # the delay_version the future-current rings were built with
         self._event_params = None
         self._bound_state = None      # the state the arguments of K.forward_step were taken from
-        self._segments = None
+        self.segments = SegmentRunner(self)   # advances known sequences segment by segment (segments.py)
         self._set_constants()
         self.set_threads(threads)
         self._build_event_index()
@@ -181,6 +181,7 @@ class Network:
             fill_tuple(self.state, 0)
         if self.params is self._event_params:     # weights written in place since the last sample
             self._refresh_event_copies()
+            self._future_version = self.delay_version     # and the rings are empty: nothing to discard
 
     # -- stepping -------------------------------------------------------------------------
     def step(self, x) -> np.ndarray:
@@ -318,13 +319,6 @@ class Network:
         return out
 
     # -- input validation -----------------------------------------------------------------
-    @property
-    def segments(self) -> SegmentRunner:
-        """The :class:`~onlinedelay.segments.SegmentRunner` of this network (made on first use)."""
-        if self._segments is None:
-            self._segments = SegmentRunner(self)
-        return self._segments
-
     def _check_input(self, x) -> np.ndarray:
         return check_step_counts(x, self.config.n_inputs, self.batch_size).astype(self.dtype, copy=False)
 

@@ -142,6 +142,7 @@ class EventIndex(NamedTuple):
     target: np.ndarray        # (n_syn,) delay_steps[out_syn] * n_post + out_post (K.push_events): uint16 where
                               # (max_delay_steps + 1) * n_post <= 2^16 (fewer bytes per pushed synapse), else int32
     weight_csc: np.ndarray    # (n_syn,) float, copy of weight[out_syn]
+    delays_seen: np.ndarray   # (n_syn,) int32, the delay_steps ``target`` was made from (CSR order; -1: none yet)
 
 
 def event_index(proj: Projection, n_pre: int, max_delay_steps: int) -> EventIndex:
@@ -157,17 +158,19 @@ def event_index(proj: Projection, n_pre: int, max_delay_steps: int) -> EventInde
         raise OnlineDelayError(f"{n_post} neurons x {max_delay_steps + 1} delay steps overflow the int32 push targets")
     target_dtype = np.uint16 if n_targets <= 2**16 else _INT
     index = EventIndex(out_indptr, out_syn, post[out_syn].astype(_INT), np.empty(out_syn.size, target_dtype),
-                       np.empty(out_syn.size, proj.weight.dtype))
+                       np.empty(out_syn.size, proj.weight.dtype), np.full(out_syn.size, -1, np.int32))
     refresh_event_copies(index, proj)
     return index
 
 
 def refresh_event_copies(index: EventIndex, proj: Projection) -> None:
-    """Copy ``proj``'s current integer delays and weights into ``index`` (CSC order), in place."""
-    target = proj.delay_steps.take(index.out_syn)
-    target *= proj.indptr.size - 1
-    target += index.out_post
-    index.target[:] = target
+    """Copy ``proj``'s current integer delays (where they changed) and weights into ``index`` (CSC order)."""
+    if not np.array_equal(index.delays_seen, proj.delay_steps):
+        target = proj.delay_steps.take(index.out_syn)
+        target *= proj.indptr.size - 1
+        target += index.out_post
+        index.target[:] = target
+        index.delays_seen[:] = proj.delay_steps
     np.take(proj.weight, index.out_syn, out=index.weight_csc)
 
 
