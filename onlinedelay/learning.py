@@ -55,7 +55,7 @@ from .errors import OnlineDelayError
 from .evaluate import vote
 from .network import Network
 from .projections import event_index
-from .segments import SEGMENT_STEPS, CscDelays, supports_segments
+from .segments import SEGMENT_STEPS, CscDelays, parallel_parts, supports_segments
 from .state import (Gradients, LayerGradients, LayerLearnerState, LearnerState, Projection,
                     ProjectionGradients, ProjectionTraces, assign_tuple, copy_tuple, fill_tuple)
 
@@ -196,7 +196,11 @@ class _LayerRule:
 
     def _kernel(self, name: str, module=KC):
         """The serial or parallel build of a chunk (or sample) kernel, following the network's thread count."""
-        return build(module, name, self.net.threads > 1)
+        return build(module, name, self.parts() > 1)
+
+    def parts(self) -> int:
+        """Threads this layer's chunk and per-spike kernels run on (segments.parallel_parts)."""
+        return parallel_parts(self.net, sum(proj.pre.size for proj in self.net.params.layers[self.index]))
 
     # -- per-step rule --------------------------------------------------------------------------
     def step(self, state: LayerLearnerState, t: int, delta: np.ndarray, w_out_block) -> None:
@@ -317,15 +321,15 @@ class _LayerRule:
         the chunk factors filtered backward in time, then one row added per presynaptic spike."""
         c, spec, net = self.net.config, self.spec, self.net
         n_batch = s.psi_buf.shape[2]
-        if self.spike_scratch is None or self.spike_scratch[3].shape != (net.threads, n_batch):
+        if self.spike_scratch is None or self.spike_scratch[3].shape != (self.parts(), n_batch):
             dt = net.dtype
             self.spike_scratch = (np.zeros((self.n_buf, n_batch, spec.n_neurons), dt),
                                   np.zeros((spec.n_neurons, n_batch), dt),
                                   tuple(np.zeros(proj.pre.size, dt) for proj in net.params.layers[self.index]),
-                                  np.zeros((net.threads, n_batch), np.int32))
+                                  np.zeros((self.parts(), n_batch), np.int32))
         R, lam, grad_csc, picked = self.spike_scratch
         self._kernel("backward_filter", KS)(s.psi_buf, s.signal_buf, 0, t_end, c.decay_out,
-                                           c.readout_gain * spec.input_gain, spec.decay_mem, lam, R, net.threads)
+                                           c.readout_gain * spec.input_gain, spec.decay_mem, lam, R, self.parts())
         for k, proj, _, hist, g_w, _ in projections:
             if k in by_spike:
                 csc, g = self.csc[k].refresh(proj), grad_csc[k]
@@ -368,7 +372,7 @@ class _LayerRule:
             sums = flat_sums[:proj.pre.size * width].reshape(proj.pre.size, width)
             fan_out = max(1, proj.pre.size // max(1, self.n_pre[k]))
             block = max(1, min(LAG_BLOCK_BYTES // (fan_out * width * sums.itemsize),     # blocks for every thread
-                               -(-self.n_pre[k] // (4 * net.threads))))
+                               -(-self.n_pre[k] // (4 * self.parts()))))
             tile = max(1, LAG_TILE_BYTES // (n_lags * sums.itemsize))
             self._kernel("spike_lag_sums", KD)(ptrs[k], spike_buf[0], spike_buf[1], index.out_indptr,
                                                index.out_post, csc.delay_csc, RT, block, tile, cursor, sums)
@@ -389,7 +393,7 @@ class _LayerRule:
         with blas_threads(1):                       # see dense.py: BLAS threads fight numba's
             dense_weight_chunk(tr.xh, first, n, shift, P, Q, A, c.decay_out ** n,
                                tr.ebar_w.reshape(-1, proj.indptr.size - 1, n_pre), grad, tr.windows,
-                               self.net.threads > 1, keep)
+                               self.parts() > 1, keep)
 
     def catch_up(self, s: LayerLearnerState, t: int) -> None:
         """Soft reset, mid-sample: sum every pending weight step (delays stay K behind)."""

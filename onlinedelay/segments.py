@@ -23,6 +23,13 @@ from .kernels import sample as KS
 from .kernels._jit import build
 
 SEGMENT_STEPS = 128       # the longest segment: buffers of SEGMENT_STEPS x B x N per array
+PARALLEL_WORK = 1 << 20   # synapses x batch below which the per-spike and chunk kernels run serially
+
+
+def parallel_parts(net, n_synapses: int) -> int:
+    """Parts (threads) a kernel over ``n_synapses`` synapses of ``net`` runs in: 1 below PARALLEL_WORK
+    synapse-samples, where waking the threads costs more than they save (docs/benchmarks.md)."""
+    return net.threads if net.threads > 1 and n_synapses * net.batch_size >= PARALLEL_WORK else 1
 
 
 class SegmentRecord(NamedTuple):
@@ -71,7 +78,7 @@ class SegmentRunner:
         net = self.net
         spec, dt = net.layer_specs[0], net.dtype
         n_post, n_rec = spec.n_neurons, SEGMENT_STEPS if record else 0
-        parts = min(net.threads, n_batch * n_post)    # the per-spike current runs in this many parts
+        parts = parallel_parts(net, net.params.layers[0].feedforward.pre.size)
         self.buffers = {
             "batch": n_batch, "record": record,
             "cur": np.zeros((SEGMENT_STEPS, n_batch, n_post), dt),
@@ -100,7 +107,7 @@ class SegmentRunner:
             raise ValueError(f"segment of {n} steps from step {first} does not fit a sequence of {x.shape[0]}")
         n_batch = x.shape[1]
         if (self.buffers is None or self.buffers["batch"] != n_batch or (record and not self.buffers["record"])
-                or self.buffers["parts"] != min(net.threads, n_batch * net.layer_specs[0].n_neurons)):
+                or self.buffers["parts"] != parallel_parts(net, net.params.layers[0].feedforward.pre.size)):
             self._allocate(n_batch, record)
         buf = self.buffers
         index, delays = self._index()

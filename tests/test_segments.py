@@ -15,6 +15,7 @@ from onlinedelay.kernels import sample as KS
 from onlinedelay.learning import ThreeFactorLearner
 from onlinedelay.network import Network
 from onlinedelay.projections import event_index
+from onlinedelay import segments
 from onlinedelay.segments import SEGMENT_STEPS, supports_segments
 from onlinedelay.state import Projection
 from test_kernels import make_csr, spikes
@@ -249,8 +250,10 @@ def test_reset_after_untouched_traces_equals_a_fresh_learner():
 
 
 @pytest.mark.parametrize("delays", ["none", "axonal", "synaptic"])
-def test_two_threads_equal_one(delays):
+def test_two_threads_equal_one(delays, monkeypatch):
     """The parallel builds (parts of the neurons, units or batch) give the serial results."""
+    monkeypatch.setattr(segments, "PARALLEL_WORK", 0)         # small networks: the parallel builds too
+    assert segments.parallel_parts(Network(_net_config(delays, 0.7), threads=2), 1) == 2
     cfg = _net_config(delays, 0.7)
     x, labels = _inputs(80, 5)
     one = ThreeFactorLearner(Network(cfg, seed=3, batch_size=5, dtype="float64"), LearningConfig(learn_delays=False))
@@ -259,3 +262,9 @@ def test_two_threads_equal_one(delays):
     np.testing.assert_allclose(two.net.run(x), one.net.run(x), rtol=1e-12, atol=1e-12)
     for u, v in zip(two.sample_gradients(x, labels).layers[0], one.sample_gradients(x, labels).layers[0]):
         np.testing.assert_allclose(u.weight, v.weight, rtol=1e-10, atol=1e-12)
+
+
+def test_small_work_runs_serially():
+    net = Network(_net_config("none", 1.0), threads=2, batch_size=1)
+    assert segments.parallel_parts(net, 100) == 1
+    assert segments.parallel_parts(net, segments.PARALLEL_WORK) == 2

@@ -10,6 +10,7 @@ feedforward and recurrent, one and two layers.
 import numpy as np
 import pytest
 
+from onlinedelay import segments
 from onlinedelay.config import LearningConfig, NetworkConfig
 from onlinedelay.kernels import spike_delays as KD
 from onlinedelay.kernels import surrogate as KG
@@ -177,8 +178,9 @@ def test_per_spike_delay_gradients_equal_the_chunked_traces(cfg):
     assert learned == n_learned            # every weight and delay gradient is nonzero: the case tests them
 
 
-def test_per_spike_delay_gradients_with_two_threads_equal_one():
+def test_per_spike_delay_gradients_with_two_threads_equal_one(monkeypatch):
     """The parallel builds (units in blocks over threads) give the serial builds' gradients."""
+    monkeypatch.setattr(segments, "PARALLEL_WORK", 0)         # small networks: the parallel builds too
     cfg = _net_config("synaptic", 0.7, "dense", "axonal")
     rng = np.random.default_rng(2)
     x, labels = rng.poisson(0.25, size=(40, 3, 24)).astype(np.uint8), rng.integers(0, 4, 3)
