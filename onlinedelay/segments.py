@@ -117,10 +117,11 @@ class SegmentRunner:
         build(KS, "spike_current", buf["parts"] > 1)(x, first, n, c.max_delay_steps, index.out_indptr, delays.offsets, index.weight_csc,
                                                      delays.rows, buf["units"], buf["counts"], buf["padded"], cur)
         v_rec, z_rec = (buf["v"][:n], buf["z"][:n]) if record else (buf["v"][:0], buf["z"][:0])
-        KS.forward_segment(x, first, n, cur, ls.hist_ff, float(spec.decay_mem), float(spec.input_gain),
-                           float(spec.threshold), spec.reset == "hard", ls.current, ls.v, net.state.z,
-                           ls.decay_eff, p.w_out, p.b_out, float(c.decay_out), float(c.readout_gain),
-                           net.state.y, buf["y"][:n], v_rec, z_rec)
+        parts = buf["parts"]
+        build(KS, "forward_segment", parts > 1)(
+            x, first, n, cur, ls.hist_ff, float(spec.decay_mem), float(spec.input_gain), float(spec.threshold),
+            spec.reset == "hard", ls.current, ls.v, net.state.z, ls.decay_eff, p.w_out, p.b_out,
+            float(c.decay_out), float(c.readout_gain), net.state.y, buf["y"][:n], v_rec, z_rec, min(parts, n_batch))
         net.segment_done(first + n)
         return SegmentRecord(buf["y"][:n], v_rec, z_rec)
 

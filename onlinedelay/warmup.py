@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 
+from . import segments
 from .config import LearningConfig, NetworkConfig
 from .learning import ThreeFactorLearner
 from .network import Network
@@ -14,10 +15,20 @@ from .network import Network
 
 def warmup(dtypes=("float32", "float64")) -> float:
     """Run every kernel once per dtype, variant and serial/parallel build; returns the seconds it took."""
-    from .datasets.cochlea import cochlea_spikes
-
     start = time.perf_counter()
     x = np.ones((6, 2, 3), np.int64)
+    parallel_work = segments.PARALLEL_WORK
+    segments.PARALLEL_WORK = 0                    # tiny networks: compile the parallel builds too
+    try:
+        _run_everything(x, dtypes)
+    finally:
+        segments.PARALLEL_WORK = parallel_work
+    return time.perf_counter() - start
+
+
+def _run_everything(x, dtypes) -> None:
+    from .datasets.cochlea import cochlea_spikes
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)       # tiny random nets clip delays
         for dtype in dtypes:
@@ -31,9 +42,12 @@ def warmup(dtypes=("float32", "float64")) -> float:
                     # two layers read by the readout (the learning signal reads column blocks of the
                     # readout weights) with conv recurrence
                     deep = cfg.replace(n_layers=2, readout="all", recurrent="conv", hidden_delays=rec)
-                    for c in (cfg, deep):
+                    # one layer without recurrence: segments (segments.py), per-spike gradients
+                    flat = cfg.replace(recurrent="none")
+                    for c in (cfg, deep, flat):
                         net = Network(c, seed=0, batch_size=2, dtype=dtype, threads=threads)
                         ThreeFactorLearner(net).run_sample(x, np.array([0, 1]), update=True)
+                        net.run(x)
                     for optimizer in ("adam", "sgd"):
                         net = Network(cfg, seed=0, batch_size=2, dtype=dtype, threads=threads)
                         learner = ThreeFactorLearner(net, LearningConfig(optimizer=optimizer, update="online"))
@@ -47,4 +61,3 @@ def warmup(dtypes=("float32", "float64")) -> float:
             for batch in (1, 2):
                 Network(wide, seed=0, batch_size=batch, dtype=dtype).step(np.ones((batch, 1), np.int64))
         cochlea_spikes(np.zeros(480), 48000.0)                # the front end of `data generate`
-    return time.perf_counter() - start

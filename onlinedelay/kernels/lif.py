@@ -23,9 +23,14 @@ def lif_step(current, decay, gain, threshold, hard_reset, v, z, decay_eff):
     decay_eff : (n, B) float, out: the decay applied to v^(t-1) this step
         (alpha, or alpha (1 - z^(t-1)) with hard reset) -- the trace recursion needs it
     """
-    n, n_batch = v.shape
-    for j in range(n):
-        for b in range(n_batch):
+    lif_columns(current, decay, gain, threshold, hard_reset, v, z, decay_eff, 0, v.shape[1])
+
+
+@jit
+def lif_columns(current, decay, gain, threshold, hard_reset, v, z, decay_eff, b0, b1):
+    """:func:`lif_step` on the batch columns b0 .. b1 - 1 only (the others untouched)."""
+    for j in range(v.shape[0]):
+        for b in range(b0, b1):
             z_prev = z[j, b]
             if hard_reset:
                 a = decay * (1.0 - z_prev)

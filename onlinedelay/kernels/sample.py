@@ -38,8 +38,8 @@ import numpy as np
 from numba import prange
 
 from ._jit import jit, jit_parallel
-from .lif import lif_step
-from .readout import readout_error, readout_step
+from .lif import lif_columns
+from .readout import readout_columns, readout_error
 from .surrogate import pseudo_derivative
 
 
@@ -196,37 +196,48 @@ def _scatter_current(x, first, n, lo, hi, max_delay, out_indptr, offsets, weight
                 cur[u, b, j] = padded[row + j]
 
 
-@jit
-def forward_segment(x, first, n, cur, hist, decay, gain, threshold, hard_reset, current, v, z, decay_eff,
-                    w_out, b_out, decay_out, gain_out, y, y_rec, v_rec, z_rec):
+def _forward_segment(x, first, n, cur, hist, decay, gain, threshold, hard_reset, current, v, z, decay_eff,
+                     w_out, b_out, decay_out, gain_out, y, y_rec, v_rec, z_rec, n_parts):
     """Steps ``first .. first + n - 1`` of a one-layer network without recurrence, current given.
 
     x : (T, B, n_pre) counts, written into the ring ``hist`` (n_slots, n_pre, B) at slot t % n_slots;
     cur : (n, B, N) feedforward current of the segment (:func:`spike_current`);
     current, v, z, decay_eff : (N, B) the layer's state (kernels/lif.py); w_out, b_out, y : readout
     (kernels/readout.py); y_rec : (>= n, n_out, B) out, y after each step; v_rec, z_rec :
-    (>= n, N, B) out, v and z after each step (pass (0, N, B) arrays to skip them).
+    (>= n, N, B) out, v and z after each step (pass (0, N, B) arrays to skip them);
+    n_parts : parts of the batch run side by side (the parallel build; batch columns are independent).
     """
     n_slots = hist.shape[0]
     n_batch, n_pre = x.shape[1], x.shape[2]
     n_post = v.shape[0]
+    n_out = y.shape[0]
     keep = v_rec.shape[0] > 0
-    for u in range(n):
-        t = first + u
-        if u >= n - n_slots:                    # older steps would be overwritten within the segment
-            slot = t % n_slots
-            for b in range(n_batch):
-                for i in range(n_pre):
-                    hist[slot, i, b] = x[t, b, i]
-        for j in range(n_post):
-            for b in range(n_batch):
-                current[j, b] = cur[u, b, j]
-        lif_step(current, decay, gain, threshold, hard_reset, v, z, decay_eff)
-        readout_step(z, w_out, b_out, decay_out, gain_out, y)
-        y_rec[u] = y
-        if keep:
-            v_rec[u] = v
-            z_rec[u] = z
+    for part in prange(n_parts):
+        b0, b1 = part * n_batch // n_parts, (part + 1) * n_batch // n_parts
+        for u in range(n):
+            t = first + u
+            if u >= n - n_slots:                # older steps would be overwritten within the segment
+                slot = t % n_slots
+                for b in range(b0, b1):
+                    for i in range(n_pre):
+                        hist[slot, i, b] = x[t, b, i]
+            for j in range(n_post):
+                for b in range(b0, b1):
+                    current[j, b] = cur[u, b, j]
+            lif_columns(current, decay, gain, threshold, hard_reset, v, z, decay_eff, b0, b1)
+            readout_columns(z, w_out, b_out, decay_out, gain_out, y, b0, b1)
+            for k in range(n_out):
+                for b in range(b0, b1):
+                    y_rec[u, k, b] = y[k, b]
+            if keep:
+                for j in range(n_post):
+                    for b in range(b0, b1):
+                        v_rec[u, j, b] = v[j, b]
+                        z_rec[u, j, b] = z[j, b]
+
+
+forward_segment = jit(_forward_segment)
+forward_segment_parallel = jit_parallel(_forward_segment)
 
 
 @jit
