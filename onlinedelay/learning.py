@@ -54,7 +54,7 @@ from .dense import blas_threads, dense_weight_chunk, is_dense
 from .errors import OnlineDelayError
 from .evaluate import vote
 from .network import Network
-from .projections import event_index
+from .projections import add_from_csc, event_index
 from .segments import SEGMENT_STEPS, CscDelays, parallel_parts, supports_segments
 from .state import (Gradients, LayerGradients, LayerLearnerState, LearnerState, Projection,
                     ProjectionGradients, ProjectionTraces, assign_tuple, copy_tuple, fill_tuple)
@@ -337,7 +337,7 @@ class _LayerRule:
                 g[:] = 0.0
                 self._kernel("spike_weight_gradient", KS)(hist, t_end, index.out_indptr, index.out_post,
                                                           csc.delay_csc, csc.rows, R, picked, g)
-                g_w += g.take(self.csc_of_syn[k])             # CSC back to CSR order: a gather
+                add_from_csc(index, g, g_w)
 
     def _spike_delay_gradients(self, s: LayerLearnerState, projections, learned: tuple, t_end: int) -> None:
         """g_d and g_w of the projections in ``learned`` (learned synaptic or axonal delays) over the

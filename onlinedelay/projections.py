@@ -143,6 +143,7 @@ class EventIndex(NamedTuple):
                               # (max_delay_steps + 1) * n_post <= 2^16 (fewer bytes per pushed synapse), else int32
     weight_csc: np.ndarray    # (n_syn,) float, copy of weight[out_syn]
     delays_seen: np.ndarray   # (n_syn,) int32, the delay_steps ``target`` was made from (CSR order; -1: none yet)
+    transposed: bool          # dense: the CSC order is the transpose of the CSR rows (copies are transposes)
 
 
 def event_index(proj: Projection, n_pre: int, max_delay_steps: int) -> EventIndex:
@@ -158,7 +159,9 @@ def event_index(proj: Projection, n_pre: int, max_delay_steps: int) -> EventInde
         raise OnlineDelayError(f"{n_post} neurons x {max_delay_steps + 1} delay steps overflow the int32 push targets")
     target_dtype = np.uint16 if n_targets <= 2**16 else _INT
     index = EventIndex(out_indptr, out_syn, post[out_syn].astype(_INT), np.empty(out_syn.size, target_dtype),
-                       np.empty(out_syn.size, proj.weight.dtype), np.full(out_syn.size, -1, np.int32))
+                       np.empty(out_syn.size, proj.weight.dtype), np.full(out_syn.size, -1, np.int32),
+                       bool(n_pre and out_syn.size == n_pre * n_post
+                            and np.array_equal(out_syn, np.arange(out_syn.size).reshape(n_post, n_pre).T.ravel())))
     refresh_event_copies(index, proj)
     return index
 
@@ -171,7 +174,25 @@ def refresh_event_copies(index: EventIndex, proj: Projection) -> None:
         target += index.out_post
         index.target[:] = target
         index.delays_seen[:] = proj.delay_steps
-    np.take(proj.weight, index.out_syn, out=index.weight_csc)
+    to_csc(index, proj.weight, index.weight_csc)
+
+
+def to_csc(index: EventIndex, csr: np.ndarray, out: np.ndarray) -> None:
+    """out = csr[index.out_syn]: a per-synapse array in CSC order (a transposed copy when dense)."""
+    if index.transposed:
+        n_pre = index.out_indptr.size - 1
+        np.copyto(out.reshape(n_pre, -1), csr.reshape(-1, n_pre).T)
+    else:
+        np.take(csr, index.out_syn, out=out)
+
+
+def add_from_csc(index: EventIndex, csc: np.ndarray, csr: np.ndarray) -> None:
+    """csr += csc in CSR order (the inverse of :func:`to_csc`)."""
+    if index.transposed:
+        n_pre = index.out_indptr.size - 1
+        csr.reshape(-1, n_pre)[...] += csc.reshape(n_pre, -1).T
+    else:
+        csr[index.out_syn] += csc
 
 
 def dense_weights(proj: Projection, n_pre: int) -> np.ndarray:

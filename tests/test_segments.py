@@ -268,3 +268,21 @@ def test_small_work_runs_serially():
     net = Network(_net_config("none", 1.0), threads=2, batch_size=1)
     assert segments.parallel_parts(net, 100) == 1
     assert segments.parallel_parts(net, segments.PARALLEL_WORK) == 2
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_csc_copies_are_the_permutation(dense):
+    """to_csc / add_from_csc (a transposed copy where the projection is dense) == indexing by out_syn."""
+    from onlinedelay.projections import add_from_csc, to_csc
+    rng = np.random.default_rng(5)
+    indptr, pre, delay, weight = _projection(rng, 7, 5, dense, True, 3)
+    index = _csc(indptr, pre, delay, weight, 7, 3)[0]
+    assert index.transposed == dense
+    out = np.empty_like(weight)
+    to_csc(index, weight, out)
+    np.testing.assert_array_equal(out, weight[index.out_syn])
+    csr = rng.normal(size=weight.size)
+    expected = csr.copy()
+    expected[index.out_syn] += out
+    add_from_csc(index, out, csr)
+    np.testing.assert_array_equal(csr, expected)
