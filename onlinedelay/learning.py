@@ -649,9 +649,7 @@ class ThreeFactorLearner:
             feedback = net.params.w_out if rule.feedback is None else rule.feedback
             with blas_threads(1):                   # see dense.py: BLAS threads fight numba's
                 np.matmul(feedback.T, d_rec, out=ls.signal_buf[row:row + n])
-                # dWo = sum_(u, b) delta zbar^T: (n_out, n B) @ (n B, N), zbar kept as (N, n, B)
-                self.grads.w_out[...] += d_rec.transpose(1, 0, 2).reshape(c.n_outputs, -1) @ zbar_rec.reshape(
-                    zbar_rec.shape[0], -1).T
+                self.grads.w_out[...] += np.matmul(d_rec, zbar_rec.transpose(0, 2, 1)).sum(axis=0)
             self.grads.b_out[...] += np.einsum("ukb,ub->k", d_rec, bbar_rec)
             self.loss_sum += loss
             spikes += n_spikes
@@ -664,14 +662,13 @@ class ThreeFactorLearner:
         return spikes
 
     def _segment_buffers(self, n: int):
-        """(delta (n, n_out, B), zbar (N, n, B), bbar (n, B)) records of an ``n``-step segment (reused buffers)."""
+        """(delta (n, n_out, B), zbar (n, N, B), bbar (n, B)) records of an ``n``-step segment (reused buffers)."""
         c, batch, dt = self.net.config, self.net.batch_size, self.net.dtype
         if self.segment_records is None or self.segment_records[0].shape[2] != batch:
             self.segment_records = (np.zeros((SEGMENT_STEPS, c.n_outputs, batch), dt),
-                                    np.zeros(c.n_readout_inputs * SEGMENT_STEPS * batch, dt),
+                                    np.zeros((SEGMENT_STEPS, c.n_readout_inputs, batch), dt),
                                     np.zeros((SEGMENT_STEPS, batch), dt))
-        d_rec, zbar_flat, bbar_rec = self.segment_records
-        return d_rec[:n], zbar_flat[:c.n_readout_inputs * n * batch].reshape(-1, n, batch), bbar_rec[:n]
+        return tuple(a[:n] for a in self.segment_records)
 
     def sample_gradients(self, inputs, labels) -> Gradients:
         """Accumulate-mode gradients of one sample/batch (parameters unchanged); returns a copy."""

@@ -257,13 +257,12 @@ def learn_segment(first, n, row, y_rec, v_rec, z_rec, labels, loss_weights, loss
 
     Per step t = first + u (as ``ThreeFactorLearner.step``): readout error into ``probs``/``delta``
     (kept in ``delta_rec[u]``), votes, pseudo-derivative into ``psi_buf[row + u]``, and the readout's
-    filtered traces ``zbar``/``bbar`` (kept in ``zbar_rec[:, u]``/``bbar_rec[u]``).  The products over the
+    filtered traces ``zbar``/``bbar`` (kept in ``zbar_rec[u]``/``bbar_rec[u]``).  The products over the
     neurons -- learning signal and readout gradients -- are left to matrix products over the segment.
     y_rec : (>= n, n_out, B) (:func:`readout_segment`); v_rec, z_rec : (>= n, N, B) (:func:`lif_segment`);
     labels : (B,) int64; loss_weights : (T,); loss_start : first voting step; votes : (n_out, B)
     float64, softmax summed over the voting steps; delta_rec : (>= n, n_out, B), zbar_rec :
-    (N, n, B) (steps in the middle: the readout gradient is then one matrix product), bbar_rec :
-    (>= n, B) out.  Returns (loss, spikes).
+    (>= n, N, B), bbar_rec : (>= n, B) out.  Returns (loss, spikes).
     """
     loss = 0.0
     spikes = 0.0
@@ -286,7 +285,7 @@ def learn_segment(first, n, row, y_rec, v_rec, z_rec, labels, loss_weights, loss
             for b in range(n_batch):
                 value = decay_out * zbar[j, b] + gain_out * z[j, b]
                 zbar[j, b] = value
-                zbar_rec[j, u, b] = value
+                zbar_rec[u, j, b] = value
                 spikes += z[j, b]
     return loss, spikes
 
