@@ -118,6 +118,11 @@ def run_kernel(name, build, *args, module=K):
     return result
 
 
+def dense_csr(n_pre, n_post):
+    """(indptr, pre) of a dense projection: row j holds every presynaptic unit in order."""
+    return (np.arange(n_post + 1) * n_pre).astype(np.int32), np.tile(np.arange(n_pre, dtype=np.int32), n_post)
+
+
 def make_csr(rng, n_pre, n_post, min_fan=0, max_fan=None):
     """Random CSR projection: random fan-in per row in [min_fan, max_fan], sorted pre per row."""
     max_fan = n_pre if max_fan is None else max_fan

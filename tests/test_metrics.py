@@ -4,6 +4,7 @@ NeuroBench-style count on dense binarised matrices; eval's text and JSON; the ab
 import csv
 import json
 import math
+from test_ablate import _write  # the learnable toy event files
 
 import numpy as np
 import pytest
@@ -191,22 +192,10 @@ def test_delay_costs_rings_and_latency():
     assert lat["by_projection"]["layer1.feedforward"]["mean_ms"] == pytest.approx(2.0 * 11 / 6)
 
 
-def _toy(path, n, seed):
-    rng = np.random.default_rng(seed)
-    times, units, labels = [], [], []
-    for _ in range(n):
-        k = int(rng.integers(0, 3))
-        times.append(np.sort(rng.uniform(0.02 + 0.08 * k, 0.15 + 0.08 * k, 200)))
-        units.append(rng.normal(300 + 100 * k, 30, 200).clip(0, 699).astype(np.uint16))
-        labels.append(k)
-    write_events_file(path, times, units, np.array(labels), ["a", "b", "c"], speakers=np.arange(n) % 4)
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy")
-    return {"train": _toy(root / "train.h5", 24, 0), "test": _toy(root / "test.h5", 12, 1)}
+    return {"train": _write(root / "train.h5", 24, 0), "test": _write(root / "test.h5", 12, 1)}
 
 
 def test_eval_prints_and_returns_the_metrics(toy, tmp_path):

@@ -18,18 +18,14 @@ from onlinedelay.projections import event_index
 from onlinedelay import segments
 from onlinedelay.segments import SEGMENT_STEPS, supports_segments
 from onlinedelay.state import Projection
-from test_kernels import make_csr, spikes
+from test_kernels import dense_csr, make_csr, spikes
 
 # -- kernels against NumPy ---------------------------------------------------------------------
 
 
 def _projection(rng, n_pre, n_post, dense, unit_delays, max_delay):
     """(indptr, pre, delay_steps, weight) of a random CSR projection."""
-    if dense:
-        indptr = (np.arange(n_post + 1) * n_pre).astype(np.int32)
-        pre = np.tile(np.arange(n_pre, dtype=np.int32), n_post)
-    else:
-        indptr, pre = make_csr(rng, n_pre, n_post, min_fan=0)
+    indptr, pre = dense_csr(n_pre, n_post) if dense else make_csr(rng, n_pre, n_post, min_fan=0)
     per_unit = rng.integers(0, max_delay + 1, n_pre)
     delay = per_unit[pre] if unit_delays else rng.integers(0, max_delay + 1, pre.size)
     return indptr, pre, delay.astype(np.int32), rng.normal(0, 1, pre.size)

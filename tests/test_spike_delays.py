@@ -18,7 +18,7 @@ from onlinedelay.learning import ThreeFactorLearner
 from onlinedelay.network import Network
 from onlinedelay.projections import event_index
 from onlinedelay.state import Projection
-from test_kernels import make_csr, spikes
+from test_kernels import dense_csr, make_csr, spikes
 
 
 def _hist(rng, n, t_last, n_slots, n_pre, B, rate=0.7):
@@ -69,11 +69,7 @@ def test_lag_filter_is_the_anticausal_sum(parallel):
 
 def _projection(rng, n_pre, n_post, dense, axonal, max_delay):
     """A CSR projection with real delays (per synapse or per unit; some below 1/2: taps read ahead)."""
-    if dense:
-        indptr = (np.arange(n_post + 1) * n_pre).astype(np.int32)
-        pre = np.tile(np.arange(n_pre, dtype=np.int32), n_post)
-    else:
-        indptr, pre = make_csr(rng, n_pre, n_post, min_fan=0)
+    indptr, pre = dense_csr(n_pre, n_post) if dense else make_csr(rng, n_pre, n_post, min_fan=0)
     n_delays = n_pre if axonal else pre.size
     delay = rng.uniform(0, max_delay, n_delays)
     delay[:2] = 0.1, 0.9                                   # centres 0 and 1: taps before step 0
