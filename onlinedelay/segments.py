@@ -4,10 +4,8 @@
 network of one layer without recurrence they advance it a segment of steps at a time
 (kernels/sample.py): the feedforward current of every step of the segment is summed spike by
 spike into a ``(n, B, N)`` buffer (each spike adds its unit's weight row at its delay), then one
-kernel call runs the LIF layer over the segment, and the readout (which does not feed back)
-follows for the whole segment: one matrix product of its weights with the spikes of every step,
-then the leaky recursion.  What the learner reads is recorded (readout, membrane, spikes:
-``(n, ., B)``).  Segments are at most :data:`SEGMENT_STEPS`
+kernel call runs the LIF layer and the readout over the segment, recording what the learner
+reads (readout, membrane, spikes: ``(n, ., B)``).  Segments are at most :data:`SEGMENT_STEPS`
 long, so memory does not grow with T.  The sums and their order are the push model's, so the
 results equal stepping the network one step at a time (tests/test_segments.py).
 
@@ -22,7 +20,6 @@ from typing import NamedTuple
 import numpy as np
 
 from .kernels import sample as KS
-from .dense import blas_threads
 from .kernels._jit import build
 
 SEGMENT_STEPS = 128       # the longest segment: buffers of SEGMENT_STEPS x B x N per array
@@ -89,8 +86,7 @@ class SegmentRunner:
             "units": np.zeros((parts, net.config.n_inputs), np.int32), "counts": np.zeros((parts, 8), dt),
             "padded": np.zeros((parts, (SEGMENT_STEPS + 2 * net.config.max_delay_steps) * n_post), dt),
             "y": np.zeros((SEGMENT_STEPS, net.config.n_outputs, n_batch), dt),
-            "v": np.zeros((n_rec, n_post, n_batch), dt), "z": np.zeros((SEGMENT_STEPS, n_post, n_batch), dt),
-            "drive": np.zeros((SEGMENT_STEPS, net.config.n_outputs, n_batch), dt)}
+            "v": np.zeros((n_rec, n_post, n_batch), dt), "z": np.zeros((n_rec, n_post, n_batch), dt)}
 
     def _index(self):
         """The input projection's CSC index and its :class:`CscDelays` (fresh)."""
@@ -120,17 +116,14 @@ class SegmentRunner:
         cur = buf["cur"][:n]
         build(KS, "spike_current", buf["parts"] > 1)(x, first, n, c.max_delay_steps, index.out_indptr, delays.offsets, index.weight_csc,
                                                      delays.rows, buf["units"], buf["counts"], buf["padded"], cur)
-        v_rec, z_rec = buf["v"][:n] if record else buf["v"][:0], buf["z"][:n]
+        v_rec, z_rec = (buf["v"][:n], buf["z"][:n]) if record else (buf["v"][:0], buf["z"][:0])
         parts = buf["parts"]
-        build(KS, "lif_segment", parts > 1)(
+        build(KS, "forward_segment", parts > 1)(
             x, first, n, cur, ls.hist_ff, float(spec.decay_mem), float(spec.input_gain), float(spec.threshold),
-            spec.reset == "hard", ls.current, ls.v, net.state.z, ls.decay_eff, v_rec, z_rec, min(parts, n_batch))
-        drive = buf["drive"][:n]
-        with blas_threads(1):                       # see dense.py: BLAS threads fight numba's
-            np.matmul(p.w_out, z_rec, out=drive)
-        KS.readout_segment(drive, n, float(c.decay_out), float(c.readout_gain), p.b_out, net.state.y, buf["y"][:n])
+            spec.reset == "hard", ls.current, ls.v, net.state.z, ls.decay_eff, p.w_out, p.b_out,
+            float(c.decay_out), float(c.readout_gain), net.state.y, buf["y"][:n], v_rec, z_rec, min(parts, n_batch))
         net.segment_done(first + n)
-        return SegmentRecord(buf["y"][:n], v_rec, z_rec if record else z_rec[:0])
+        return SegmentRecord(buf["y"][:n], v_rec, z_rec)
 
     def run(self, x: np.ndarray, out: np.ndarray) -> None:
         """Advance the whole (reset) sample ``x`` (T, B, n_in); readouts into ``out`` (T, B, n_out)."""

@@ -18,13 +18,19 @@ def readout_step(z, w_out, bias, decay, gain, y):
 
     z : (n_hidden, B) float; w_out : (n_out, n_hidden); bias : (n_out,); y : (n_out, B) in place.
     """
-    n_hidden, n_batch = z.shape
+    readout_columns(z, w_out, bias, decay, gain, y, 0, z.shape[1])
+
+
+@jit
+def readout_columns(z, w_out, bias, decay, gain, y, b0, b1):
+    """:func:`readout_step` on the batch columns b0 .. b1 - 1 only (the others untouched)."""
+    n_hidden = z.shape[0]
     n_out = w_out.shape[0]
     for k in range(n_out):
-        for b in range(n_batch):
+        for b in range(b0, b1):
             y[k, b] = decay * y[k, b] + bias[k]
     for j in range(n_hidden):
-        for b in range(n_batch):
+        for b in range(b0, b1):
             zj = z[j, b]
             if zj != 0.0:
                 for k in range(n_out):

@@ -39,7 +39,7 @@ from numba import prange
 
 from ._jit import jit, jit_parallel
 from .lif import lif_columns
-from .readout import readout_error
+from .readout import readout_columns, readout_error
 from .surrogate import pseudo_derivative
 
 
@@ -196,20 +196,21 @@ def _scatter_current(x, first, n, lo, hi, max_delay, out_indptr, offsets, weight
                 cur[u, b, j] = padded[row + j]
 
 
-def _lif_segment(x, first, n, cur, hist, decay, gain, threshold, hard_reset, current, v, z, decay_eff, v_rec, z_rec,
-                 n_parts):
-    """The LIF layer over steps ``first .. first + n - 1`` of a one-layer network without recurrence.
+def _forward_segment(x, first, n, cur, hist, decay, gain, threshold, hard_reset, current, v, z, decay_eff,
+                     w_out, b_out, decay_out, gain_out, y, y_rec, v_rec, z_rec, n_parts):
+    """Steps ``first .. first + n - 1`` of a one-layer network without recurrence, current given.
 
     x : (T, B, n_pre) counts, written into the ring ``hist`` (n_slots, n_pre, B) at slot t % n_slots;
     cur : (n, B, N) feedforward current of the segment (:func:`spike_current`);
-    current, v, z, decay_eff : (N, B) the layer's state (kernels/lif.py); z_rec : (>= n, N, B) out,
-    the spikes of each step; v_rec : (>= n, N, B) out, v after each step (a (0, N, B) array skips it);
+    current, v, z, decay_eff : (N, B) the layer's state (kernels/lif.py); w_out, b_out, y : readout
+    (kernels/readout.py); y_rec : (>= n, n_out, B) out, y after each step; v_rec, z_rec :
+    (>= n, N, B) out, v and z after each step (pass (0, N, B) arrays to skip them);
     n_parts : parts of the batch run side by side (the parallel build; batch columns are independent).
-    The readout does not feed back, so it follows for the whole segment (:func:`readout_segment`).
     """
     n_slots = hist.shape[0]
     n_batch, n_pre = x.shape[1], x.shape[2]
     n_post = v.shape[0]
+    n_out = y.shape[0]
     keep = v_rec.shape[0] > 0
     for part in prange(n_parts):
         b0, b1 = part * n_batch // n_parts, (part + 1) * n_batch // n_parts
@@ -224,30 +225,19 @@ def _lif_segment(x, first, n, cur, hist, decay, gain, threshold, hard_reset, cur
                 for b in range(b0, b1):
                     current[j, b] = cur[u, b, j]
             lif_columns(current, decay, gain, threshold, hard_reset, v, z, decay_eff, b0, b1)
-            for j in range(n_post):
+            readout_columns(z, w_out, b_out, decay_out, gain_out, y, b0, b1)
+            for k in range(n_out):
                 for b in range(b0, b1):
-                    z_rec[u, j, b] = z[j, b]
-                    if keep:
+                    y_rec[u, k, b] = y[k, b]
+            if keep:
+                for j in range(n_post):
+                    for b in range(b0, b1):
                         v_rec[u, j, b] = v[j, b]
+                        z_rec[u, j, b] = z[j, b]
 
 
-lif_segment = jit(_lif_segment)
-lif_segment_parallel = jit_parallel(_lif_segment)
-
-
-@jit
-def readout_segment(drive, n, decay, gain, bias, y, y_rec):
-    """The readout over a segment: y^u = decay y^(u-1) + gain drive[u] + bias, for u in [0, n).
-
-    drive : (>= n, n_out, B) Wo z^u of each step (a matrix product over the segment); bias : (n_out,);
-    y : (n_out, B) in place; y_rec : (>= n, n_out, B) out, y after each step.
-    """
-    n_out, n_batch = y.shape
-    for u in range(n):
-        for k in range(n_out):
-            for b in range(n_batch):
-                y[k, b] = decay * y[k, b] + gain * drive[u, k, b] + bias[k]
-                y_rec[u, k, b] = y[k, b]
+forward_segment = jit(_forward_segment)
+forward_segment_parallel = jit_parallel(_forward_segment)
 
 
 @jit
@@ -259,7 +249,7 @@ def learn_segment(first, n, row, y_rec, v_rec, z_rec, labels, loss_weights, loss
     (kept in ``delta_rec[u]``), votes, pseudo-derivative into ``psi_buf[row + u]``, and the readout's
     filtered traces ``zbar``/``bbar`` (kept in ``zbar_rec[u]``/``bbar_rec[u]``).  The products over the
     neurons -- learning signal and readout gradients -- are left to matrix products over the segment.
-    y_rec : (>= n, n_out, B) (:func:`readout_segment`); v_rec, z_rec : (>= n, N, B) (:func:`lif_segment`);
+    y_rec : (>= n, n_out, B); v_rec, z_rec : (>= n, N, B) (:func:`forward_segment`);
     labels : (B,) int64; loss_weights : (T,); loss_start : first voting step; votes : (n_out, B)
     float64, softmax summed over the voting steps; delta_rec : (>= n, n_out, B), zbar_rec :
     (>= n, N, B), bbar_rec : (>= n, B) out.  Returns (loss, spikes).
