@@ -4,7 +4,6 @@ NeuroBench-style count on dense binarised matrices; eval's text and JSON; the ab
 import csv
 import json
 import math
-from test_ablate import _write  # the learnable toy event files
 
 import numpy as np
 import pytest
@@ -12,11 +11,11 @@ from click.testing import CliRunner
 
 from onlinedelay.cli import main
 from onlinedelay.config import NetworkConfig
-from onlinedelay.datasets.hdf5 import write_events_file
 from onlinedelay.metrics import connections, delay_costs, measure, static_metrics
 from onlinedelay.network import Network
 from onlinedelay.projections import dense_weights
 from onlinedelay.quantize import TERNARY_BITS
+from test_ablate import _write  # the learnable toy event files
 
 
 def _tiny():
