@@ -114,10 +114,11 @@ class SegmentRunner:
         c, spec = net.config, net.layer_specs[0]
         ls, p = net.state.layers[0], net.params
         cur = buf["cur"][:n]
-        build(KS, "spike_current", buf["parts"] > 1)(x, first, n, c.max_delay_steps, index.out_indptr, delays.offsets, index.weight_csc,
-                                                     delays.rows, buf["units"], buf["counts"], buf["padded"], cur)
-        v_rec, z_rec = (buf["v"][:n], buf["z"][:n]) if record else (buf["v"][:0], buf["z"][:0])
         parts = buf["parts"]
+        build(KS, "spike_current", parts > 1)(x, first, n, c.max_delay_steps, index.out_indptr, delays.offsets,
+                                              index.weight_csc, delays.rows, buf["units"], buf["counts"],
+                                              buf["padded"], cur)
+        v_rec, z_rec = (buf["v"][:n], buf["z"][:n]) if record else (buf["v"][:0], buf["z"][:0])
         build(KS, "forward_segment", parts > 1)(
             x, first, n, cur, ls.hist_ff, float(spec.decay_mem), float(spec.input_gain), float(spec.threshold),
             spec.reset == "hard", ls.current, ls.v, net.state.z, ls.decay_eff, p.w_out, p.b_out,
