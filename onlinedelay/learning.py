@@ -110,6 +110,7 @@ class _LayerRule:
         self.csc_of_syn = tuple(np.argsort(csc.index.out_syn).astype(np.int32) for csc in self.csc)
         self.lag_scratch = None
         self.traces_touched = True     # the trace arrays may hold values (reset zeroes them then)
+        self.input_trains = None       # (T, n_pre, B) the sample's input, read by the per-spike flush (layer 0)
 
     # -- state ----------------------------------------------------------------------------------
     def _learns_delays(self, proj: Projection) -> bool:
@@ -179,10 +180,12 @@ class _LayerRule:
                 g.delay[:] = np.bincount(proj.delay_of_syn, weights=g_d, minlength=g.delay.size)
             Q.sync_quantizer_grads(proj, spec, g)
 
-    def _projections(self, state: LayerLearnerState):
-        """(k, projection, traces, ring, weight gradient, per-synapse delay gradient) of each active projection."""
+    def _projections(self, state: LayerLearnerState, by_spike: bool = False):
+        """(k, projection, traces, ring, weight gradient, per-synapse delay gradient) of each active projection;
+        ``by_spike``: the feedforward ring is the sample's input where :attr:`input_trains` holds it."""
         lp, ls = self.net.params.layers[self.index], self.net.state.layers[self.index]
-        out = [(0, lp.feedforward, state.feedforward, ls.hist_ff, self.grad_w_syn[0], self.grad_d_syn[0])]
+        ring = self.input_trains if by_spike and self.input_trains is not None else ls.hist_ff
+        out = [(0, lp.feedforward, state.feedforward, ring, self.grad_w_syn[0], self.grad_d_syn[0])]
         if self.spec.recurrent is not None:
             out.append((1, lp.recurrent, state.recurrent, ls.hist_rec, self.grad_w_syn[1], self.grad_d_syn[1]))
         return out
@@ -254,8 +257,10 @@ class _LayerRule:
         x_first = int(s.cursor[2])
         projections = self._projections(s)
         by_spike = self._by_spike(s, t_end, final)
+        if self.input_trains is not None and not by_spike:
+            raise RuntimeError("the input ring was left unwritten for a per-spike flush that did not happen")
         if by_spike:                                # the whole sample per spike: no trace or chunk pass
-            self._spike_gradients(s, projections, by_spike, t_end)
+            self._spike_gradients(s, self._projections(s, by_spike=True), by_spike, t_end)
             s.cursor[:] = t_end, t_end, x_end
             return
         for k, proj, tr, hist, _, _ in projections:
@@ -437,6 +442,14 @@ class _LayerRule:
         self.sync_grads()
 
 
+def input_trains(x: np.ndarray, dtype) -> np.ndarray:
+    """(T, n_in, B) view of a sample's counts x (T, B, n_in), laid out as the input ring; cast to ``dtype``
+    unless the kernels multiply its items exactly in ``dtype`` already (one-byte counts, or ``dtype``)."""
+    if x.dtype != dtype and x.dtype.itemsize > 1:
+        x = x.astype(dtype)
+    return x.transpose(0, 2, 1)
+
+
 class ThreeFactorLearner:
     """Online three-factor learning of weights, delays and readout of a :class:`Network`.
 
@@ -605,7 +618,11 @@ class ThreeFactorLearner:
         votes = np.zeros((net.config.n_outputs, batch))
         spikes = 0.0
         if self._by_segments(online):
-            spikes = self._run_segments(x, lab, weights, online, votes)
+            try:
+                spikes = self._run_segments(x, lab, weights, online, votes)
+                self.flush()
+            finally:                                # the flush has read the sample's input, or failed
+                self.rules[0].input_trains = None
         else:
             for t in range(n_steps):
                 net.advance(x[t].T)
@@ -634,11 +651,15 @@ class ThreeFactorLearner:
         ls, c, spec = s.layers[0], net.config, rule.spec
         every, n_steps = lc.update_every_steps, x.shape[0]
         spikes, t = 0.0, 0
+        # one chunk (rule._by_spike): the flush reads x itself, the ring needs only the steps read after it
+        whole = not online and n_steps < min(net.n_slots, self.n_buf)
+        ring_first = n_steps - (c.max_delay_steps + 2 * self.lag_steps + 1) if whole else 0
+        rule.input_trains = input_trains(x, net.dtype) if whole else None
         while t < n_steps:
             end = min(n_steps, int(ls.cursor[1]) + self.n_buf, t + SEGMENT_STEPS)
             if online:
                 end = min(end, (t // every + 1) * every)
-            rec = net.segments.advance(x, end - t, record=True)
+            rec = net.segments.advance(x, end - t, record=True, ring_first=ring_first)
             n, row = end - t, t - int(ls.cursor[1])
             d_rec, zbar_rec, bbar_rec = self._segment_buffers(n)
             loss, n_spikes = KS.learn_segment(

@@ -38,7 +38,7 @@ from .projections import (checked_delays, event_index, fan_out, init_parameters,
                           refresh_event_copies)
 from .segments import SegmentRunner, supports_segments
 from .state import (PROJECTION_KINDS, LayerState, NetworkState, Parameters, Projection,
-                    assign_tuple, copy_tuple, fill_tuple)
+                    assign_tuple, copy_tuple)
 
 _INT = np.int32
 PULLING_BUDGET = 0.5      # fraction of a pull's cost a push may cost while earlier steps are pulled anyway
@@ -177,8 +177,7 @@ class Network:
         if batch_size is not None and check_batch(batch_size) != self.batch_size:
             self.state = self._allocate(batch_size)
             self._set_budgets()
-        else:
-            fill_tuple(self.state, 0)
+        self.segments.reset_state()             # only the ring slots written, where it knows them
         if self.params is self._event_params:     # weights written in place since the last sample
             self._refresh_event_copies()
             self._future_version = self.delay_version     # and the rings are empty: nothing to discard
@@ -475,6 +474,7 @@ class Network:
             self.n_slots = self.state.layers[0].hist_ff.shape[0]
         else:
             assign_tuple(self.state, snap["state"])
+        self.segments.forget()
         rebuild = any(not np.array_equal(a, b) for (name, a), (_, b) in zip(self.params.arrays(),
                                                                            snap["params"].arrays())
                       if name.endswith(("/indptr", "/pre")))

@@ -10,7 +10,12 @@ long, so memory does not grow with T.  The sums and their order are the push mod
 results equal stepping the network one step at a time (tests/test_segments.py).
 
 After a segment the network is where stepping would have left it (the spikes still in flight
-are pulled by later steps), so stepping can go on from there.
+are pulled by later steps), so stepping can go on from there.  A caller that reads the sample's
+older steps from ``x`` itself (the learner's per-spike flush) may ask for the ring to be written
+only from ``ring_first`` on; then the ring holds the last steps only.  While nothing but segments
+advanced the network since its reset, the runner knows which ring slots were written, and
+:meth:`SegmentRunner.reset_state` zeroes only those (the rings a learner enlarges are ~10 MB per
+batch of 32: zeroing and writing them cost more than the rest of an inference).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 
 from .kernels import sample as KS
 from .kernels._jit import build
+from .state import fill_tuple
 
 SEGMENT_STEPS = 128       # the longest segment: buffers of SEGMENT_STEPS x B x N per array
 PARALLEL_WORK = 1 << 20   # synapses x batch below which the per-spike and chunk kernels run serially
@@ -73,6 +79,33 @@ class SegmentRunner:
         self.net = net
         self.buffers = None
         self.delays = CscDelays(None)
+        self.clean = None           # the network state as its last reset left it (all zero), if unchanged since
+        self.written = None         # (state, first step written, t after the last segment) since that reset
+
+    def forget(self) -> None:
+        """The state was assigned or replaced: the next reset zeroes every ring."""
+        self.clean = self.written = None
+
+    def reset_state(self) -> None:
+        """Zero the network's state (``Network.reset``).  If only segments advanced it since the last
+        reset, only the ring slots they wrote are zeroed (the future rings stay zero: nothing is pushed)."""
+        net = self.net
+        record, self.written, self.clean = self.written, None, net.state
+        if record is None or record[0] is not net.state or record[2] != net.t:
+            fill_tuple(net.state, 0)
+            return
+        s, (lo, hi) = net.state, record[1:]
+        ls = s.layers[0]
+        for name, value in zip(ls._fields, ls):
+            if name not in ("hist_ff", "future"):
+                value[...] = 0
+        if hi - lo >= ls.hist_ff.shape[0]:
+            ls.hist_ff[...] = 0.0
+        else:
+            for t in range(lo, hi):
+                ls.hist_ff[t % ls.hist_ff.shape[0]] = 0.0
+        for value in (s.z, s.y, s.t):
+            value[...] = 0
 
     def _allocate(self, n_batch: int, record: bool) -> None:
         net = self.net
@@ -95,11 +128,12 @@ class SegmentRunner:
             self.delays = CscDelays(index)
         return index, self.delays.refresh(self.net.params.layers[0].feedforward)
 
-    def advance(self, x: np.ndarray, n: int, record: bool = False) -> SegmentRecord:
+    def advance(self, x: np.ndarray, n: int, record: bool = False, ring_first: int = 0) -> SegmentRecord:
         """Advance ``n`` steps (1 <= n <= SEGMENT_STEPS) from the network's step ``t``.
 
         x : (T, B, n_in) validated counts of the whole sample since the last reset (steps before
-        ``t`` must be those already taken: spikes still in flight are summed again from them).
+        ``t`` must be those already taken: spikes still in flight are summed again from them);
+        ring_first : the first step written into the input ring (steps before it are left out).
         """
         net = self.net
         first = net.t
@@ -120,9 +154,14 @@ class SegmentRunner:
                                               buf["padded"], cur)
         v_rec, z_rec = (buf["v"][:n], buf["z"][:n]) if record else (buf["v"][:0], buf["z"][:0])
         build(KS, "forward_segment", parts > 1)(
-            x, first, n, cur, ls.hist_ff, float(spec.decay_mem), float(spec.input_gain), float(spec.threshold),
+            x, first, n, ring_first, cur, ls.hist_ff, float(spec.decay_mem), float(spec.input_gain), float(spec.threshold),
             spec.reset == "hard", ls.current, ls.v, net.state.z, ls.decay_eff, p.w_out, p.b_out,
             float(c.decay_out), float(c.readout_gain), net.state.y, buf["y"][:n], v_rec, z_rec, min(parts, n_batch))
+        end = first + n                          # this segment wrote the ring for steps [w0, end)
+        w0 = min(end, max(first, ring_first, end - ls.hist_ff.shape[0]))
+        prior = (self.clean, w0, 0) if first == 0 else self.written
+        known = prior is not None and prior[0] is net.state and (first == 0 or prior[2] == first)
+        self.written = (net.state, min(prior[1], w0), end) if known else None
         net.segment_done(first + n)
         return SegmentRecord(buf["y"][:n], v_rec, z_rec)
 

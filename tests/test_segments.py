@@ -245,6 +245,59 @@ def test_reset_after_untouched_traces_equals_a_fresh_learner():
             np.testing.assert_allclose(u.weight, v.weight, rtol=1e-12, atol=1e-14)
 
 
+def _all_zero(state):
+    return all(not np.any(a) for layer in state.layers for a in layer) and not (state.z.any() or state.y.any()
+                                                                               or state.t.any())
+
+
+@pytest.mark.parametrize("steps", [
+    pytest.param(lambda lr, x, lab: lr.run_sample(x, lab), id="run_sample"),
+    pytest.param(lambda lr, x, lab: lr.net.run(x), id="run"),
+    pytest.param(lambda lr, x, lab: (lr.run_sample(x, lab), [lr.net.step(x[t]) for t in range(4)]), id="then-step"),
+    pytest.param(lambda lr, x, lab: [lr.net.step(x[t]) for t in range(x.shape[0])], id="stepped"),
+])
+@pytest.mark.parametrize("T", [30, SEGMENT_STEPS + 60])
+def test_reset_after_segments_zeroes_every_ring(steps, T):
+    """A reset after segments zeroes only the ring slots they wrote: the state is all zero again, as
+    after the per-step path (which zeroes everything); a restored snapshot is zeroed in full."""
+    cfg = _net_config("synaptic", 0.6)
+    learner = ThreeFactorLearner(Network(cfg, seed=3, batch_size=2, dtype="float64"), LearningConfig())
+    net = learner.net
+    x, labels = _inputs(T, 2)
+    for _ in range(2):
+        steps(learner, x, labels)
+        assert net.state.layers[0].hist_ff.any()
+        net.reset()
+        assert _all_zero(net.state)
+    learner.run_sample(x, labels)
+    snap = net.snapshot()
+    net.reset()
+    net.restore(snap)                       # rings as the snapshot holds them, not as segments left them
+    net.reset()
+    assert _all_zero(net.state)
+
+
+def test_per_spike_flush_reads_the_input_not_the_ring():
+    """A one-chunk sample leaves the ring unwritten but for its last steps (the flush reads x itself);
+    its gradients equal the per-step rule's, and stepping on after it equals stepping throughout."""
+    cfg = _net_config("synaptic", 0.6)
+    x, labels = _inputs(40, 2)
+    a = ThreeFactorLearner(Network(cfg, seed=5, batch_size=2, dtype="float64"), LearningConfig())
+    b = ThreeFactorLearner(Network(cfg, seed=5, batch_size=2, dtype="float64"), LearningConfig())
+    a.run_sample(x.astype(bool).astype(np.int64) * 2, labels)    # a wide dtype: cast for the flush
+    _stepped(b, x.astype(bool).astype(np.int64) * 2, labels)
+    for u, v in zip(_arrays(a), _arrays(b)):
+        np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-12)
+    tail = cfg.max_delay_steps + 2 * a.lag_steps + 1
+    ring, n_slots = a.net.state.layers[0].hist_ff, a.net.n_slots
+    assert not ring[:40 - tail].any() and a.rules[0].input_trains is None
+    np.testing.assert_array_equal(ring[40 - tail:40], b.net.state.layers[0].hist_ff[40 - tail:40])
+    more, _ = _inputs(12, 2, seed=2)
+    for t in range(12):
+        np.testing.assert_allclose(a.net.step(more[t]), b.net.step(more[t]), rtol=1e-12, atol=1e-12)
+    assert n_slots > 40
+
+
 @pytest.mark.parametrize("delays", ["none", "axonal", "synaptic"])
 def test_two_threads_equal_one(delays, monkeypatch):
     """The parallel builds (parts of the neurons, units or batch) give the serial results."""

@@ -196,11 +196,12 @@ def _scatter_current(x, first, n, lo, hi, max_delay, out_indptr, offsets, weight
                 cur[u, b, j] = padded[row + j]
 
 
-def _forward_segment(x, first, n, cur, hist, decay, gain, threshold, hard_reset, current, v, z, decay_eff,
+def _forward_segment(x, first, n, ring_first, cur, hist, decay, gain, threshold, hard_reset, current, v, z, decay_eff,
                      w_out, b_out, decay_out, gain_out, y, y_rec, v_rec, z_rec, n_parts):
     """Steps ``first .. first + n - 1`` of a one-layer network without recurrence, current given.
 
-    x : (T, B, n_pre) counts, written into the ring ``hist`` (n_slots, n_pre, B) at slot t % n_slots;
+    x : (T, B, n_pre) counts, written into the ring ``hist`` (n_slots, n_pre, B) at slot t % n_slots
+    for the steps t >= ring_first (and within the last n_slots of the segment: older would be overwritten);
     cur : (n, B, N) feedforward current of the segment (:func:`spike_current`);
     current, v, z, decay_eff : (N, B) the layer's state (kernels/lif.py); w_out, b_out, y : readout
     (kernels/readout.py); y_rec : (>= n, n_out, B) out, y after each step; v_rec, z_rec :
@@ -216,7 +217,7 @@ def _forward_segment(x, first, n, cur, hist, decay, gain, threshold, hard_reset,
         b0, b1 = part * n_batch // n_parts, (part + 1) * n_batch // n_parts
         for u in range(n):
             t = first + u
-            if u >= n - n_slots:                # older steps would be overwritten within the segment
+            if u >= n - n_slots and t >= ring_first:
                 slot = t % n_slots
                 for b in range(b0, b1):
                     for i in range(n_pre):
