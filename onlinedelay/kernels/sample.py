@@ -196,6 +196,14 @@ def _scatter_current(x, first, n, lo, hi, max_delay, out_indptr, offsets, weight
                 cur[u, b, j] = padded[row + j]
 
 
+@jit
+def _column_range(part, n_parts, n_batch):
+    """The batch columns b0 .. b1 - 1 of part ``part`` of ``n_parts``, as unsigned integers: loops and indices
+    that numba knows are not negative need no wraparound test, so the column loops vectorise (measured
+    on the forward segment, 700 -> 256, B = 32: 10.2 -> 6.7 ms)."""
+    return np.uint64(part * n_batch // n_parts), np.uint64((part + 1) * n_batch // n_parts)
+
+
 def _forward_segment(x, first, n, cur, hist, decay, gain, threshold, hard_reset, current, v, z, decay_eff,
                      w_out, b_out, decay_out, gain_out, y, y_rec, v_rec, z_rec, n_parts):
     """Steps ``first .. first + n - 1`` of a one-layer network without recurrence, current given.
@@ -213,7 +221,7 @@ def _forward_segment(x, first, n, cur, hist, decay, gain, threshold, hard_reset,
     n_out = y.shape[0]
     keep = v_rec.shape[0] > 0
     for part in prange(n_parts):
-        b0, b1 = part * n_batch // n_parts, (part + 1) * n_batch // n_parts
+        b0, b1 = _column_range(part, n_parts, n_batch)
         for u in range(n):
             t = first + u
             if u >= n - n_slots:                # older steps would be overwritten within the segment
@@ -289,7 +297,7 @@ def _backward_filter(psi, signal, lo, n, kappa, scale, alpha, lam, R, n_parts):
     """
     _, n_post, n_batch = psi.shape
     for part in prange(n_parts):
-        b0, b1 = part * n_batch // n_parts, (part + 1) * n_batch // n_parts
+        b0, b1 = _column_range(part, n_parts, n_batch)
         for j in range(n_post):
             for b in range(b0, b1):
                 lam[j, b] = 0.0
