@@ -226,8 +226,8 @@ def _forward_segment(x, first, n, cur, hist, decay, gain, threshold, hard_reset,
             t = first + u
             if u >= n - n_slots:                # older steps would be overwritten within the segment
                 slot = t % n_slots
-                for b in range(b0, b1):
-                    for i in range(n_pre):
+                for i in range(n_pre):              # contiguous stores, loads n_pre apart (faster than b outer)
+                    for b in range(b0, b1):
                         hist[slot, i, b] = x[t, b, i]
             for j in range(n_post):
                 for b in range(b0, b1):
