@@ -263,7 +263,7 @@ def learn_segment(first, n, row, y_rec, v_rec, z_rec, labels, loss_weights, loss
     (>= n, N, B), bbar_rec : (>= n, B) out.  Returns (loss, spikes).
     """
     loss = 0.0
-    spikes = 0.0
+    spikes = 0                 # z is 0 or 1: the count of spikes is their sum (an integer sum vectorises)
     n_out, n_batch = probs.shape
     n_post = zbar.shape[0]
     for u in range(n):
@@ -284,8 +284,8 @@ def learn_segment(first, n, row, y_rec, v_rec, z_rec, labels, loss_weights, loss
                 value = decay_out * zbar[j, b] + gain_out * z[j, b]
                 zbar[j, b] = value
                 zbar_rec[u, j, b] = value
-                spikes += z[j, b]
-    return loss, spikes
+                spikes += z[j, b] != 0.0
+    return loss, float(spikes)
 
 
 def _backward_filter(psi, signal, lo, n, kappa, scale, alpha, lam, R, n_parts):
