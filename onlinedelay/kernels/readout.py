@@ -23,13 +23,22 @@ def readout_step(z, w_out, bias, decay, gain, y):
 
 @jit
 def readout_columns(z, w_out, bias, decay, gain, y, b0, b1):
-    """:func:`readout_step` on the batch columns b0 .. b1 - 1 only (the others untouched)."""
+    """:func:`readout_step` on the batch columns b0 .. b1 - 1 only (the others untouched).
+
+    Per y[k, b]: the decay and bias, then the spiking units' terms in ascending j (the segment
+    kernels call this too, so both paths sum in one order).  Silent units (most, at a few per cent
+    hidden rate) are skipped by one vectorised test over the columns, not one branch per column."""
     n_hidden = z.shape[0]
     n_out = w_out.shape[0]
     for k in range(n_out):
         for b in range(b0, b1):
             y[k, b] = decay * y[k, b] + bias[k]
     for j in range(n_hidden):
+        active = False
+        for b in range(b0, b1):                   # branch-free: does unit j spike in any column?
+            active |= z[j, b] != 0.0
+        if not active:
+            continue
         for b in range(b0, b1):
             zj = z[j, b]
             if zj != 0.0:

