@@ -36,6 +36,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._jit import jit, jit_parallel
+from .surrogate import TAP_BLOCK, tap_block
 
 LANES = 8     # lags per synapse summed as one vector (the default window, K = 3: 2K + 1 = 7 taps, padded)
 
@@ -222,24 +223,36 @@ def _spike_lag_sums(ptr, step, count, out_indptr, out_post, centre_csc, RT, bloc
                     cursor[i] = k
 
 
-def _lag_gradients(sums, csc_of_syn, half_width, taps, delay_of_syn, weight, grad_d, grad_w):
-    """grad_d[s] += w_s sum_q taps[p, q] S[k, q] and grad_w[s] += S[k, K], k = csc_of_syn[s], p = delay_of_syn[s].
+def _lag_gradients(sums, out_syn, delay_of_syn, delay, half_width, sigma, weight, grad_d, grad_w):
+    """grad_d[s] += w_s sum_q tap_q S[k, q] and grad_w[s] += S[k, K], s = out_syn[k], taps of delay[delay_of_syn[s]].
 
-    sums : (n_syn, W) from :func:`spike_lag_sums` (CSC order); csc_of_syn : (n_syn,) int32, the CSC
-    index of each synapse; taps : (n_delays, 2K + 1); weight, grad_d, grad_w : (n_syn,) CSR order
-    (axonal: grad_d per synapse, summed by unit later); pass an empty grad_w to skip the weight gradient.
+    sums : (n_syn, W) from :func:`spike_lag_sums` (CSC order); out_syn : (n_syn,) int32, the CSR index
+    of each CSC synapse; delay : (n_delays,) real delays (steps), their Gaussian taps (width K =
+    half_width, sigma in steps) computed here a block of synapses at a time (surrogate.tap_block: no
+    table); weight, grad_d, grad_w : (n_syn,) CSR order (axonal: grad_d per synapse, summed by unit
+    later); pass an empty grad_w to skip the weight gradient.  The loop runs in CSC order: ``sums`` is
+    read once, in order, and the CSR arrays of consecutive units share cache lines.
     """
-    n_taps = taps.shape[1]
+    n_syn = out_syn.size
+    n_taps = 2 * half_width + 1
     with_w = grad_w.size > 0
-    for s in prange(csc_of_syn.size):
-        k = csc_of_syn[s]
-        p = delay_of_syn[s]
-        g = 0.0
-        for q in range(n_taps):
-            g += taps[p, q] * sums[k, q]
-        grad_d[s] += weight[s] * g
-        if with_w:
-            grad_w[s] += sums[k, half_width]
+    n_blocks = (n_syn + TAP_BLOCK - 1) // TAP_BLOCK
+    for blk in prange(n_blocks):
+        k0 = blk * TAP_BLOCK
+        n = min(n_syn, k0 + TAP_BLOCK) - k0
+        d, taps_t, work = np.empty(n, delay.dtype), np.empty((n_taps, n)), np.empty((5, n))
+        for e in range(n):
+            d[e] = delay[delay_of_syn[out_syn[k0 + e]]]
+        tap_block(d, half_width, sigma, taps_t, work)
+        for e in range(n):
+            k = k0 + e
+            s = out_syn[k]
+            g = 0.0
+            for q in range(n_taps):
+                g += taps_t[q, e] * sums[k, q]
+            grad_d[s] += weight[s] * g
+            if with_w:
+                grad_w[s] += sums[k, half_width]
 
 
 lag_filter = jit(_lag_filter, contract=True)
