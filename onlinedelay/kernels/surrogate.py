@@ -103,7 +103,7 @@ def tap_block(delay, half_width, sigma, taps_t, work):
     centre_tap = taps_t[half_width]
     for e in range(n):
         d = np.float64(delay[e])
-        v = math.floor(d + 0.5) - d                 # exact: |v| <= 1/2
+        v = math.floor(d + 0.5) - d                 # |v| <= 1/2
         g = exp(-0.5 * v * v * inv_var)
         u[e], up[e], down[e] = v, g, g
         ratio_up[e], ratio_down[e] = exp(-(v + 0.5) * inv_var), exp((v - 0.5) * inv_var)
