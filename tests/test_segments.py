@@ -314,3 +314,23 @@ def test_csc_delays_offsets_and_unit_rows(dense, unit_delays, max_delay):
         assert not rows[2] and rows.sum() == n_pre - 1
     empty = np.zeros(0, np.int32)
     assert KS.unit_rows(np.zeros(4, np.int32), empty, empty).tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("target_dtype", [np.uint16, np.int32])
+def test_event_targets_follow_the_delays(target_dtype):
+    """events.event_targets == delay_steps[out_syn] * n_post + out_post, recomputed only when a delay changed."""
+    from onlinedelay.kernels.events import event_targets
+    rng = np.random.default_rng(6)
+    n_pre, n_post, max_delay = 8, 5, 4
+    indptr, pre, delay, weight = _projection(rng, n_pre, n_post, False, False, max_delay)
+    index = _csc(indptr, pre, delay, weight, n_pre, max_delay)[0]
+    seen, target = np.full(pre.size, -1, np.int32), np.zeros(pre.size, target_dtype)
+    assert event_targets(delay, index.out_syn, index.out_post, n_post, seen, target) == pre.size
+    np.testing.assert_array_equal(target, delay[index.out_syn] * n_post + index.out_post)
+    np.testing.assert_array_equal(seen, delay)
+    target[:] = 0                                   # unchanged delays: nothing rewritten
+    assert event_targets(delay, index.out_syn, index.out_post, n_post, seen, target) == 0 and not target.any()
+    delay[3] = (delay[3] + 1) % (max_delay + 1)
+    assert event_targets(delay, index.out_syn, index.out_post, n_post, seen, target) == 1
+    np.testing.assert_array_equal(target, delay[index.out_syn] * n_post + index.out_post)
+    np.testing.assert_array_equal(seen, delay)
