@@ -133,12 +133,13 @@ def test_spike_delay_gradients_are_the_sums_over_spikes(dense, axonal, half_widt
 @pytest.mark.parametrize("axonal", [False, True])
 @pytest.mark.parametrize("with_w", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("half_width", [3, 2])             # the default window (specialised) and another
 @pytest.mark.parametrize("parallel", [False, True])
-def test_lag_gradients_apply_the_taps_of_each_delay(axonal, with_w, dtype, parallel):
-    """Several tap blocks (and a partial one), sparse CSC order, K = 2 and sigma 0.7: against the taps of
-    the definition (float64 NumPy)."""
+def test_lag_gradients_apply_the_taps_of_each_delay(axonal, with_w, dtype, half_width, parallel):
+    """Several tap blocks (and a partial one), sparse CSC order, sigma 0.7: against the taps of the
+    definition (float64 NumPy)."""
     rng = np.random.default_rng(11 + axonal)
-    n_pre, n_post, half_width, sigma = 60, 23, 2, 0.7
+    n_pre, n_post, sigma = 60, 23, 0.7
     proj = _projection(rng, n_pre, n_post, False, axonal, 9)
     n_syn = proj.pre.size
     assert n_syn > 2 * KG.TAP_BLOCK + 1

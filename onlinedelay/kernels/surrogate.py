@@ -15,7 +15,7 @@ beyond the last written step (``tau - m > t_last``) count as zero: this is the e
 The taps depend only on the delays, so they are tabulated (:func:`gaussian_taps`) whenever the
 delays change and the per-step kernel (:func:`xi_from_taps`) does no transcendental math; the
 per-spike gradients of a one-chunk sample compute them a block at a time where they are used
-(:func:`tap_block`, kernels/spike_delays.py), without a table.  The exponentials are plain
+(:func:`tap_factors`, kernels/spike_delays.py), without a table.  The exponentials are plain
 arithmetic (:func:`exp`) so that the loops over a block vectorise.
 """
 
@@ -81,6 +81,18 @@ def _exp(x):
 exp = jit(_exp, contract=True)
 
 
+def _tap_factors(delay, inv_var):
+    """(u, g, ratio_up, ratio_down) of one delay: u = floor(delay + 1/2) - delay (|u| <= 1/2), the centre
+    tap's Gaussian g = exp(-u^2 / 2 sigma^2) and the ratios g(u +- 1) / g(u) = exp(-(1/2 +- u) / sigma^2)
+    (inv_var = 1 / sigma^2; the normalisation is left to the caller)."""
+    d = np.float64(delay)
+    u = math.floor(d + 0.5) - d
+    return u, exp(-0.5 * u * u * inv_var), exp(-(u + 0.5) * inv_var), exp((u - 0.5) * inv_var)
+
+
+tap_factors = jit(_tap_factors, inline=True)
+
+
 TAP_BLOCK = 256     # delays whose taps are computed in one vectorised pass (scratch: (5 + 2K + 1) x TAP_BLOCK)
 
 
@@ -102,11 +114,8 @@ def tap_block(delay, half_width, sigma, taps_t, work):
     u, up, down, ratio_up, ratio_down = work[0], work[1], work[2], work[3], work[4]
     centre_tap = taps_t[half_width]
     for e in range(n):
-        d = np.float64(delay[e])
-        v = math.floor(d + 0.5) - d                 # |v| <= 1/2
-        g = exp(-0.5 * v * v * inv_var)
+        v, g, ratio_up[e], ratio_down[e] = tap_factors(delay[e], inv_var)
         u[e], up[e], down[e] = v, g, g
-        ratio_up[e], ratio_down[e] = exp(-(v + 0.5) * inv_var), exp((v - 0.5) * inv_var)
         centre_tap[e] = v * scale * g
     for m in range(1, half_width + 1):
         after, before = taps_t[half_width + m], taps_t[half_width - m]
