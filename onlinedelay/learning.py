@@ -106,9 +106,7 @@ class _LayerRule:
         self.csc = tuple(CscDelays(event_index(proj, n_pre, net.config.max_delay_steps))
                          for proj, n_pre in zip(lp, self.n_pre))
         self.spike_scratch = None
-        # per-spike delay gradients (kernels/spike_delays.py): the CSC index of each synapse, scratch
-        self.csc_of_syn = tuple(np.argsort(csc.index.out_syn).astype(np.int32) for csc in self.csc)
-        self.lag_scratch = None
+        self.lag_scratch = None     # per-spike delay gradients (kernels/spike_delays.py): scratch
         self.traces_touched = True     # the trace arrays may hold values (reset zeroes them then)
         self.input_trains = None       # (T, n_pre, B) the sample's input, read by the per-spike flush (layer 0)
 
@@ -360,7 +358,6 @@ class _LayerRule:
                                 np.zeros(n_batch * max(self.n_pre), np.int64),
                                 [np.zeros(0, np.int32), np.zeros(0, dt)])
         flat_rt, flat_sums, ptrs, cursor, spike_buf = self.lag_scratch
-        self._refresh_taps()
         RT = flat_rt[:n_batch * spec.n_neurons * n_lags].reshape(n_batch, spec.n_neurons, n_lags)
         self._kernel("lag_filter", KD)(s.psi_buf, s.signal_buf, t_end, c.decay_out, c.readout_gain * spec.input_gain,
                                        spec.decay_mem, self.lag_steps, s.factors[0], s.factors_b, RT)
@@ -381,8 +378,8 @@ class _LayerRule:
             tile = max(1, LAG_TILE_BYTES // (n_lags * sums.itemsize))
             self._kernel("spike_lag_sums", KD)(ptrs[k], spike_buf[0], spike_buf[1], index.out_indptr,
                                                index.out_post, csc.delay_csc, RT, block, tile, cursor, sums)
-            self._kernel("lag_gradients", KD)(sums, self.csc_of_syn[k], self.lag_steps, self.taps[k][1],
-                                              proj.delay_of_syn, proj.weight, g_d, g_w)
+            self._kernel("lag_gradients", KD)(sums, index.out_syn, proj.delay_of_syn, proj.delay, self.lag_steps,
+                                              self.config.sigma_steps, proj.weight, g_d, g_w)
 
     def _weight_chunk(self, s, k: int, proj: Projection, tr, first: int, n: int, grad, keep: bool) -> None:
         """Weight traces of projection ``k`` over the ``n`` steps from ``first`` (factors already computed);

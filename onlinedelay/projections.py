@@ -17,6 +17,7 @@ from . import kernels as K
 from . import quantize as Q
 from .config import NetworkConfig, ProjectionSpec
 from .errors import OnlineDelayError
+from .kernels.events import event_targets
 from .state import LayerParameters, Parameters, Projection
 
 _INT = np.int32
@@ -168,12 +169,8 @@ def event_index(proj: Projection, n_pre: int, max_delay_steps: int) -> EventInde
 
 def refresh_event_copies(index: EventIndex, proj: Projection) -> None:
     """Copy ``proj``'s current integer delays (where they changed) and weights into ``index`` (CSC order)."""
-    if not np.array_equal(index.delays_seen, proj.delay_steps):
-        target = proj.delay_steps.take(index.out_syn)
-        target *= proj.indptr.size - 1
-        target += index.out_post
-        index.target[:] = target
-        index.delays_seen[:] = proj.delay_steps
+    event_targets(proj.delay_steps, index.out_syn, index.out_post, proj.indptr.size - 1, index.delays_seen,
+                  index.target)
     to_csc(index, proj.weight, index.weight_csc)
 
 

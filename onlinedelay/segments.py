@@ -57,12 +57,12 @@ class CscDelays:
 
     def __init__(self, index):
         self.index = index
-        self.seen = self.delay_csc = self.rows = self.offsets = None
+        self.delay_csc = self.rows = self.offsets = None
 
     def refresh(self, proj) -> "CscDelays":
-        if self.seen is None or not np.array_equal(self.seen, proj.delay_steps):
-            self.seen = proj.delay_steps.copy()
-            self.delay_csc = proj.delay_steps.take(self.index.out_syn).astype(np.int32)
+        if self.delay_csc is None:
+            self.delay_csc = np.full(self.index.out_syn.size, -1, np.int32)     # no delay is -1: all change
+        if KS.csc_delays(proj.delay_steps, self.index.out_syn, self.delay_csc) or self.rows is None:
             self.rows = KS.unit_rows(self.index.out_indptr, self.index.out_post, self.delay_csc)
             self.offsets = KS.synapse_offsets(self.index.out_post, self.delay_csc, proj.indptr.size - 1)
         return self

@@ -1010,6 +1010,29 @@ def test_gaussian_taps(width, seed, dtype):
     assert_close(taps, taps_ref, dtype, np.abs(taps_ref), "taps")
 
 
+def test_gaussian_taps_over_several_blocks():
+    """More delays than one vectorised block (surrogate.TAP_BLOCK) and a partial block, sigma 0.6."""
+    from onlinedelay.kernels import surrogate
+    rng = np.random.default_rng(857)
+    K_, sigma = 2, 0.6
+    delay = rng.uniform(0, 30, 2 * surrogate.TAP_BLOCK + 37)
+    centre_ref, taps_ref = _ref_taps(delay, K_, sigma)
+    centre, taps = np.full(delay.size, -99, np.int32), np.full((delay.size, 2 * K_ + 1), np.nan)
+    K.gaussian_taps(delay, K_, sigma, centre, taps)
+    np.testing.assert_array_equal(centre, centre_ref)
+    np.testing.assert_allclose(taps, taps_ref, rtol=1e-14, atol=1e-15)
+
+
+def test_vectorisable_exp_is_within_an_ulp_or_two():
+    """surrogate.exp (plain arithmetic) == np.exp to 2 ulp over its range; clamped outside it."""
+    from onlinedelay.kernels import surrogate
+    rng = np.random.default_rng(858)
+    x = np.concatenate([rng.uniform(-708, 709, 20000), rng.uniform(-2, 2, 20000), [0.0, -1e-300, 1e-17, -708.0, 709.0]])
+    got = np.array([surrogate.exp(v) for v in x])
+    np.testing.assert_allclose(got, np.exp(x), rtol=4.5e-16, atol=0)
+    assert surrogate.exp(-800.0) == surrogate.exp(-708.0) > 0 and surrogate.exp(800.0) == surrogate.exp(709.0)
+
+
 @pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("seed", SEEDS)

@@ -339,3 +339,55 @@ def test_csc_copies_are_the_permutation(dense):
     expected[index.out_syn] += out
     add_from_csc(index, out, csr)
     np.testing.assert_array_equal(csr, expected)
+
+
+@pytest.mark.parametrize("dense,unit_delays,max_delay", CASES)
+def test_csc_delays_offsets_and_unit_rows(dense, unit_delays, max_delay):
+    """csc_delays / synapse_offsets / unit_rows == their NumPy definitions; a unit is a row only with
+    every neuron in order at one delay (a full unit with one delay changed is not)."""
+    rng = np.random.default_rng(9)
+    n_pre, n_post = 9, 6
+    indptr, pre, delay, weight = _projection(rng, n_pre, n_post, dense, unit_delays, max_delay)
+    index = _csc(indptr, pre, delay, weight, n_pre, max_delay)[0]
+    delay_csc = np.full(pre.size, -1, np.int32)
+    assert KS.csc_delays(delay, index.out_syn, delay_csc) == np.count_nonzero(delay[index.out_syn] != -1)
+    np.testing.assert_array_equal(delay_csc, delay[index.out_syn])
+    assert KS.csc_delays(delay, index.out_syn, delay_csc) == 0
+    if max_delay and dense:                         # one delay of unit 2 moves: it is no longer a row
+        k = index.out_indptr[2] + 3
+        delay[index.out_syn[k]] = (delay[index.out_syn[k]] + 1) % (max_delay + 1)
+        assert KS.csc_delays(delay, index.out_syn, delay_csc) == 1
+    np.testing.assert_array_equal(KS.synapse_offsets(index.out_post, delay_csc, n_post),
+                                  delay[index.out_syn].astype(np.int64) * n_post + index.out_post)
+    fan = np.diff(index.out_indptr)
+    ref = [fan[i] == n_post and np.array_equal(index.out_post[index.out_indptr[i]:index.out_indptr[i + 1]],
+                                               np.arange(n_post))
+           and np.unique(delay_csc[index.out_indptr[i]:index.out_indptr[i + 1]]).size == 1 for i in range(n_pre)]
+    rows = KS.unit_rows(index.out_indptr, index.out_post, delay_csc)
+    assert rows.dtype == np.uint8
+    np.testing.assert_array_equal(rows, np.array(ref, np.uint8))
+    assert rows.any() == (dense and (unit_delays or max_delay == 0))
+    if max_delay and dense and unit_delays:
+        assert not rows[2] and rows.sum() == n_pre - 1
+    empty = np.zeros(0, np.int32)
+    assert KS.unit_rows(np.zeros(4, np.int32), empty, empty).tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("target_dtype", [np.uint16, np.int32])
+def test_event_targets_follow_the_delays(target_dtype):
+    """events.event_targets == delay_steps[out_syn] * n_post + out_post, recomputed only when a delay changed."""
+    from onlinedelay.kernels.events import event_targets
+    rng = np.random.default_rng(6)
+    n_pre, n_post, max_delay = 8, 5, 4
+    indptr, pre, delay, weight = _projection(rng, n_pre, n_post, False, False, max_delay)
+    index = _csc(indptr, pre, delay, weight, n_pre, max_delay)[0]
+    seen, target = np.full(pre.size, -1, np.int32), np.zeros(pre.size, target_dtype)
+    assert event_targets(delay, index.out_syn, index.out_post, n_post, seen, target) == pre.size
+    np.testing.assert_array_equal(target, delay[index.out_syn] * n_post + index.out_post)
+    np.testing.assert_array_equal(seen, delay)
+    target[:] = 0                                   # unchanged delays: nothing rewritten
+    assert event_targets(delay, index.out_syn, index.out_post, n_post, seen, target) == 0 and not target.any()
+    delay[3] = (delay[3] + 1) % (max_delay + 1)
+    assert event_targets(delay, index.out_syn, index.out_post, n_post, seen, target) == 1
+    np.testing.assert_array_equal(target, delay[index.out_syn] * n_post + index.out_post)
+    np.testing.assert_array_equal(seen, delay)

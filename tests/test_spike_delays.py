@@ -18,7 +18,7 @@ from onlinedelay.learning import ThreeFactorLearner
 from onlinedelay.network import Network
 from onlinedelay.projections import event_index
 from onlinedelay.state import Projection
-from test_kernels import dense_csr, make_csr, spikes
+from test_kernels import _ref_taps, dense_csr, make_csr, spikes
 
 
 def _hist(rng, n, t_last, n_slots, n_pre, B, rate=0.7):
@@ -94,8 +94,7 @@ def test_spike_delay_gradients_are_the_sums_over_spikes(dense, axonal, half_widt
     n, B, n_pre, n_post, max_delay, n_slots = 13, 3, 7, 9, 5, 16
     proj = _projection(rng, n_pre, n_post, dense, axonal, max_delay)
     n_taps, width = 2 * half_width + 1, 2 * half_width + 2
-    centre, taps = np.zeros(proj.delay.size, np.int32), np.zeros((proj.delay.size, n_taps))
-    KG.gaussian_taps(proj.delay, half_width, 1.0, centre, taps)
+    centre, taps = _ref_taps(proj.delay, half_width, 1.0)
     index = event_index(proj, n_pre, max_delay)
     centre_csc = centre[proj.delay_of_syn[index.out_syn]]
     t_last = n if recurrent else n - 1
@@ -113,7 +112,7 @@ def test_spike_delay_gradients_are_the_sums_over_spikes(dense, axonal, half_widt
     lag_sums = KD.spike_lag_sums_parallel if parallel else KD.spike_lag_sums
     lag_sums(ptr, step, count, index.out_indptr, index.out_post, centre_csc, RT, 2, 3, cursor, sums)
     (KD.lag_gradients_parallel if parallel else KD.lag_gradients)(
-        sums, np.argsort(index.out_syn).astype(np.int32), half_width, taps, proj.delay_of_syn, proj.weight, g_d, g_w)
+        sums, index.out_syn, proj.delay_of_syn, proj.delay, half_width, 1.0, proj.weight, g_d, g_w)
     # the definitions: per synapse, over the spikes of its unit and the taps' lags inside [0, n)
     post = np.repeat(np.arange(n_post), np.diff(proj.indptr))
     ref_d, ref_w = np.zeros(proj.pre.size), np.zeros(proj.pre.size)
@@ -129,6 +128,34 @@ def test_spike_delay_gradients_are_the_sums_over_spikes(dense, axonal, half_widt
     assert np.abs(ref_d).max() > 0 and np.abs(ref_w).max() > 0
     np.testing.assert_allclose(g_d, ref_d, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(g_w, ref_w, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("axonal", [False, True])
+@pytest.mark.parametrize("with_w", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("half_width", [3, 2])             # the default window (specialised) and another
+@pytest.mark.parametrize("parallel", [False, True])
+def test_lag_gradients_apply_the_taps_of_each_delay(axonal, with_w, dtype, half_width, parallel):
+    """Several tap blocks (and a partial one), sparse CSC order, sigma 0.7: against the taps of the
+    definition (float64 NumPy)."""
+    rng = np.random.default_rng(11 + axonal)
+    n_pre, n_post, sigma = 60, 23, 0.7
+    proj = _projection(rng, n_pre, n_post, False, axonal, 9)
+    n_syn = proj.pre.size
+    assert n_syn > 2 * KG.TAP_BLOCK + 1
+    index = event_index(proj, n_pre, 9)
+    sums = rng.normal(size=(n_syn, 2 * half_width + 2))
+    g_d, g_w = rng.normal(size=n_syn), rng.normal(size=n_syn)       # accumulated into
+    ref_d, ref_w, w_before = g_d.copy(), g_w.copy(), g_w.copy()
+    _, taps = _ref_taps(proj.delay.astype(dtype).astype(np.float64), half_width, sigma)
+    csc_of_syn = np.argsort(index.out_syn)
+    ref_d += proj.weight * np.einsum("sq,sq->s", taps[proj.delay_of_syn], sums[csc_of_syn, :2 * half_width + 1])
+    ref_w += sums[csc_of_syn, half_width]
+    grad_w = g_w if with_w else np.zeros(0)
+    (KD.lag_gradients_parallel if parallel else KD.lag_gradients)(
+        sums, index.out_syn, proj.delay_of_syn, proj.delay.astype(dtype), half_width, sigma, proj.weight, g_d, grad_w)
+    np.testing.assert_allclose(g_d, ref_d, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(g_w, ref_w if with_w else w_before, rtol=1e-13, atol=1e-13)
 
 
 # -- the learner: one chunk (per spike) against chunks of 8 steps ----------------------------------

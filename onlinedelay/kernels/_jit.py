@@ -38,9 +38,12 @@ def _fastmath(contract: bool):
     return {"contract"} if contract else False
 
 
-def jit(function, contract: bool = False):
-    """Compile ``function`` lazily with the project's numba settings (serial)."""
-    return njit(cache=CACHE, error_model="numpy", nogil=True, fastmath=_fastmath(contract))(function)
+def jit(function, contract: bool = False, inline: bool = False):
+    """Compile ``function`` lazily with the project's numba settings (serial).  ``inline``: a helper
+    that numba inlines into its callers, so that constant arguments at a call site specialise it
+    (LLVM does not inline across numba functions reliably)."""
+    return njit(cache=CACHE, error_model="numpy", nogil=True, fastmath=_fastmath(contract),
+                inline="always" if inline else "never")(function)
 
 
 def jit_parallel(function, contract: bool = False):

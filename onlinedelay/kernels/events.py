@@ -145,6 +145,24 @@ def _push_single(hist, now, out_indptr, target, weight_csc, future):
 
 
 @jit
+def event_targets(delay_steps, out_syn, out_post, n_post, delays_seen, target):
+    """If ``delay_steps`` differs from ``delays_seen``: target[k] = delay_steps[out_syn[k]] * n_post + out_post[k]
+    and delays_seen = delay_steps.  Returns how many delays changed.
+
+    delay_steps, delays_seen : (n_syn,) int, CSR order (delays_seen in/out); out_syn, out_post : (n_syn,)
+    int32, CSC order; target : (n_syn,) uint16 or int32 out (the caller checks the range).
+    """
+    changed = 0
+    for s in range(delay_steps.size):
+        changed += delay_steps[s] != delays_seen[s]
+    if changed:
+        for k in range(out_syn.size):
+            target[k] = delay_steps[out_syn[k]] * n_post + out_post[k]
+        delays_seen[:] = delay_steps
+    return changed
+
+
+@jit
 def take_current(future, slot, current):
     """current[j, b] = future[slot, j, b], then future[slot] = 0 (the slot is reused at slot + n_slots).
 

@@ -393,21 +393,46 @@ spike_weight_gradient = jit(_spike_weight_gradient, contract=True)
 spike_weight_gradient_parallel = jit_parallel(_spike_weight_gradient, contract=True)
 
 
-def synapse_offsets(out_post, delay_csc, n_post: int) -> np.ndarray:
+@jit
+def csc_delays(delay_steps, out_syn, delay_csc):
+    """delay_csc[k] = delay_steps[out_syn[k]] (CSC order); returns how many entries changed.
+
+    delay_steps : (n_syn,) int, CSR order; out_syn : (n_syn,) int32; delay_csc : (n_syn,) int32, in/out.
+    """
+    changed = 0
+    for k in range(out_syn.size):
+        d = delay_steps[out_syn[k]]
+        changed += d != delay_csc[k]
+        delay_csc[k] = d
+    return changed
+
+
+@jit
+def synapse_offsets(out_post, delay_csc, n_post):
     """(n_syn,) int32 ``delay_csc * n_post + out_post``: a synapse's place in a block of rows of N neurons."""
-    return (delay_csc.astype(np.int64) * n_post + out_post).astype(np.int32)
+    offsets = np.empty(out_post.size, np.int32)
+    for k in range(out_post.size):
+        offsets[k] = delay_csc[k] * n_post + out_post[k]
+    return offsets
 
 
-def unit_rows(out_indptr, out_post, delay_csc) -> np.ndarray:
-    """(n_pre,) uint8: 1 where unit i's synapses are neurons 0 .. N-1 in order with one delay."""
+@jit
+def unit_rows(out_indptr, out_post, delay_csc):
+    """(n_pre,) uint8: 1 where unit i's synapses are neurons 0 .. N-1 in order with one delay
+    (N = 1 + the largest neuron index); each unit's test stops at its first other synapse."""
     n_pre = out_indptr.size - 1
     rows = np.zeros(n_pre, np.uint8)
     if out_post.size == 0:
         return rows
-    n_post = int(out_post.max()) + 1
-    full = np.flatnonzero(np.diff(out_indptr) == n_post)
-    if full.size:
-        k = out_indptr[full][:, None] + np.arange(n_post)
-        same = (out_post[k] == np.arange(n_post)).all(axis=1) & (delay_csc[k] == delay_csc[k[:, :1]]).all(axis=1)
-        rows[full[same]] = 1
+    n_post = out_post.max() + 1
+    for i in range(n_pre):
+        k0 = out_indptr[i]
+        if out_indptr[i + 1] - k0 != n_post:
+            continue
+        row = 1
+        for j in range(n_post):
+            if out_post[k0 + j] != j or delay_csc[k0 + j] != delay_csc[k0]:
+                row = 0
+                break
+        rows[i] = row
     return rows

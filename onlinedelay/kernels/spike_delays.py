@@ -29,6 +29,8 @@ spike lists ptr (n_pre B + 1,) int64, step (n_spikes,) int32, count (n_spikes,) 
 CSC synapse arrays as in projections.EventIndex; lag sums S (n_syn, W) in CSC order.
 """
 
+import math
+
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
@@ -36,6 +38,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._jit import jit, jit_parallel
+from .surrogate import TAP_BLOCK, tap_factors
 
 LANES = 8     # lags per synapse summed as one vector (the default window, K = 3: 2K + 1 = 7 taps, padded)
 
@@ -222,24 +225,60 @@ def _spike_lag_sums(ptr, step, count, out_indptr, out_post, centre_csc, RT, bloc
                     cursor[i] = k
 
 
-def _lag_gradients(sums, csc_of_syn, half_width, taps, delay_of_syn, weight, grad_d, grad_w):
-    """grad_d[s] += w_s sum_q taps[p, q] S[k, q] and grad_w[s] += S[k, K], k = csc_of_syn[s], p = delay_of_syn[s].
+def _tap_sums(flat, delay, k0, n, half_width, width, inv_var, step, acc):
+    """acc[e] = sum_q tap_q(delay[e]) flat[(k0 + e) width + q], q = 0 .. 2K, for e < n, the taps of
+    surrogate.gaussian_taps without their factor 1 / (sqrt(2 pi) sigma^3) (surrogate.tap_factors,
+    then the same recurrence from the centre tap outward as surrogate.tap_block).  Inlined: called
+    with constant K and width the loop over the taps unrolls and the loop over ``e`` vectorises."""
+    for e in range(n):
+        u, g, ratio_up, ratio_down = tap_factors(delay[e], inv_var)
+        base = (k0 + e) * width + half_width
+        a = u * g * flat[base]
+        up, down = g, g
+        for m in range(1, half_width + 1):
+            up *= ratio_up
+            down *= ratio_down
+            ratio_up *= step
+            ratio_down *= step
+            a += (u + m) * up * flat[base + m] + (u - m) * down * flat[base - m]
+        acc[e] = a
 
-    sums : (n_syn, W) from :func:`spike_lag_sums` (CSC order); csc_of_syn : (n_syn,) int32, the CSC
-    index of each synapse; taps : (n_delays, 2K + 1); weight, grad_d, grad_w : (n_syn,) CSR order
-    (axonal: grad_d per synapse, summed by unit later); pass an empty grad_w to skip the weight gradient.
+
+tap_sums = jit(_tap_sums, contract=True, inline=True)
+
+
+def _lag_gradients(sums, out_syn, delay_of_syn, delay, half_width, sigma, weight, grad_d, grad_w):
+    """grad_d[s] += w_s sum_q tap_q S[k, q] and grad_w[s] += S[k, K], s = out_syn[k], taps of delay[delay_of_syn[s]].
+
+    sums : (n_syn, W) from :func:`spike_lag_sums` (CSC order); out_syn : (n_syn,) int32, the CSR index
+    of each CSC synapse; delay : (n_delays,) real delays (steps), their Gaussian taps (width K =
+    half_width, sigma in steps) computed here a block of synapses at a time (:func:`tap_sums`: no
+    table; specialised for the default window W = LANES); weight, grad_d, grad_w : (n_syn,) CSR order
+    (axonal: grad_d per synapse, summed by unit later); pass an empty grad_w to skip the weight
+    gradient.  The loop runs in CSC order: ``sums`` is read once, in order.
     """
-    n_taps = taps.shape[1]
+    n_syn, width = out_syn.size, sums.shape[1]
     with_w = grad_w.size > 0
-    for s in prange(csc_of_syn.size):
-        k = csc_of_syn[s]
-        p = delay_of_syn[s]
-        g = 0.0
-        for q in range(n_taps):
-            g += taps[p, q] * sums[k, q]
-        grad_d[s] += weight[s] * g
-        if with_w:
-            grad_w[s] += sums[k, half_width]
+    inv_var = 1.0 / (sigma * sigma)
+    scale = inv_var / (math.sqrt(2.0 * math.pi) * sigma)
+    step = math.exp(-inv_var)
+    flat = sums.reshape(-1)
+    n_blocks = (n_syn + TAP_BLOCK - 1) // TAP_BLOCK
+    for blk in prange(n_blocks):
+        k0 = blk * TAP_BLOCK
+        n = min(n_syn, k0 + TAP_BLOCK) - k0
+        d, acc = np.empty(n, delay.dtype), np.empty(n)
+        for e in range(n):
+            d[e] = delay[delay_of_syn[out_syn[k0 + e]]]
+        if width == LANES and half_width == LANES // 2 - 1:
+            tap_sums(flat, d, k0, n, LANES // 2 - 1, LANES, inv_var, step, acc)
+        else:
+            tap_sums(flat, d, k0, n, half_width, width, inv_var, step, acc)
+        for e in range(n):
+            s = out_syn[k0 + e]
+            grad_d[s] += weight[s] * (scale * acc[e])
+            if with_w:
+                grad_w[s] += flat[(k0 + e) * width + half_width]
 
 
 lag_filter = jit(_lag_filter, contract=True)

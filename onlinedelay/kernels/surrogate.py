@@ -13,12 +13,17 @@ Our choice of window: the taps are ``m = c - K .. c + K`` around the integer del
 (branch-free, the same work for every synapse) and ``|u| <= K + 1/2``.  Taps that would read
 beyond the last written step (``tau - m > t_last``) count as zero: this is the end-of-sample flush.
 The taps depend only on the delays, so they are tabulated (:func:`gaussian_taps`) whenever the
-delays change and the per-step kernel (:func:`xi_from_taps`) does no transcendental math.
+delays change and the per-step kernel (:func:`xi_from_taps`) does no transcendental math; the
+per-spike gradients of a one-chunk sample compute them a block at a time where they are used
+(:func:`tap_factors`, kernels/spike_delays.py), without a table.  The exponentials are plain
+arithmetic (:func:`exp`) so that the loops over a block vectorise.
 """
 
 import math
 
-from numba import prange
+import numpy as np
+from numba import prange, types
+from numba.extending import intrinsic
 
 from ._jit import jit, jit_parallel
 
@@ -34,37 +39,112 @@ def pseudo_derivative(v, gamma, threshold, psi):
             psi[j, b] = scale * h if h > 0.0 else 0.0
 
 
+def _bitcast_intrinsic(source, target):
+    """An intrinsic reinterpreting the 64 bits of a ``source`` scalar as a ``target`` scalar (vectorises)."""
+    @intrinsic
+    def bitcast(typingctx, x):
+        if x != source:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(target))
+
+        return target(source), codegen
+
+    return bitcast
+
+
+_float_bits = _bitcast_intrinsic(types.float64, types.int64)
+_bits_float = _bitcast_intrinsic(types.int64, types.float64)
+_LOG2E, _LN2_HI, _LN2_LO = 1.4426950408889634, 6.93147180369123816490e-01, 1.90821492927058770002e-10
+_ROUND = 6755399441055744.0             # 1.5 * 2^52: x + _ROUND rounds x to an integer held in the low bits
+_EXP_TERMS = tuple(1.0 / math.factorial(i) for i in range(13, -1, -1))   # Taylor series of exp, Horner order
+
+
+def _exp(x):
+    """exp(x) for a float64 x in [-708, 709] (clamped), to about one ulp, in plain arithmetic so that
+    loops calling it vectorise (numba's math.exp is a scalar libm call; no vector math library here).
+
+    x = n ln2 + r (n = round(x / ln2) in the low bits of ``x / ln2 + 1.5 2^52``, Cody-Waite split of
+    ln2), exp(r) by its Taylor series to r^13 (|r| <= ln2 / 2: truncation < 1e-17), 2^n by its bits.
+    """
+    x = min(max(x, -708.0), 709.0)
+    t = x * _LOG2E + _ROUND
+    n = t - _ROUND
+    r = (x - n * _LN2_HI) - n * _LN2_LO
+    p = 0.0
+    for c in _EXP_TERMS:
+        p = p * r + c
+    return p * _bits_float((_float_bits(t) + 1023) << 52)
+
+
+exp = jit(_exp, contract=True)
+
+
+def _tap_factors(delay, inv_var):
+    """(u, g, ratio_up, ratio_down) of one delay: u = floor(delay + 1/2) - delay (|u| <= 1/2), the centre
+    tap's Gaussian g = exp(-u^2 / 2 sigma^2) and the ratios g(u +- 1) / g(u) = exp(-(1/2 +- u) / sigma^2)
+    (inv_var = 1 / sigma^2; the normalisation is left to the caller)."""
+    d = np.float64(delay)
+    u = math.floor(d + 0.5) - d
+    return u, exp(-0.5 * u * u * inv_var), exp(-(u + 0.5) * inv_var), exp((u - 0.5) * inv_var)
+
+
+tap_factors = jit(_tap_factors, inline=True)
+
+
+TAP_BLOCK = 256     # delays whose taps are computed in one vectorised pass (scratch: (5 + 2K + 1) x TAP_BLOCK)
+
+
+@jit
+def tap_block(delay, half_width, sigma, taps_t, work):
+    """The Gaussian-derivative taps of a block of delays, transposed: taps_t[q, e] = taps[e, q] of
+    :func:`gaussian_taps`.
+
+    delay : (n,) float; taps_t : (2K+1, >= n) float64 out; work : (5, >= n) float64 scratch.
+    The three exponentials of each delay (:func:`exp`), then from the centre tap outward: the Gaussian's
+    ratio between neighbouring taps, ``g(u +- 1) / g(u) = exp(-(1/2 +- u) / sigma^2)``, changes by the
+    factor ``exp(-1 / sigma^2)`` per tap (the magnitudes only decrease outward, so nothing underflows
+    early).  Every loop runs over the block, so it vectorises.
+    """
+    inv_var = 1.0 / (sigma * sigma)
+    scale = inv_var / (math.sqrt(2.0 * math.pi) * sigma)
+    step = math.exp(-inv_var)
+    n = delay.size
+    u, up, down, ratio_up, ratio_down = work[0], work[1], work[2], work[3], work[4]
+    centre_tap = taps_t[half_width]
+    for e in range(n):
+        v, g, ratio_up[e], ratio_down[e] = tap_factors(delay[e], inv_var)
+        u[e], up[e], down[e] = v, g, g
+        centre_tap[e] = v * scale * g
+    for m in range(1, half_width + 1):
+        after, before = taps_t[half_width + m], taps_t[half_width - m]
+        for e in range(n):
+            up[e] *= ratio_up[e]
+            down[e] *= ratio_down[e]
+            ratio_up[e] *= step
+            ratio_down[e] *= step
+            after[e] = (u[e] + m) * scale * up[e]
+            before[e] = (u[e] - m) * scale * down[e]
+
+
 @jit
 def gaussian_taps(delay, half_width, sigma, centre, taps):
     """Tabulate the Gaussian-derivative taps of every delay (recomputed only when delays change).
 
     centre[p] = floor(delay[p] + 0.5);  taps[p, q] = (u / sigma^2) g_sigma(u), u = centre[p] - K + q - delay[p]
     for q = 0 .. 2K.  delay : (n_delays,) float; centre : (n_delays,) int32 out; taps : (n_delays, 2K+1) out.
-    Three exponentials per delay instead of 2K + 1: from the centre tap outward, the Gaussian's ratio
-    between neighbouring taps, ``g(u +- 1) / g(u) = exp(-(1/2 +- u) / sigma^2)``, changes by the factor
-    ``exp(-1 / sigma^2)`` per tap (the magnitudes only decrease outward, so nothing underflows early).
+    Blocks of :data:`TAP_BLOCK` delays (:func:`tap_block`).
     """
-    inv_var = 1.0 / (sigma * sigma)
-    norm = 1.0 / (math.sqrt(2.0 * math.pi) * sigma)
-    step = math.exp(-inv_var)
-    for p in range(delay.size):
-        d = delay[p]
-        c = int(math.floor(d + 0.5))
-        centre[p] = c
-        u = c - d
-        g = math.exp(-0.5 * u * u * inv_var)
-        taps[p, half_width] = u * inv_var * norm * g
-        up, down = g, g
-        ratio_up, ratio_down = math.exp(-(u + 0.5) * inv_var), math.exp((u - 0.5) * inv_var)
-        for m in range(1, half_width + 1):
-            up *= ratio_up
-            down *= ratio_down
-            ratio_up *= step
-            ratio_down *= step
-            u_up = c + m - d
-            u_down = c - m - d
-            taps[p, half_width + m] = u_up * inv_var * norm * up
-            taps[p, half_width - m] = u_down * inv_var * norm * down
+    n_taps = taps.shape[1]
+    taps_t, work = np.empty((n_taps, TAP_BLOCK)), np.empty((5, TAP_BLOCK))
+    for p0 in range(0, delay.size, TAP_BLOCK):
+        n = min(delay.size - p0, TAP_BLOCK)
+        tap_block(delay[p0:p0 + n], n_taps // 2, sigma, taps_t, work)
+        for e in range(n):
+            centre[p0 + e] = int(math.floor(delay[p0 + e] + 0.5))
+            for q in range(n_taps):
+                taps[p0 + e, q] = taps_t[q, e]
 
 
 def _xi_from_taps(hist, tau, t_last, pre_of_delay, centre, taps, xi):
