@@ -658,17 +658,18 @@ class ThreeFactorLearner:
                 end = min(end, (t // every + 1) * every)
             rec = net.segments.advance(x, end - t, record=True, ring_first=ring_first)
             n, row = end - t, t - int(ls.cursor[1])
-            d_rec, zbar_rec, bbar_rec = self._segment_buffers(n)
+            d_rec, zbar0, bbar0, carry, grad_t = self._segment_buffers(n)
+            zbar0[...], bbar0[...] = s.zbar, s.bbar          # the readout traces before the segment
             loss, n_spikes = KS.learn_segment(
                 t, n, row, rec.y, rec.v, rec.z, labels, loss_weights, lc.loss_start_step, c.surrogate_gamma,
                 spec.threshold, c.decay_out, c.readout_gain, s.probs, s.delta, ls.psi_buf, s.zbar, s.bbar,
-                d_rec, zbar_rec, bbar_rec, votes)
-            # the products over neurons, one matrix product per segment: L = B^T delta, readout gradients
+                d_rec, votes)
+            KS.readout_gradients(d_rec, rec.z, n, zbar0, bbar0, c.decay_out, c.readout_gain, carry, grad_t,
+                                 self.grads.w_out, self.grads.b_out)
+            # the learning signal L = B^T delta: one matrix product per segment
             feedback = net.params.w_out if rule.feedback is None else rule.feedback
             with blas_threads(1):                   # see dense.py: BLAS threads fight numba's
                 np.matmul(feedback.T, d_rec, out=ls.signal_buf[row:row + n])
-                self.grads.w_out[...] += np.matmul(d_rec, zbar_rec.transpose(0, 2, 1)).sum(axis=0)
-            self.grads.b_out[...] += np.einsum("ukb,ub->k", d_rec, bbar_rec)
             self.loss_sum += loss
             spikes += n_spikes
             s.t[0] = end
@@ -680,13 +681,14 @@ class ThreeFactorLearner:
         return spikes
 
     def _segment_buffers(self, n: int):
-        """(delta (n, n_out, B), zbar (n, N, B), bbar (n, B)) records of an ``n``-step segment (reused buffers)."""
+        """Reused buffers of an ``n``-step segment: delta records (n, n_out, B), the readout traces before it
+        (zbar (N, B), bbar (B,)), and the scratch of kernels/sample.readout_gradients."""
         c, batch, dt = self.net.config, self.net.batch_size, self.net.dtype
         if self.segment_records is None or self.segment_records[0].shape[2] != batch:
             self.segment_records = (np.zeros((SEGMENT_STEPS, c.n_outputs, batch), dt),
-                                    np.zeros((SEGMENT_STEPS, c.n_readout_inputs, batch), dt),
-                                    np.zeros((SEGMENT_STEPS, batch), dt))
-        return tuple(a[:n] for a in self.segment_records)
+                                    np.zeros((c.n_readout_inputs, batch), dt), np.zeros(batch, dt),
+                                    np.zeros((batch, c.n_outputs), dt), np.zeros((c.n_readout_inputs, c.n_outputs), dt))
+        return (self.segment_records[0][:n],) + self.segment_records[1:]
 
     def sample_gradients(self, inputs, labels) -> Gradients:
         """Accumulate-mode gradients of one sample/batch (parameters unchanged); returns a copy."""

@@ -57,11 +57,14 @@ class CscDelays:
 
     def __init__(self, index):
         self.index = index
-        self.delay_csc = self.rows = self.offsets = None
+        self.seen = self.delay_csc = self.rows = self.offsets = None   # seen: the delays in CSR order
 
     def refresh(self, proj) -> "CscDelays":
         if self.delay_csc is None:
             self.delay_csc = np.full(self.index.out_syn.size, -1, np.int32)     # no delay is -1: all change
+            self.seen = np.full(self.index.out_syn.size, -1, proj.delay_steps.dtype)
+        if not KS.copy_changes(proj.delay_steps, self.seen) and self.rows is not None:
+            return self
         if KS.csc_delays(proj.delay_steps, self.index.out_syn, self.delay_csc) or self.rows is None:
             self.rows = KS.unit_rows(self.index.out_indptr, self.index.out_post, self.delay_csc)
             self.offsets = KS.synapse_offsets(self.index.out_post, self.delay_csc, proj.indptr.size - 1)

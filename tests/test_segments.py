@@ -92,6 +92,25 @@ def test_backward_filter_is_the_anticausal_sum(build, parts):
     np.testing.assert_allclose(R[:n], ref.transpose(0, 2, 1), rtol=1e-13, atol=1e-13)
 
 
+def test_readout_gradients_are_the_filtered_sums():
+    """Per hidden spike, with the traces before the segment: the sums over steps of delta zbar^T and delta bbar."""
+    rng = np.random.default_rng(11)
+    n, n_out, N, B, kappa, gain = 13, 4, 7, 3, 0.8, 0.6
+    delta = rng.normal(size=(n + 2, n_out, B))
+    z = spikes(rng, (n + 2, N, B), 0.3).astype(float)
+    zbar, bbar = rng.normal(size=(N, B)), rng.normal(size=B)
+    grad_w, grad_b = rng.normal(size=(n_out, N)), rng.normal(size=n_out)
+    ref_w, ref_b = grad_w.copy(), grad_b.copy()
+    KS.readout_gradients(delta, z, n, zbar.copy(), bbar.copy(), kappa, gain, np.full((B, n_out), np.nan),
+                         np.full((N, n_out), np.nan), grad_w, grad_b)
+    for u in range(n):
+        zbar, bbar = kappa * zbar + gain * z[u], kappa * bbar + 1.0
+        ref_w += delta[u] @ zbar.T
+        ref_b += delta[u] @ bbar
+    np.testing.assert_allclose(grad_w, ref_w, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(grad_b, ref_b, rtol=1e-13, atol=1e-13)
+
+
 @pytest.mark.parametrize("build,parts", BUILDS)
 @pytest.mark.parametrize("dense,unit_delays,max_delay", CASES)
 def test_spike_weight_gradient_is_the_sum_over_spikes(dense, unit_delays, max_delay, build, parts):
@@ -350,6 +369,9 @@ def test_csc_delays_offsets_and_unit_rows(dense, unit_delays, max_delay):
     indptr, pre, delay, weight = _projection(rng, n_pre, n_post, dense, unit_delays, max_delay)
     index = _csc(indptr, pre, delay, weight, n_pre, max_delay)[0]
     delay_csc = np.full(pre.size, -1, np.int32)
+    seen = np.full(delay.size, -1, delay.dtype)
+    assert KS.copy_changes(delay, seen) == np.count_nonzero(delay != -1) and np.array_equal(seen, delay)
+    assert KS.copy_changes(delay, seen) == 0
     assert KS.csc_delays(delay, index.out_syn, delay_csc) == np.count_nonzero(delay[index.out_syn] != -1)
     np.testing.assert_array_equal(delay_csc, delay[index.out_syn])
     assert KS.csc_delays(delay, index.out_syn, delay_csc) == 0

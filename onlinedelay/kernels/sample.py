@@ -251,17 +251,17 @@ forward_segment_parallel = jit_parallel(_forward_segment)
 
 @jit
 def learn_segment(first, n, row, y_rec, v_rec, z_rec, labels, loss_weights, loss_start, gamma, threshold,
-                  decay_out, gain_out, probs, delta, psi_buf, zbar, bbar, delta_rec, zbar_rec, bbar_rec, votes):
+                  decay_out, gain_out, probs, delta, psi_buf, zbar, bbar, delta_rec, votes):
     """The learner's per-step, per-neuron work over a recorded segment of a one-layer network.
 
     Per step t = first + u (as ``ThreeFactorLearner.step``): readout error into ``probs``/``delta``
     (kept in ``delta_rec[u]``), votes, pseudo-derivative into ``psi_buf[row + u]``, and the readout's
-    filtered traces ``zbar``/``bbar`` (kept in ``zbar_rec[u]``/``bbar_rec[u]``).  The products over the
-    neurons -- learning signal and readout gradients -- are left to matrix products over the segment.
+    filtered traces ``zbar``/``bbar``, carried to the segment's end.  The products over the neurons are
+    left to the segment: the learning signal as a matrix product, the readout gradients per hidden
+    spike (:func:`readout_gradients`).
     y_rec : (>= n, n_out, B); v_rec, z_rec : (>= n, N, B) (:func:`forward_segment`);
     labels : (B,) int64; loss_weights : (T,); loss_start : first voting step; votes : (n_out, B)
-    float64, softmax summed over the voting steps; delta_rec : (>= n, n_out, B), zbar_rec :
-    (>= n, N, B), bbar_rec : (>= n, B) out.  Returns (loss, spikes).
+    float64, softmax summed over the voting steps; delta_rec : (>= n, n_out, B) out.  Returns (loss, spikes).
     """
     loss = 0.0
     spikes = 0                 # z is 0 or 1: the count of spikes is their sum (an integer sum vectorises)
@@ -279,14 +279,54 @@ def learn_segment(first, n, row, y_rec, v_rec, z_rec, labels, loss_weights, loss
         z = z_rec[u]
         for b in range(n_batch):
             bbar[b] = decay_out * bbar[b] + 1.0
-            bbar_rec[u, b] = bbar[b]
         for j in range(n_post):
             for b in range(n_batch):
-                value = decay_out * zbar[j, b] + gain_out * z[j, b]
-                zbar[j, b] = value
-                zbar_rec[u, j, b] = value
+                zbar[j, b] = decay_out * zbar[j, b] + gain_out * z[j, b]
                 spikes += z[j, b] != 0.0
     return loss, float(spikes)
+
+
+@jit
+def readout_gradients(delta_rec, z_rec, n, zbar0, bbar0, decay_out, gain_out, carry, grad_t, grad_w, grad_b):
+    """The readout gradients of a segment of n steps, summed per hidden spike::
+
+        grad_w += sum_u delta^u zbar^u^T = kappa D^0 zbar0^T + g sum over spikes (v, j, b) of D^v[:, b] e_j^T
+        grad_b += sum_u delta^u bbar^u   = kappa D^0 bbar0 + sum_v D^v,        D^v = sum_(v <= u < n) kappa^(u - v) delta^u
+
+    with zbar^u = kappa zbar^(u-1) + g z^u, bbar^u = kappa bbar^(u-1) + 1 from zbar0, bbar0 (the traces
+    before the segment), kappa = decay_out, g = gain_out: the filter moved onto delta (n_out per step),
+    so per neuron only the hidden spikes (a few %) are visited -- no (n, N, B) trace record is written.
+    delta_rec : (>= n, n_out, B); z_rec : (>= n, N, B) spikes; zbar0 : (N, B); bbar0 : (B,);
+    carry : (B, n_out) scratch (D^v, a row per batch entry); grad_t : (N, n_out) scratch;
+    grad_w : (n_out, N), grad_b : (n_out,) accumulated.
+    """
+    n_batch, n_out = carry.shape
+    n_post = zbar0.shape[0]
+    carry[...] = 0.0
+    grad_t[...] = 0.0
+    for u in range(n - 1, -1, -1):
+        for b in range(n_batch):
+            for k in range(n_out):
+                carry[b, k] = delta_rec[u, k, b] + decay_out * carry[b, k]
+                grad_b[k] += carry[b, k]
+        z = z_rec[u]
+        for j in range(n_post):
+            for b in range(n_batch):
+                if z[j, b] != 0.0:
+                    weight = gain_out * z[j, b]
+                    for k in range(n_out):
+                        grad_t[j, k] += carry[b, k] * weight
+    for b in range(n_batch):                        # the traces before the segment, through D^0
+        for k in range(n_out):
+            grad_b[k] += decay_out * carry[b, k] * bbar0[b]
+        for j in range(n_post):
+            if zbar0[j, b] != 0.0:
+                weight = decay_out * zbar0[j, b]
+                for k in range(n_out):
+                    grad_t[j, k] += carry[b, k] * weight
+    for k in range(n_out):
+        for j in range(n_post):
+            grad_w[k, j] += grad_t[j, k]
 
 
 def _backward_filter(psi, signal, lo, n, kappa, scale, alpha, lam, R, n_parts):
@@ -404,6 +444,19 @@ def csc_delays(delay_steps, out_syn, delay_csc):
         d = delay_steps[out_syn[k]]
         changed += d != delay_csc[k]
         delay_csc[k] = d
+    return changed
+
+
+@jit
+def copy_changes(src, dst):
+    """dst[:] = src (1-D, the same length) if they differ; returns how many entries changed (a contiguous,
+    read-only pass when nothing changed: cheaper than the gather of :func:`csc_delays`, so a refresh tests
+    this first)."""
+    changed = 0
+    for k in range(src.size):
+        changed += src[k] != dst[k]
+    if changed:
+        dst[:] = src
     return changed
 
 
