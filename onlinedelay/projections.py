@@ -17,7 +17,7 @@ from . import kernels as K
 from . import quantize as Q
 from .config import NetworkConfig, ProjectionSpec
 from .errors import OnlineDelayError
-from .kernels.events import event_targets, transpose_add
+from .kernels.events import event_targets
 from .state import LayerParameters, Parameters, Projection
 
 _INT = np.int32
@@ -187,7 +187,7 @@ def add_from_csc(index: EventIndex, csc: np.ndarray, csr: np.ndarray) -> None:
     """csr += csc in CSR order (the inverse of :func:`to_csc`)."""
     if index.transposed:
         n_pre = index.out_indptr.size - 1
-        transpose_add(csc.reshape(n_pre, -1), csr.reshape(-1, n_pre))
+        csr.reshape(-1, n_pre)[...] += csc.reshape(n_pre, -1).T
     else:
         csr[index.out_syn] += csc
 

@@ -162,23 +162,6 @@ def event_targets(delay_steps, out_syn, out_post, n_post, delays_seen, target):
     return changed
 
 
-TRANSPOSE_TILE = 16      # a tile of 16 x 16 floats stays in L1 while it is added
-
-
-@jit
-def transpose_add(src, dst):
-    """dst[r, c] += src[c, r]; src (C, R), dst (R, C), tile by tile (a CSC-order gradient into CSR order:
-    0.17 ms per 700 x 256 float32 matrix against 0.28 for NumPy's strided add; NumPy's strided copy,
-    with no read of the target, is faster than a numba tile copy, so the CSC copies stay in NumPy)."""
-    n_rows, n_cols = dst.shape
-    for r0 in range(0, n_rows, TRANSPOSE_TILE):
-        r1 = min(r0 + TRANSPOSE_TILE, n_rows)
-        for c0 in range(0, n_cols, TRANSPOSE_TILE):
-            for r in range(r0, r1):
-                for c in range(c0, min(c0 + TRANSPOSE_TILE, n_cols)):
-                    dst[r, c] += src[c, r]
-
-
 @jit
 def take_current(future, slot, current):
     """current[j, b] = future[slot, j, b], then future[slot] = 0 (the slot is reused at slot + n_slots).
