@@ -187,6 +187,25 @@ def test_a_peer_runs_on_our_batch_at_our_thread_count_and_gets_ratios():
         assert result[kind]["batch_ms"]["min"] <= result[kind]["batch_ms"]["median"] <= result[kind]["batch_ms"]["max"]
 
 
+def test_torch_peers_run_in_a_child_process_that_times_our_batch(monkeypatch, tmp_path):
+    """The torch peers are isolated (their OpenMP threads never share our process); the child's entry
+    point looks the peer up by name and times it on the batch the spec names: our own."""
+    assert all(p.isolated for p in bench.PEERS)
+    _FakeModel.built.clear()
+    monkeypatch.setattr("onlinedelay.bench.peers.PEERS", (bench.Peer("fake", "synaptic", (), _FakeModel, isolated=True),))
+    config = bench.CONFIGS["tiny"]
+    spec = {"peer": "fake", "config": config.to_dict(), "batch_size": 3, "threads": 1, "steps": 12, "repeats": 2,
+            "seed": 4}
+    from onlinedelay.bench.peers import peer_child_main
+    peer_child_main(json.dumps(spec), str(tmp_path / "result.json"))
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["peer"] == "fake" and result["training"]["samples_per_s"] > 0
+    [record] = _FakeModel.built
+    np.testing.assert_array_equal(record["x"], bench.training_batch("tiny", config.n_inputs, config.n_outputs,
+                                                                    12, 3, 4)[0])
+    assert record["train"] == 3
+
+
 def test_a_peer_missing_a_module_is_reported_not_run():
     config = bench.CONFIGS["tiny"]
     plan = bench.make_plan(["tiny"], quick=True, memory=False)

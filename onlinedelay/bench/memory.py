@@ -7,10 +7,7 @@ the child reads ``VmHWM`` rather than ``ru_maxrss``.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 
 try:
@@ -22,6 +19,7 @@ from ..config import LearningConfig
 from ..learning import ThreeFactorLearner
 from ..network import Network
 from ..provenance import read_text
+from .child import run_child
 from .configs import BenchConfig
 from .measure import quiet_training
 from .workload import poisson_input, rng_for
@@ -56,7 +54,9 @@ def measure_memory(config: BenchConfig, memory_steps, seed: int = 0) -> dict:
     """
     out = {"steps": [], **{key: [] for key in _MEMORY_KEYS}}
     for steps in memory_steps:
-        child = _run_memory_child(config, int(steps), seed)
+        child = run_child("onlinedelay.bench.memory:memory_child_main",
+                          {"config": config.to_dict(), "steps": int(steps), "seed": seed},
+                          f"memory child for {config.name} at T={steps}", MEMORY_CHILD_TIMEOUT_S)
         out["steps"].append(int(steps))
         for key in _MEMORY_KEYS:
             out[key].append(child[key])
@@ -65,28 +65,6 @@ def measure_memory(config: BenchConfig, memory_steps, seed: int = 0) -> dict:
         ok = values and values[0] and values[-1]
         out[f"{key}_ratio"] = values[-1] / values[0] if ok else None
     return out
-
-
-def _run_memory_child(config: BenchConfig, steps: int, seed: int) -> dict:
-    spec = json.dumps({"config": config.to_dict(), "steps": steps, "seed": seed})
-    code = "import sys; from onlinedelay.bench.memory import memory_child_main; memory_child_main(*sys.argv[1:3])"
-    with tempfile.TemporaryDirectory(prefix="onlinedelay-bench-") as tmp:
-        result_path = os.path.join(tmp, "result.json")
-        log_path = os.path.join(tmp, "child.log")
-        with open(log_path, "wb") as log:
-            try:
-                proc = subprocess.run([sys.executable, "-c", code, spec, result_path], stdout=log,
-                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      timeout=MEMORY_CHILD_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                raise RuntimeError(f"memory child for {config.name} at T={steps} ran over "
-                                   f"{MEMORY_CHILD_TIMEOUT_S:.0f} s and was killed") from None
-        if proc.returncode != 0:
-            with open(log_path, "rb") as log:
-                tail = log.read()[-2000:].decode(errors="replace")
-            raise RuntimeError(f"memory child for {config.name} at T={steps} exited with {proc.returncode}:\n{tail}")
-        with open(result_path) as fh:
-            return json.load(fh)
 
 
 def _status_mb(field: str):

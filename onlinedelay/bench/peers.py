@@ -15,18 +15,23 @@ peer                   our networks    what it is
 =====================  ==============  =====================================================
 
 torch and dcls are an optional extra (``pip install 'onlinedelay[peers]'``), never needed by the
-tests; this module imports neither: :mod:`.torch_peers` is imported only when a peer is built.
+tests; this module imports neither: :mod:`.torch_peers` is imported only when a peer is built, and
+the torch peers are built and timed in a fresh child process (:func:`peer_child_main`): torch's
+OpenMP threads stay awake after its runs, and in our process they slowed every later row of ours
+(2 threads against 1 at batch 1 measured 0.66x with torch in the process).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from .child import run_child
 from .configs import BenchConfig
 from .workload import training_batch
 
@@ -46,12 +51,15 @@ class Peer:
         has ``load(x, labels)`` (x (T, B, n_inputs) uint8, labels (B,) int: converted once, untimed),
         ``train()`` (one training step on the loaded batch), ``infer()`` (a forward pass) and
         optionally ``close()`` (called when its timing is done)
+    isolated : bool, timed in a fresh child process (:func:`peer_child_main`; the peer is looked up
+        there by name in :data:`PEERS`)
     """
 
     name: str
     input_delays: str
     modules: tuple
     build: Callable
+    isolated: bool = False
 
     def matches(self, config: BenchConfig) -> bool:
         """True when the peer builds the same network: one dense hidden layer, no recurrence."""
@@ -72,8 +80,8 @@ def _torch_build(delays: bool) -> Callable:
     return build
 
 
-PEERS = (Peer("PyTorch BPTT", "none", ("torch",), _torch_build(delays=False)),
-         Peer("PyTorch + DCLS", "synaptic", ("torch", "DCLS"), _torch_build(delays=True)))
+PEERS = (Peer("PyTorch BPTT", "none", ("torch",), _torch_build(delays=False), isolated=True),
+         Peer("PyTorch + DCLS", "synaptic", ("torch", "DCLS"), _torch_build(delays=True), isolated=True))
 
 
 def missing_modules(modules) -> list:
@@ -147,6 +155,35 @@ def measure_peers(config: BenchConfig, batch_size: int, threads: int, plan, ours
     ``ours`` (a :func:`measure_row` result) was timed on, at the same thread count; each result
     carries the ratios ours / peer."""
     peers = PEERS if peers is None else peers
-    x, labels = training_batch(config.name, config.n_inputs, config.n_outputs, plan.steps, batch_size, plan.seed)
-    return [with_ratios(ours, time_peer(peer, config, x, labels, threads, plan.repeats, plan.seed))
-            for peer in peers if peer.matches(config)]
+    results = []
+    for peer in (p for p in peers if p.matches(config)):
+        spec = {"peer": peer.name, "config": config.to_dict(), "batch_size": batch_size, "threads": threads,
+                "steps": plan.steps, "repeats": plan.repeats, "seed": plan.seed}
+        missing = missing_modules(peer.modules)
+        if missing:
+            result = {"peer": peer.name, "missing": ", ".join(missing)}
+        elif peer.isolated:
+            result = run_child("onlinedelay.bench.peers:peer_child_main", spec,
+                               f"peer {peer.name} on {config.name} (B={batch_size}, {threads} threads)")
+        else:
+            result = _time_spec(peer, spec)
+        results.append(with_ratios(ours, result))
+    return results
+
+
+def _time_spec(peer: Peer, spec: dict) -> dict:
+    """:func:`time_peer` on the batch ``spec`` names (our own batch: the same seed gives the same arrays)."""
+    config = BenchConfig.from_dict(spec["config"])
+    x, labels = training_batch(config.name, config.n_inputs, config.n_outputs, spec["steps"], spec["batch_size"],
+                               spec["seed"])
+    return time_peer(peer, config, x, labels, spec["threads"], spec["repeats"], spec["seed"])
+
+
+def peer_child_main(spec_json: str, result_path: str) -> None:
+    """Entry point of a peer's child process: time the peer of :data:`PEERS` named in the spec; write
+    the :func:`time_peer` result as JSON."""
+    spec = json.loads(spec_json)
+    [peer] = [p for p in PEERS if p.name == spec["peer"]]
+    result = _time_spec(peer, spec)
+    with open(result_path, "w") as fh:
+        json.dump(result, fh)
