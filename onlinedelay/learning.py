@@ -658,14 +658,15 @@ class ThreeFactorLearner:
                 end = min(end, (t // every + 1) * every)
             rec = net.segments.advance(x, end - t, record=True, ring_first=ring_first)
             n, row = end - t, t - int(ls.cursor[1])
-            d_rec, zbar0, bbar0, carry, grad_t = self._segment_buffers(n)
+            d_rec, zbar0, bbar0, carry, grad_t, grad_bt = self._segment_buffers(n)
             zbar0[...], bbar0[...] = s.zbar, s.bbar          # the readout traces before the segment
             loss, n_spikes = KS.learn_segment(
                 t, n, row, rec.y, rec.v, rec.z, labels, loss_weights, lc.loss_start_step, c.surrogate_gamma,
                 spec.threshold, c.decay_out, c.readout_gain, s.probs, s.delta, ls.psi_buf, s.zbar, s.bbar,
                 d_rec, votes)
-            KS.readout_gradients(d_rec, rec.z, n, zbar0, bbar0, c.decay_out, c.readout_gain, carry, grad_t,
-                                 self.grads.w_out, self.grads.b_out)
+            build(KS, "readout_gradients", grad_t.shape[0] > 1)(d_rec, rec.z, n, zbar0, bbar0, c.decay_out,
+                                                               c.readout_gain, carry, grad_t, grad_bt,
+                                                               self.grads.w_out, self.grads.b_out)
             # the learning signal L = B^T delta: one matrix product per segment
             feedback = net.params.w_out if rule.feedback is None else rule.feedback
             with blas_threads(1):                   # see dense.py: BLAS threads fight numba's
@@ -682,12 +683,16 @@ class ThreeFactorLearner:
 
     def _segment_buffers(self, n: int):
         """Reused buffers of an ``n``-step segment: delta records (n, n_out, B), the readout traces before it
-        (zbar (N, B), bbar (B,)), and the scratch of kernels/sample.readout_gradients."""
+        (zbar (N, B), bbar (B,)), and the scratch of kernels/sample.readout_gradients (one per part of the batch)."""
         c, batch, dt = self.net.config, self.net.batch_size, self.net.dtype
-        if self.segment_records is None or self.segment_records[0].shape[2] != batch:
+        parts = min(self.rules[0].parts(), batch)
+        if self.segment_records is None or self.segment_records[0].shape[2] != batch \
+                or self.segment_records[4].shape[0] != parts:
             self.segment_records = (np.zeros((SEGMENT_STEPS, c.n_outputs, batch), dt),
                                     np.zeros((c.n_readout_inputs, batch), dt), np.zeros(batch, dt),
-                                    np.zeros((batch, c.n_outputs), dt), np.zeros((c.n_readout_inputs, c.n_outputs), dt))
+                                    np.zeros((batch, c.n_outputs), dt),
+                                    np.zeros((parts, c.n_readout_inputs, c.n_outputs), dt),
+                                    np.zeros((parts, c.n_outputs), dt))
         return (self.segment_records[0][:n],) + self.segment_records[1:]
 
     def sample_gradients(self, inputs, labels) -> Gradients:

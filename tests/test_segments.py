@@ -92,7 +92,8 @@ def test_backward_filter_is_the_anticausal_sum(build, parts):
     np.testing.assert_allclose(R[:n], ref.transpose(0, 2, 1), rtol=1e-13, atol=1e-13)
 
 
-def test_readout_gradients_are_the_filtered_sums():
+@pytest.mark.parametrize("build,parts", BUILDS)
+def test_readout_gradients_are_the_filtered_sums(build, parts):
     """Per hidden spike, with the traces before the segment: the sums over steps of delta zbar^T and delta bbar."""
     rng = np.random.default_rng(11)
     n, n_out, N, B, kappa, gain = 13, 4, 7, 3, 0.8, 0.6
@@ -101,8 +102,9 @@ def test_readout_gradients_are_the_filtered_sums():
     zbar, bbar = rng.normal(size=(N, B)), rng.normal(size=B)
     grad_w, grad_b = rng.normal(size=(n_out, N)), rng.normal(size=n_out)
     ref_w, ref_b = grad_w.copy(), grad_b.copy()
-    KS.readout_gradients(delta, z, n, zbar.copy(), bbar.copy(), kappa, gain, np.full((B, n_out), np.nan),
-                         np.full((N, n_out), np.nan), grad_w, grad_b)
+    getattr(KS, "readout_gradients" + build)(delta, z, n, zbar.copy(), bbar.copy(), kappa, gain,
+                                             np.full((B, n_out), np.nan), np.full((parts, N, n_out), np.nan),
+                                             np.full((parts, n_out), np.nan), grad_w, grad_b)
     for u in range(n):
         zbar, bbar = kappa * zbar + gain * z[u], kappa * bbar + 1.0
         ref_w += delta[u] @ zbar.T

@@ -286,8 +286,8 @@ def learn_segment(first, n, row, y_rec, v_rec, z_rec, labels, loss_weights, loss
     return loss, float(spikes)
 
 
-@jit
-def readout_gradients(delta_rec, z_rec, n, zbar0, bbar0, decay_out, gain_out, carry, grad_t, grad_w, grad_b):
+def _readout_gradients(delta_rec, z_rec, n, zbar0, bbar0, decay_out, gain_out, carry, grad_t, grad_bt, grad_w,
+                       grad_b):
     """The readout gradients of a segment of n steps, summed per hidden spike::
 
         grad_w += sum_u delta^u zbar^u^T = kappa D^0 zbar0^T + g sum over spikes (v, j, b) of D^v[:, b] e_j^T
@@ -297,36 +297,49 @@ def readout_gradients(delta_rec, z_rec, n, zbar0, bbar0, decay_out, gain_out, ca
     before the segment), kappa = decay_out, g = gain_out: the filter moved onto delta (n_out per step),
     so per neuron only the hidden spikes (a few %) are visited -- no (n, N, B) trace record is written.
     delta_rec : (>= n, n_out, B); z_rec : (>= n, N, B) spikes; zbar0 : (N, B); bbar0 : (B,);
-    carry : (B, n_out) scratch (D^v, a row per batch entry); grad_t : (N, n_out) scratch;
+    carry : (B, n_out) scratch (D^v, a row per batch entry); grad_t : (P, N, n_out), grad_bt : (P, n_out)
+    scratch, one per part of the batch (P parts run side by side in the parallel build);
     grad_w : (n_out, N), grad_b : (n_out,) accumulated.
     """
-    n_batch, n_out = carry.shape
-    n_post = zbar0.shape[0]
-    carry[...] = 0.0
-    grad_t[...] = 0.0
-    for u in range(n - 1, -1, -1):
-        for b in range(n_batch):
+    n_parts, n_post, n_out = grad_t.shape
+    n_batch = carry.shape[0]
+    for part in prange(n_parts):
+        b0, b1 = _column_range(part, n_parts, n_batch)
+        g_t, g_b = grad_t[part], grad_bt[part]
+        g_t[...] = 0.0
+        g_b[...] = 0.0
+        for b in range(b0, b1):
             for k in range(n_out):
-                carry[b, k] = delta_rec[u, k, b] + decay_out * carry[b, k]
-                grad_b[k] += carry[b, k]
-        z = z_rec[u]
-        for j in range(n_post):
-            for b in range(n_batch):
-                if z[j, b] != 0.0:
-                    weight = gain_out * z[j, b]
-                    for k in range(n_out):
-                        grad_t[j, k] += carry[b, k] * weight
-    for b in range(n_batch):                        # the traces before the segment, through D^0
-        for k in range(n_out):
-            grad_b[k] += decay_out * carry[b, k] * bbar0[b]
-        for j in range(n_post):
-            if zbar0[j, b] != 0.0:
-                weight = decay_out * zbar0[j, b]
+                carry[b, k] = 0.0
+        for u in range(n - 1, -1, -1):
+            for b in range(b0, b1):
                 for k in range(n_out):
-                    grad_t[j, k] += carry[b, k] * weight
-    for k in range(n_out):
-        for j in range(n_post):
-            grad_w[k, j] += grad_t[j, k]
+                    carry[b, k] = delta_rec[u, k, b] + decay_out * carry[b, k]
+                    g_b[k] += carry[b, k]
+            z = z_rec[u]
+            for j in range(n_post):
+                for b in range(b0, b1):
+                    if z[j, b] != 0.0:
+                        weight = gain_out * z[j, b]
+                        for k in range(n_out):
+                            g_t[j, k] += carry[b, k] * weight
+        for b in range(b0, b1):                    # the traces before the segment, through D^0
+            for k in range(n_out):
+                g_b[k] += decay_out * carry[b, k] * bbar0[b]
+            for j in range(n_post):
+                if zbar0[j, b] != 0.0:
+                    weight = decay_out * zbar0[j, b]
+                    for k in range(n_out):
+                        g_t[j, k] += carry[b, k] * weight
+    for part in range(n_parts):
+        for k in range(n_out):
+            grad_b[k] += grad_bt[part, k]
+            for j in range(n_post):
+                grad_w[k, j] += grad_t[part, j, k]
+
+
+readout_gradients = jit(_readout_gradients)
+readout_gradients_parallel = jit_parallel(_readout_gradients)
 
 
 def _backward_filter(psi, signal, lo, n, kappa, scale, alpha, lam, R, n_parts):
