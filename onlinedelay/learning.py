@@ -54,7 +54,7 @@ from .dense import blas_threads, dense_weight_chunk, is_dense
 from .errors import OnlineDelayError
 from .evaluate import vote
 from .network import Network
-from .projections import add_from_csc, event_index
+from .projections import add_from_csc, event_index, to_csc
 from .segments import SEGMENT_STEPS, CscDelays, parallel_parts, supports_segments
 from .state import (Gradients, LayerGradients, LayerLearnerState, LearnerState, Projection,
                     ProjectionGradients, ProjectionTraces, assign_tuple, copy_tuple, fill_tuple)
@@ -107,6 +107,7 @@ class _LayerRule:
                          for proj, n_pre in zip(lp, self.n_pre))
         self.spike_scratch = None
         self.lag_scratch = None     # per-spike delay gradients (kernels/spike_delays.py): scratch
+        self.csc_arrays = [None, None]  # per projection: delays, weights and two gradient buffers in CSC order
         self.traces_touched = True     # the trace arrays may hold values (reset zeroes them then)
         self.input_trains = None       # (T, n_pre, B) the sample's input, read by the per-spike flush (layer 0)
 
@@ -378,8 +379,24 @@ class _LayerRule:
             tile = max(1, LAG_TILE_BYTES // (n_lags * sums.itemsize))
             self._kernel("spike_lag_sums", KD)(ptrs[k], spike_buf[0], spike_buf[1], index.out_indptr,
                                                index.out_post, csc.delay_csc, RT, block, tile, cursor, sums)
-            self._kernel("lag_gradients", KD)(sums, index.out_syn, proj.delay_of_syn, proj.delay, self.lag_steps,
-                                              self.config.sigma_steps, proj.weight, g_d, g_w)
+            d_csc, w_csc, gd_csc, gw_csc = self._csc_arrays(k, proj, g_w.size > 0)
+            self._kernel("lag_gradients", KD)(sums, d_csc, self.lag_steps, self.config.sigma_steps, w_csc, gd_csc,
+                                              gw_csc)
+            add_from_csc(index, gd_csc, g_d)
+            if g_w.size:
+                add_from_csc(index, gw_csc, g_w)
+
+    def _csc_arrays(self, k: int, proj: Projection, with_w: bool) -> tuple:
+        """Projection ``k``'s real delays and weights in CSC order, and two CSC gradient buffers
+        (kernels/spike_delays.lag_gradients; the weight gradient's empty unless ``with_w``)."""
+        index, dt = self.csc[k].index, self.net.dtype
+        if self.csc_arrays[k] is None:
+            n = proj.weight.size
+            self.csc_arrays[k] = (np.zeros(n, proj.delay.dtype), np.zeros(n, dt), np.zeros(n, dt), np.zeros(n, dt))
+        d_csc, w_csc, gd_csc, gw_csc = self.csc_arrays[k]
+        to_csc(index, proj.delay if self.modes[k] == "synaptic" else proj.delay[proj.delay_of_syn], d_csc)
+        to_csc(index, proj.weight, w_csc)
+        return d_csc, w_csc, gd_csc, gw_csc if with_w else gw_csc[:0]
 
     def _weight_chunk(self, s, k: int, proj: Projection, tr, first: int, n: int, grad, keep: bool) -> None:
         """Weight traces of projection ``k`` over the ``n`` steps from ``first`` (factors already computed);

@@ -111,8 +111,7 @@ def test_spike_delay_gradients_are_the_sums_over_spikes(dense, axonal, half_widt
     g_d, g_w = np.zeros(proj.pre.size), np.zeros(proj.pre.size)
     lag_sums = KD.spike_lag_sums_parallel if parallel else KD.spike_lag_sums
     lag_sums(ptr, step, count, index.out_indptr, index.out_post, centre_csc, RT, 2, 3, cursor, sums)
-    (KD.lag_gradients_parallel if parallel else KD.lag_gradients)(
-        sums, index.out_syn, proj.delay_of_syn, proj.delay, half_width, 1.0, proj.weight, g_d, g_w)
+    g_d, g_w = _lag_gradients_csr(parallel, sums, index, proj, proj.delay, half_width, 1.0, True)
     # the definitions: per synapse, over the spikes of its unit and the taps' lags inside [0, n)
     post = np.repeat(np.arange(n_post), np.diff(proj.indptr))
     ref_d, ref_w = np.zeros(proj.pre.size), np.zeros(proj.pre.size)
@@ -151,11 +150,23 @@ def test_lag_gradients_apply_the_taps_of_each_delay(axonal, with_w, dtype, half_
     csc_of_syn = np.argsort(index.out_syn)
     ref_d += proj.weight * np.einsum("sq,sq->s", taps[proj.delay_of_syn], sums[csc_of_syn, :2 * half_width + 1])
     ref_w += sums[csc_of_syn, half_width]
-    grad_w = g_w if with_w else np.zeros(0)
+    d, w = _lag_gradients_csr(parallel, sums, index, proj, proj.delay.astype(dtype), half_width, sigma, with_w)
+    np.testing.assert_allclose(g_d + d, ref_d, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(g_w + w, ref_w if with_w else w_before, rtol=1e-13, atol=1e-13)
+
+
+def _lag_gradients_csr(parallel, sums, index, proj, delay, half_width, sigma, with_w):
+    """lag_gradients on CSC copies of the delays and weights; its (g_d, g_w) back in CSR order (zero
+    weight gradient without ``with_w``)."""
+    out = index.out_syn
+    g_d, g_w = np.full(out.size, np.nan), np.full(out.size if with_w else 0, np.nan)
     (KD.lag_gradients_parallel if parallel else KD.lag_gradients)(
-        sums, index.out_syn, proj.delay_of_syn, proj.delay.astype(dtype), half_width, sigma, proj.weight, g_d, grad_w)
-    np.testing.assert_allclose(g_d, ref_d, rtol=1e-13, atol=1e-13)
-    np.testing.assert_allclose(g_w, ref_w if with_w else w_before, rtol=1e-13, atol=1e-13)
+        sums, delay[proj.delay_of_syn][out], half_width, sigma, proj.weight[out], g_d, g_w)
+    csr_d, csr_w = np.zeros(out.size), np.zeros(out.size)
+    csr_d[out] = g_d
+    if with_w:
+        csr_w[out] = g_w
+    return csr_d, csr_w
 
 
 # -- the learner: one chunk (per spike) against chunks of 8 steps ----------------------------------
