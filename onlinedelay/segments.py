@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .kernels import csc as KCSC
 from .kernels import sample as KS
 from .kernels._jit import build
 from .state import fill_tuple
@@ -63,11 +64,11 @@ class CscDelays:
         if self.delay_csc is None:
             self.delay_csc = np.full(self.index.out_syn.size, -1, np.int32)     # no delay is -1: all change
             self.seen = np.full(self.index.out_syn.size, -1, proj.delay_steps.dtype)
-        if not KS.copy_changes(proj.delay_steps, self.seen) and self.rows is not None:
+        if not KCSC.copy_changes(proj.delay_steps, self.seen) and self.rows is not None:
             return self
-        if KS.csc_delays(proj.delay_steps, self.index.out_syn, self.delay_csc) or self.rows is None:
-            self.rows = KS.unit_rows(self.index.out_indptr, self.index.out_post, self.delay_csc)
-            self.offsets = KS.synapse_offsets(self.index.out_post, self.delay_csc, proj.indptr.size - 1)
+        if KCSC.csc_delays(proj.delay_steps, self.index.out_syn, self.delay_csc) or self.rows is None:
+            self.rows = KCSC.unit_rows(self.index.out_indptr, self.index.out_post, self.delay_csc)
+            self.offsets = KCSC.synapse_offsets(self.index.out_post, self.delay_csc, proj.indptr.size - 1)
         return self
 
 

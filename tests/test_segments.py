@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from onlinedelay.config import LearningConfig, NetworkConfig
+from onlinedelay.kernels import csc as KCSC
 from onlinedelay.kernels import sample as KS
 from onlinedelay.learning import ThreeFactorLearner
 from onlinedelay.network import Network
@@ -37,7 +38,7 @@ def _csc(indptr, pre, delay, weight, n_pre, max_delay):
                                                                                    "weight")})
     index = event_index(proj, n_pre, max_delay)
     delay_csc = delay[index.out_syn].astype(np.int32)
-    return index, delay_csc, KS.unit_rows(index.out_indptr, index.out_post, delay_csc)
+    return index, delay_csc, KCSC.unit_rows(index.out_indptr, index.out_post, delay_csc)
 
 
 CASES = [  # (dense, unit_delays, max_delay)
@@ -65,7 +66,7 @@ def test_spike_current_is_the_delayed_sum(dense, unit_delays, max_delay, first, 
     x = spikes(rng, (T, B, n_pre), 0.6).astype(np.uint8)
     cur = np.full((n, B, n_post), np.nan)
     getattr(KS, "spike_current" + build)(
-        x, first, n, max_delay, index.out_indptr, KS.synapse_offsets(index.out_post, delay_csc, n_post),
+        x, first, n, max_delay, index.out_indptr, KCSC.synapse_offsets(index.out_post, delay_csc, n_post),
         weight[index.out_syn], rows, np.zeros((parts, n_pre), np.int32), np.zeros((parts, 8)),
         np.zeros((parts, (n + 2 * max_delay) * n_post)), cur)
     ref = np.zeros((n, B, n_post))
@@ -372,29 +373,29 @@ def test_csc_delays_offsets_and_unit_rows(dense, unit_delays, max_delay):
     index = _csc(indptr, pre, delay, weight, n_pre, max_delay)[0]
     delay_csc = np.full(pre.size, -1, np.int32)
     seen = np.full(delay.size, -1, delay.dtype)
-    assert KS.copy_changes(delay, seen) == np.count_nonzero(delay != -1) and np.array_equal(seen, delay)
-    assert KS.copy_changes(delay, seen) == 0
-    assert KS.csc_delays(delay, index.out_syn, delay_csc) == np.count_nonzero(delay[index.out_syn] != -1)
+    assert KCSC.copy_changes(delay, seen) == np.count_nonzero(delay != -1) and np.array_equal(seen, delay)
+    assert KCSC.copy_changes(delay, seen) == 0
+    assert KCSC.csc_delays(delay, index.out_syn, delay_csc) == np.count_nonzero(delay[index.out_syn] != -1)
     np.testing.assert_array_equal(delay_csc, delay[index.out_syn])
-    assert KS.csc_delays(delay, index.out_syn, delay_csc) == 0
+    assert KCSC.csc_delays(delay, index.out_syn, delay_csc) == 0
     if max_delay and dense:                         # one delay of unit 2 moves: it is no longer a row
         k = index.out_indptr[2] + 3
         delay[index.out_syn[k]] = (delay[index.out_syn[k]] + 1) % (max_delay + 1)
-        assert KS.csc_delays(delay, index.out_syn, delay_csc) == 1
-    np.testing.assert_array_equal(KS.synapse_offsets(index.out_post, delay_csc, n_post),
+        assert KCSC.csc_delays(delay, index.out_syn, delay_csc) == 1
+    np.testing.assert_array_equal(KCSC.synapse_offsets(index.out_post, delay_csc, n_post),
                                   delay[index.out_syn].astype(np.int64) * n_post + index.out_post)
     fan = np.diff(index.out_indptr)
     ref = [fan[i] == n_post and np.array_equal(index.out_post[index.out_indptr[i]:index.out_indptr[i + 1]],
                                                np.arange(n_post))
            and np.unique(delay_csc[index.out_indptr[i]:index.out_indptr[i + 1]]).size == 1 for i in range(n_pre)]
-    rows = KS.unit_rows(index.out_indptr, index.out_post, delay_csc)
+    rows = KCSC.unit_rows(index.out_indptr, index.out_post, delay_csc)
     assert rows.dtype == np.uint8
     np.testing.assert_array_equal(rows, np.array(ref, np.uint8))
     assert rows.any() == (dense and (unit_delays or max_delay == 0))
     if max_delay and dense and unit_delays:
         assert not rows[2] and rows.sum() == n_pre - 1
     empty = np.zeros(0, np.int32)
-    assert KS.unit_rows(np.zeros(4, np.int32), empty, empty).tolist() == [0, 0, 0]
+    assert KCSC.unit_rows(np.zeros(4, np.int32), empty, empty).tolist() == [0, 0, 0]
 
 
 @pytest.mark.parametrize("target_dtype", [np.uint16, np.int32])

@@ -48,7 +48,7 @@ def _spike_current(x, first, n, max_delay, out_indptr, offsets, weight_csc, rows
 
     x : (T, B, n_pre) counts; max_delay : int, the largest delay (older steps cannot reach the segment)
     out_indptr : (n_pre + 1,) CSC pointers; offsets : (n_syn,) int32 ``delay * N + post`` of each synapse,
-    CSC order (:func:`synapse_offsets`); weight_csc : (n_syn,) float, CSC order
+    CSC order (kernels/csc.synapse_offsets); weight_csc : (n_syn,) float, CSC order
     rows : (n_pre,) uint8, 1 where unit i's synapses are neurons 0 .. N-1 in order with one delay
     units : (P, >= n_pre) int32 scratch; counts : (P, >= 8) float scratch;
     padded : (P, >= (n + 2 max_delay) N) float scratch (used unless every unit with synapses is a row);
@@ -444,61 +444,3 @@ def _add_batch_rows(flat, ubase, n_post, hist, slot, i, picked, m, grad_csc, k0)
 
 spike_weight_gradient = jit(_spike_weight_gradient, contract=True)
 spike_weight_gradient_parallel = jit_parallel(_spike_weight_gradient, contract=True)
-
-
-@jit
-def csc_delays(delay_steps, out_syn, delay_csc):
-    """delay_csc[k] = delay_steps[out_syn[k]] (CSC order); returns how many entries changed.
-
-    delay_steps : (n_syn,) int, CSR order; out_syn : (n_syn,) int32; delay_csc : (n_syn,) int32, in/out.
-    """
-    changed = 0
-    for k in range(out_syn.size):
-        d = delay_steps[out_syn[k]]
-        changed += d != delay_csc[k]
-        delay_csc[k] = d
-    return changed
-
-
-@jit
-def copy_changes(src, dst):
-    """dst[:] = src (1-D, the same length) if they differ; returns how many entries changed (a contiguous,
-    read-only pass when nothing changed: cheaper than the gather of :func:`csc_delays`, so a refresh tests
-    this first)."""
-    changed = 0
-    for k in range(src.size):
-        changed += src[k] != dst[k]
-    if changed:
-        dst[:] = src
-    return changed
-
-
-@jit
-def synapse_offsets(out_post, delay_csc, n_post):
-    """(n_syn,) int32 ``delay_csc * n_post + out_post``: a synapse's place in a block of rows of N neurons."""
-    offsets = np.empty(out_post.size, np.int32)
-    for k in range(out_post.size):
-        offsets[k] = delay_csc[k] * n_post + out_post[k]
-    return offsets
-
-
-@jit
-def unit_rows(out_indptr, out_post, delay_csc):
-    """(n_pre,) uint8: 1 where unit i's synapses are neurons 0 .. N-1 in order with one delay
-    (N = 1 + the largest neuron index); each unit's test stops at its first other synapse."""
-    n_pre = out_indptr.size - 1
-    rows = np.zeros(n_pre, np.uint8)
-    if out_post.size == 0:
-        return rows
-    n_post = out_post.max() + 1
-    for i in range(n_pre):
-        k0 = out_indptr[i]
-        if out_indptr[i + 1] - k0 != n_post:
-            continue
-        row = 1
-        for j in range(n_post):
-            if out_post[k0 + j] != j or delay_csc[k0 + j] != delay_csc[k0]:
-                row = 0
-                break
-        rows[i] = row
-    return rows
