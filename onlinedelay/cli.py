@@ -83,7 +83,7 @@ def warmup():
     """Compile and cache every numba kernel; prints the time it took."""
     from .warmup import warmup as run_warmup
 
-    click.echo("compiling every kernel (a minute or two on a cold cache, seconds when cached)...", err=True)
+    click.echo("compiling every kernel (a few minutes on a cold cache, seconds when cached)...", err=True)
     seconds = run_warmup()
     click.echo(f"compiled and cached all kernels in {seconds:.1f} s")
 
