@@ -314,7 +314,7 @@ def info(model, model_option, as_json):
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="also write every number and the machine info to this JSON file (atomically)")
 @click.option("--quick", is_flag=True, help="smoke test: T = 20, 1 repeat, two configurations, batch 1, 1 thread")
-@click.option("--repeats", type=click.IntRange(min=1), default=None, help="timed repeats per figure [default: 5; --quick: 1]")
+@click.option("--repeats", type=click.IntRange(min=1), default=None, help="timed repeats per figure at least; fast ones repeat to fill 0.3 s [default: 5; --quick: 1]")
 @click.option("--config", "configs", multiple=True, metavar="NAME",
               help="named configuration, repeatable or comma-separated [default: all but tiny]")
 @click.option("--batch", "batch_sizes", type=click.IntRange(min=1), multiple=True, help="batch size, repeatable [default: 1 and 32]")

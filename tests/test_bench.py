@@ -179,7 +179,7 @@ def test_a_peer_runs_on_our_batch_at_our_thread_count_and_gets_ratios():
     np.testing.assert_array_equal(record["x"], x)                            # the very batch we time
     np.testing.assert_array_equal(record["labels"], labels)
     assert record["threads"] == 2 and record["batch_size"] == 5 and record["network"] == config.network
-    assert record["train"] == record["infer"] == 1 + plan.repeats            # warm-up + repeats
+    assert record["train"] == record["infer"] == 2 + plan.repeats    # warm-up, the call sizing the repeats, repeats
     assert result["peer"] == "fake"
     for kind, ours_speed in (("training", 300.0), ("inference", 900.0)):
         peer_speed = result[kind]["samples_per_s"]
@@ -203,7 +203,16 @@ def test_torch_peers_run_in_a_child_process_that_times_our_batch(monkeypatch, tm
     [record] = _FakeModel.built
     np.testing.assert_array_equal(record["x"], bench.training_batch("tiny", config.n_inputs, config.n_outputs,
                                                                     12, 3, 4)[0])
-    assert record["train"] == 3
+    assert record["train"] == 4                  # warm-up, sizing call, 2 repeats
+
+
+def test_fast_figures_repeat_until_they_fill_the_timing_budget():
+    from onlinedelay.bench.workload import MAX_REPEATS, repeats_for
+    assert repeats_for(4_000_000, 5, 0.3) == 75            # 4 ms calls: 75 fill 0.3 s
+    assert repeats_for(90_000_000, 5, 0.3) == 5            # slow calls: the minimum
+    assert repeats_for(1_000, 5, 0.3) == MAX_REPEATS       # capped
+    assert repeats_for(4_000_000, 5, 0.0) == 5             # --quick: no budget
+    assert bench.make_plan(["tiny"], quick=True, memory=False).to_dict()["timed_s"] == 0.0
 
 
 def test_a_peer_missing_a_module_is_reported_not_run():

@@ -32,7 +32,7 @@ from ..learning import ThreeFactorLearner
 from ..network import Network
 from .configs import BenchConfig
 from .triad import Triad
-from .workload import poisson_input, rng_for, training_batch
+from .workload import TIMED_S, poisson_input, repeats_for, training_batch, rng_for
 
 MIN_LATENCY_STEPS = 1000          # at least this many timed streaming steps (full mode)
 TRIAD_ELEMENTS_PER_REPEAT = 20_000_000   # one triad timing streams at least this many elements
@@ -94,13 +94,18 @@ def measure_row(config: BenchConfig, batch_size: int, threads: int, plan) -> dic
     min_elements = QUICK_TRIAD_ELEMENTS_PER_REPEAT if plan.quick else TRIAD_ELEMENTS_PER_REPEAT
     triad = Triad(round(synapses * batch_size * trace_arrays), threads, min_elements)
 
+    budget_s = 0.0 if plan.quick else TIMED_S
     try:
         with quiet_training():
             learner.run_sample(x, labels, update=True)       # warm-up: compilation, first touch
             triad.run()
+            start = time.perf_counter_ns()                   # one more, timed: how many repeats fill the budget
+            learner.run_sample(x, labels, update=True)
+            n_train = repeats_for(time.perf_counter_ns() - start, repeats, budget_s)
             train_ns, triad_ns_el, hidden_spikes = [], [], []
-            for _ in range(repeats):                         # alternate: both see the same machine
-                triad_ns_el.append(triad.ns_per_element())
+            for r in range(n_train):                         # alternate: both see the same machine
+                if r < repeats:
+                    triad_ns_el.append(triad.ns_per_element())
                 start = time.perf_counter_ns()
                 out = learner.run_sample(x, labels, update=True)
                 train_ns.append(time.perf_counter_ns() - start)
@@ -113,7 +118,8 @@ def measure_row(config: BenchConfig, batch_size: int, threads: int, plan) -> dic
     inf_net = Network(config.network_config(), seed=plan.seed, batch_size=batch_size, dtype="float32",
                       threads=threads)
     inf_net.run(x)                                           # warm-up
-    inf_ns = [elapsed_ns(lambda: inf_net.run(x)) for _ in range(repeats)]
+    n_infer = repeats_for(elapsed_ns(lambda: inf_net.run(x)), repeats, budget_s)
+    inf_ns = [elapsed_ns(lambda: inf_net.run(x)) for _ in range(n_infer)]
 
     train_med_ns = float(np.median(train_ns))
     inf_med_ns = float(np.median(inf_ns))

@@ -33,7 +33,7 @@ import numpy as np
 
 from .child import run_child
 from .configs import BenchConfig
-from .workload import training_batch
+from .workload import TIMED_S, repeats_for, training_batch
 
 INSTALL_HINT = "pip install 'onlinedelay[peers]' (torch and dcls)"
 
@@ -103,8 +103,9 @@ def missing_message() -> str | None:
 
 
 def time_peer(peer: Peer, config: BenchConfig, x: np.ndarray, labels: np.ndarray, threads: int,
-              repeats: int, seed: int = 0) -> dict:
-    """Median training and inference speed of ``peer`` on the batch (x, labels) at ``threads``.
+              repeats: int, seed: int = 0, budget_s: float = 0.0) -> dict:
+    """Median training and inference speed of ``peer`` on the batch (x, labels) at ``threads``, over
+    at least ``repeats`` timed calls each and enough to fill ``budget_s`` (:func:`.workload.repeats_for`).
 
     Returns
     -------
@@ -120,8 +121,12 @@ def time_peer(peer: Peer, config: BenchConfig, x: np.ndarray, labels: np.ndarray
         model.load(x, labels)
         model.train()                                    # warm-up: allocation, first touch
         model.infer()
+        start = time.perf_counter_ns()
+        model.train()
+        model.infer()
+        n = repeats_for(time.perf_counter_ns() - start, repeats, budget_s)
         train_ns, infer_ns = [], []
-        for _ in range(repeats):
+        for _ in range(n):
             start = time.perf_counter_ns()
             model.train()
             train_ns.append(time.perf_counter_ns() - start)
@@ -158,7 +163,8 @@ def measure_peers(config: BenchConfig, batch_size: int, threads: int, plan, ours
     results = []
     for peer in (p for p in peers if p.matches(config)):
         spec = {"peer": peer.name, "config": config.to_dict(), "batch_size": batch_size, "threads": threads,
-                "steps": plan.steps, "repeats": plan.repeats, "seed": plan.seed}
+                "steps": plan.steps, "repeats": plan.repeats, "seed": plan.seed,
+                "budget_s": 0.0 if plan.quick else TIMED_S}
         missing = missing_modules(peer.modules)
         if missing:
             result = {"peer": peer.name, "missing": ", ".join(missing)}
@@ -176,7 +182,8 @@ def _time_spec(peer: Peer, spec: dict) -> dict:
     config = BenchConfig.from_dict(spec["config"])
     x, labels = training_batch(config.name, config.n_inputs, config.n_outputs, spec["steps"], spec["batch_size"],
                                spec["seed"])
-    return time_peer(peer, config, x, labels, spec["threads"], spec["repeats"], spec["seed"])
+    return time_peer(peer, config, x, labels, spec["threads"], spec["repeats"], spec["seed"],
+                     spec.get("budget_s", 0.0))
 
 
 def peer_child_main(spec_json: str, result_path: str) -> None:

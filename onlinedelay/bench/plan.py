@@ -11,7 +11,7 @@ from ..errors import OnlineDelayError, check_int
 from ..provenance import numba_max_threads
 from .configs import CONFIGS, DEFAULT_CONFIGS, QUICK_CONFIGS
 from .peers import missing_message
-from .workload import SPIKES_PER_STEP
+from .workload import SPIKES_PER_STEP, TIMED_S
 
 STEPS = 100                       # T of the throughput and latency measurements
 MEMORY_STEPS = (100, 1000, 10000)
@@ -39,7 +39,8 @@ class Plan:
     configs : tuple of BenchConfig
     batch_sizes : tuple of int
     threads : tuple of int
-    repeats : int, timed repeats per figure (the median is reported)
+    repeats : int, timed repeats per figure at least (the median is reported; a figure whose
+        repeats take under ``workload.TIMED_S`` repeats until they fill it, except with ``quick``)
     steps : int, T of the throughput and latency measurements
     memory_steps : tuple of int, the T of each peak-memory child (empty: no memory measurement)
     seed : int, seeds the networks and the input
@@ -66,7 +67,8 @@ class Plan:
         return {"configs": [c.name for c in self.configs], "batch_sizes": list(self.batch_sizes),
                 "threads": list(self.threads), "repeats": self.repeats, "steps": self.steps,
                 "memory_steps": list(self.memory_steps), "seed": self.seed, "quick": self.quick,
-                "peers": self.peers, "input_spikes_per_step": SPIKES_PER_STEP, "memory_batch_size": 1,
+                "peers": self.peers, "timed_s": 0.0 if self.quick else TIMED_S,
+                "input_spikes_per_step": SPIKES_PER_STEP, "memory_batch_size": 1,
                 "memory_threads": 1, "streaming_batch_size": 1}
 
 

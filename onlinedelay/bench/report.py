@@ -46,8 +46,9 @@ def format_report(report: dict) -> str:
              f"load average (1, 5, 15 min) at start {m.get('load_average_start')}, at end {m.get('load_average_end')}"
              " -- other work on the machine slows every figure",
              f"T = {s['steps']} steps, {s['input_spikes_per_step'] * s['steps']:,.0f} input spikes per sample, "
-             f"medians of {s['repeats']} repeat(s) after warm-up" + ("  [--quick: smoke test, not a measurement]"
-                                                                     if s["quick"] else ""),
+             f"medians of {s['repeats']} repeat(s) after warm-up"
+             + ("  [--quick: smoke test, not a measurement]" if s["quick"]
+                else f", more where they fill under {s.get('timed_s', 0):g} s"),
              ""]
     header = ["config", "B", "thr", "synapses", "train/s", "ns/syn-step", "bound ns", "x bound",
               "infer/s", "step med us", "step p99 us"]

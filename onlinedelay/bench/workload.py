@@ -45,3 +45,14 @@ def training_batch(config_name: str, n_inputs: int, n_outputs: int, n_steps: int
     x = poisson_input(n_steps, batch_size, n_inputs, rng)
     labels = rng.integers(0, n_outputs, size=batch_size)
     return x, labels
+
+
+TIMED_S = 0.3          # a figure times at least this long (fast rows repeat more; not in --quick)
+MAX_REPEATS = 200
+
+
+def repeats_for(call_ns: int, repeats: int, budget_s: float) -> int:
+    """How many timed calls a figure takes: at least ``repeats``, and enough that calls of ``call_ns``
+    fill ``budget_s`` (at most MAX_REPEATS).  Five batch-1 samples of ~4 ms are 20 ms of timing,
+    which scatters by +-30 % between runs on a shared 2-core VM; the median of ~75 does not."""
+    return max(repeats, min(MAX_REPEATS, -(-int(budget_s * 1e9) // max(int(call_ns), 1))))
