@@ -29,9 +29,10 @@ constants, the accumulated gradients equal BPTT of the Gaussian-relaxed model ex
 
 Known sequences: ``run_sample`` on a one-layer network without recurrence advances a segment at a
 time (segments.py) and does the per-step work of the rule in one kernel call per segment, the
-learning signal and readout gradients as matrix products over the segment.  When a sample is one
-chunk (T <= chunk_steps), every gradient is summed per presynaptic spike at the flush: the chunk
-factors filtered backward in time, then per spike one row added for a projection whose delays are
+learning signal as a matrix product over the segment and the readout gradients per hidden spike
+(kernels/sample.readout_gradients).  When a sample is one chunk (T <= chunk_steps), every gradient
+is summed per presynaptic spike at the flush: the chunk factors filtered backward in time, then
+per spike one row added for a projection whose delays are
 not learned (kernels/sample.py), or the window of lags around each synapse's delay for learned
 synaptic and axonal delays (kernels/spike_delays.py); no per-synapse trace touched.  Both give the
 per-step rule's gradients up to rounding (tests/test_segments.py, tests/test_spike_delays.py).
