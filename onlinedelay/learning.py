@@ -49,6 +49,8 @@ from . import quantize as Q
 from .kernels import chunk as KC
 from .kernels import sample as KS
 from .kernels import spike_delays as KD
+from .kernels import spike_weights as KW
+from .kernels.spike_weights import unit_blocks
 from .kernels._jit import build
 from .config import LayerSpec, LearningConfig
 from .dense import blas_threads, dense_weight_chunk, is_dense
@@ -67,6 +69,8 @@ SCRATCH_FIELDS = ("psi_buf", "signal_buf", "factors", "factors_b", "scratch", "e
 MIN_SEGMENT_STEPS = 16   # online updates more often than this: run_sample steps one step at a time
 LAG_BLOCK_BYTES = 1 << 17   # per-spike delay gradients: the lag sums of a block of units that stay in cache (L2)
 LAG_TILE_BYTES = 1 << 14    # ... and the rows of R read by the whole block before the next rows (L1)
+UNIT_ORDER_BYTES = 1 << 18  # per-spike weight gradients by unit blocks while R (n_buf B N) is at most this (L2), else by steps
+UNIT_BLOCK, UNIT_BLOCK_SYNAPSES = 16, 4096    # ... blocks of at most 16 units and 4096 synapses (their rows in L1)
 
 
 class _LayerRule:
@@ -322,27 +326,50 @@ class _LayerRule:
             self._spike_delay_gradients(s, projections, learned, t_end)
 
     def _spike_weight_gradients(self, s: LayerLearnerState, projections, by_spike: tuple, t_end: int) -> None:
-        """g_W of the projections in ``by_spike`` over the sample's ``t_end`` steps (kernels/sample.py):
-        the chunk factors filtered backward in time, then one row added per presynaptic spike."""
+        """g_W of the projections in ``by_spike`` over the sample's ``t_end`` steps (kernels/spike_weights.py):
+        the chunk factors filtered backward in time, then one row added per presynaptic spike, by unit
+        blocks where R fits in cache (UNIT_ORDER_BYTES), else by steps."""
         c, spec, net = self.net.config, self.spec, self.net
-        n_batch = s.psi_buf.shape[2]
-        if self.spike_scratch is None or self.spike_scratch[3].shape != (self.parts(), n_batch):
-            dt = net.dtype
-            self.spike_scratch = (np.zeros((self.n_buf, n_batch, spec.n_neurons), dt),
-                                  np.zeros((spec.n_neurons, n_batch), dt),
-                                  tuple(np.zeros(proj.pre.size, dt) for proj in net.params.layers[self.index]),
-                                  np.zeros((self.parts(), n_batch), np.int32))
-        R, lam, grad_csc, picked = self.spike_scratch
+        n_batch, parts = s.psi_buf.shape[2], self.parts()
+        by_unit = self.n_buf * n_batch * spec.n_neurons * net.dtype.itemsize <= UNIT_ORDER_BYTES
+        if self.spike_scratch is None or self.spike_scratch[0].shape[1] != n_batch \
+                or self.spike_scratch[3][0].shape[0] != parts:
+            self.spike_scratch = self._spike_scratch(n_batch, parts, by_unit)
+        R, lam, grad_csc, scratch = self.spike_scratch
         self._kernel("backward_filter", KS)(s.psi_buf, s.signal_buf, 0, t_end, c.decay_out,
-                                           c.readout_gain * spec.input_gain, spec.decay_mem, lam, R, self.parts())
+                                           c.readout_gain * spec.input_gain, spec.decay_mem, lam, R, parts)
         for k, proj, _, hist, g_w, _ in projections:
-            if k in by_spike:
-                csc, g = self.csc[k].refresh(proj), grad_csc[k]
-                index = csc.index
-                g[:] = 0.0
-                self._kernel("spike_weight_gradient", KS)(hist, t_end, index.out_indptr, index.out_post,
-                                                          csc.delay_csc, csc.rows, R, picked, g)
-                add_from_csc(index, g, g_w)
+            if k not in by_spike:
+                continue
+            csc = self.csc[k].refresh(proj)
+            index = csc.index
+            if by_unit:
+                blocks, offsets, coefs, cursor, acc = scratch[1 + k]
+                self._kernel("unit_weight_gradient", KW)(hist, t_end, index.out_indptr, index.out_syn,
+                                                         index.out_post, csc.delay_csc, csc.rows, R, blocks,
+                                                         offsets, coefs, cursor, acc, g_w)
+                continue
+            g = grad_csc[k]
+            g[:] = 0.0
+            self._kernel("spike_weight_gradient", KW)(hist, t_end, index.out_indptr, index.out_post,
+                                                      csc.delay_csc, csc.rows, R, scratch[0], g)
+            add_from_csc(index, g, g_w)
+
+    def _spike_scratch(self, n_batch: int, parts: int, by_unit: bool) -> tuple:
+        """Buffers of :meth:`_spike_weight_gradients`: R (n_buf, B, N), the filter's (N, B) carry, CSC
+        gradients (by steps) and the kernels' scratch: (picked, then per projection the unit blocks and
+        their spike lists and gradient rows, by units)."""
+        dt, N, lp = self.net.dtype, self.spec.n_neurons, self.net.params.layers[self.index]
+        scratch = [np.zeros((parts, n_batch), np.int32)]
+        for proj, index in zip(lp, (csc.index for csc in self.csc)):
+            blocks = unit_blocks(index.out_indptr, UNIT_BLOCK, UNIT_BLOCK_SYNAPSES) if by_unit else np.zeros(1, np.int32)
+            units = int(np.diff(blocks).max(initial=0))
+            n_syn = int(np.diff(index.out_indptr[blocks]).max(initial=0))
+            n_spikes = units * self.n_buf * n_batch
+            scratch.append((blocks, np.zeros((parts, n_spikes), np.int64), np.zeros((parts, n_spikes), dt),
+                            np.zeros((parts, units), np.int64), np.zeros((parts, n_syn), dt)))
+        grad_csc = tuple(np.zeros(0 if by_unit else proj.pre.size, dt) for proj in lp)
+        return (np.zeros((self.n_buf, n_batch, N), dt), np.zeros((N, n_batch), dt), grad_csc, tuple(scratch))
 
     def _spike_delay_gradients(self, s: LayerLearnerState, projections, learned: tuple, t_end: int) -> None:
         """g_d and g_w of the projections in ``learned`` (learned synaptic or axonal delays) over the

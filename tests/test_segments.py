@@ -13,10 +13,11 @@ import pytest
 from onlinedelay.config import LearningConfig, NetworkConfig
 from onlinedelay.kernels import csc as KCSC
 from onlinedelay.kernels import sample as KS
+from onlinedelay.kernels import spike_weights as KW
 from onlinedelay.learning import ThreeFactorLearner
 from onlinedelay.network import Network
 from onlinedelay.projections import event_index
-from onlinedelay import segments
+from onlinedelay import learning, segments
 from onlinedelay.segments import SEGMENT_STEPS, supports_segments
 from onlinedelay.state import Projection
 from test_kernels import dense_csr, make_csr, spikes
@@ -114,9 +115,11 @@ def test_readout_gradients_are_the_filtered_sums(build, parts):
     np.testing.assert_allclose(grad_b, ref_b, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("order", ["steps", "units"])
 @pytest.mark.parametrize("build,parts", BUILDS)
 @pytest.mark.parametrize("dense,unit_delays,max_delay", CASES)
-def test_spike_weight_gradient_is_the_sum_over_spikes(dense, unit_delays, max_delay, build, parts):
+def test_spike_weight_gradient_is_the_sum_over_spikes(dense, unit_delays, max_delay, build, parts, order):
+    """Both loop orders (by steps into CSC order, by unit blocks into CSR order) == the float64 sum over spikes."""
     rng = np.random.default_rng(11)
     n, B, n_pre, n_post, n_slots = 14, 3, 8, 5, 20
     indptr, pre, delay, weight = _projection(rng, n_pre, n_post, dense, unit_delays, max_delay)
@@ -126,18 +129,36 @@ def test_spike_weight_gradient_is_the_sum_over_spikes(dense, unit_delays, max_de
     for q in range(n):
         hist[q % n_slots] = x[q].T
     R = rng.normal(size=(n, B, n_post))
-    grad_csc = np.zeros(pre.size)
-    getattr(KS, "spike_weight_gradient" + build)(hist, n, index.out_indptr, index.out_post, delay_csc, rows, R,
-                                                 np.zeros((parts, B), np.int32), grad_csc)
-    grad = np.zeros(pre.size)
-    grad[index.out_syn] = grad_csc
+    start = rng.normal(size=pre.size)            # the gradient is accumulated onto what it holds
+    grad = start.copy()
+    if order == "steps":
+        grad_csc = np.zeros(pre.size)
+        getattr(KW, "spike_weight_gradient" + build)(hist, n, index.out_indptr, index.out_post, delay_csc, rows, R,
+                                                     np.zeros((parts, B), np.int32), grad_csc)
+        grad[index.out_syn] += grad_csc
+    else:
+        blocks = KW.unit_blocks(index.out_indptr, 3, 2 * n_post)     # several blocks, some of one unit
+        assert blocks.size > 3
+        units, n_syn = np.diff(blocks).max(), np.diff(index.out_indptr[blocks]).max()
+        getattr(KW, "unit_weight_gradient" + build)(
+            hist, n, index.out_indptr, index.out_syn, index.out_post, delay_csc, rows, R, blocks,
+            np.zeros((parts, units * n * B), np.int64), np.zeros((parts, units * n * B)),
+            np.zeros((parts, units), np.int64), np.full((parts, n_syn), np.nan), grad)
     post = np.repeat(np.arange(n_post), np.diff(indptr))
-    ref = np.zeros(pre.size)
+    ref = start.copy()
     for s in range(pre.size):
         for q in range(n):
             if q + delay[s] < n:
                 ref[s] += x[q, :, pre[s]] @ R[q + delay[s], :, post[s]]
     np.testing.assert_allclose(grad, ref, rtol=1e-13, atol=1e-13)
+
+
+def test_unit_blocks_cover_the_units_in_order():
+    """Blocks of at most ``max_units`` units and ``max_synapses`` synapses, unless one unit has more."""
+    indptr = np.array([0, 3, 3, 10, 12, 13, 14, 30], np.int32)
+    blocks = KW.unit_blocks(indptr, 2, 8)
+    assert blocks.tolist() == [0, 2, 3, 5, 6, 7]
+    assert KW.unit_blocks(np.zeros(1, np.int32), 4, 8).tolist() == [0]
 
 
 # -- the network: segments against stepping ------------------------------------------------------
@@ -156,18 +177,20 @@ def _inputs(T, B, seed=1):
 @pytest.mark.parametrize("delays", ["none", "axonal", "synaptic"])
 @pytest.mark.parametrize("density", [1.0, 0.4])
 @pytest.mark.parametrize("reset", ["soft", "hard"])
-def test_run_by_segments_equals_stepping(delays, density, reset):
+@pytest.mark.parametrize("batch", [1, 3])
+def test_run_by_segments_equals_stepping(delays, density, reset, batch):
     cfg = _net_config(delays, density, reset)
-    x, _ = _inputs(SEGMENT_STEPS + 45, 3)         # two segments
-    net, ref = Network(cfg, seed=4, batch_size=3, dtype="float64"), Network(cfg, seed=4, batch_size=3, dtype="float64")
+    x, _ = _inputs(SEGMENT_STEPS + 45, batch)         # two segments
+    net = Network(cfg, seed=4, batch_size=batch, dtype="float64")
+    ref = Network(cfg, seed=4, batch_size=batch, dtype="float64")
     assert supports_segments(net)
     y = net.run(x)
-    ref.reset(3)
+    ref.reset(batch)
     y_ref = np.stack([ref.step(x[t]) for t in range(x.shape[0])])
     np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
     assert np.abs(y_ref).max() > 0 and net.state.z.shape == ref.state.z.shape
     # stepping on after a segment: the spikes still in flight arrive as they would have
-    more, _ = _inputs(12, 3, seed=2)
+    more, _ = _inputs(12, batch, seed=2)
     after = np.stack([net.step(more[t]) for t in range(12)])
     after_ref = np.stack([ref.step(more[t]) for t in range(12)])
     np.testing.assert_allclose(after, after_ref, rtol=1e-12, atol=1e-12)
@@ -206,12 +229,16 @@ def _arrays(learner):
 @pytest.mark.parametrize("delays,learn_delays", [("none", False), ("axonal", True), ("synaptic", True),
                                                   ("synaptic", False)])
 @pytest.mark.parametrize("T", [60, 300])
-def test_run_sample_by_segments_equals_the_per_step_rule(delays, learn_delays, T):
+@pytest.mark.parametrize("batch,unit_order_bytes", [(3, 1 << 18), (3, 0), (1, 1 << 18)])
+def test_run_sample_by_segments_equals_the_per_step_rule(delays, learn_delays, T, batch, unit_order_bytes,
+                                                         monkeypatch):
+    """Batch 1 and 3; the per-spike weight gradients by unit blocks and (R over the limit) by steps."""
+    monkeypatch.setattr(learning, "UNIT_ORDER_BYTES", unit_order_bytes)
     cfg = _net_config(delays, 0.6)
     lc = LearningConfig(learn_delays=learn_delays)
-    x, labels = _inputs(T, 3)
-    a = ThreeFactorLearner(Network(cfg, seed=5, batch_size=3, dtype="float64"), lc)
-    b = ThreeFactorLearner(Network(cfg, seed=5, batch_size=3, dtype="float64"), lc)
+    x, labels = _inputs(T, batch)
+    a = ThreeFactorLearner(Network(cfg, seed=5, batch_size=batch, dtype="float64"), lc)
+    b = ThreeFactorLearner(Network(cfg, seed=5, batch_size=batch, dtype="float64"), lc)
     out = a.run_sample(x, labels)
     spikes = _stepped(b, x, labels)
     assert abs(a.loss_sum - b.loss_sum) < 1e-12 and out["spikes"] == spikes > 0

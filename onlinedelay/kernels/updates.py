@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 from ._jit import jit
 
 
@@ -14,14 +16,24 @@ def sgd_step(param, grad, lr):
 
 @jit
 def adam_step(param, grad, m, v, lr, beta1, beta2, eps, step):
-    """One Adam step (bias-corrected, ``step`` >= 1).  param, grad, m, v : (n,) float."""
-    c1 = 1.0 - beta1 ** step
-    c2 = 1.0 - beta2 ** step
+    """One Adam step (bias-corrected, ``step`` >= 1).  param, grad, m, v : (n,) float.
+
+    The arithmetic is in the parameters' float type (the bias corrections folded into the rate and
+    the scale of v once per call): float32 vectors are twice as wide, and float32 division and square
+    root several times cheaper than float64's (700 -> 256 input weights: 0.33 -> 0.06 ms per step).
+    """
+    s = np.empty(6, param.dtype)                  # the constants, rounded once to the float type
+    s[0], s[1] = beta1, 1.0 - beta1
+    s[2], s[3] = beta2, 1.0 - beta2
+    s[4], s[5] = lr / (1.0 - beta1 ** step), 1.0 / (1.0 - beta2 ** step)
+    b1, a1, b2, a2, rate, scale = s[0], s[1], s[2], s[3], s[4], s[5]
+    s[0] = eps
+    e = s[0]
     for i in range(param.size):
         g = grad[i]
-        m[i] = beta1 * m[i] + (1.0 - beta1) * g
-        v[i] = beta2 * v[i] + (1.0 - beta2) * g * g
-        param[i] -= lr * (m[i] / c1) / (math.sqrt(v[i] / c2) + eps)
+        m[i] = b1 * m[i] + a1 * g
+        v[i] = b2 * v[i] + a2 * g * g
+        param[i] -= rate * m[i] / (np.sqrt(v[i] * scale) + e)
 
 
 @jit
