@@ -231,7 +231,7 @@ def _tap_sums(flat, delay, k0, n, half_width, width, inv_var, step, acc):
     then the same recurrence from the centre tap outward as surrogate.tap_block).  Inlined: called
     with constant K and width the loop over the taps unrolls and the loop over ``e`` vectorises."""
     for e in range(n):
-        u, g, ratio_up, ratio_down = tap_factors(delay[e], inv_var)
+        u, g, ratio_up, ratio_down = tap_factors(delay[e], inv_var, step)
         base = (k0 + e) * width + half_width
         a = u * g * flat[base]
         up, down = g, g
