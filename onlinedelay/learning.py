@@ -57,8 +57,8 @@ from .dense import blas_threads, dense_weight_chunk, is_dense
 from .errors import OnlineDelayError
 from .evaluate import vote
 from .network import Network
-from .projections import add_from_csc, event_index, to_csc
-from .segments import SEGMENT_STEPS, CscDelays, parallel_parts, supports_segments
+from .projections import add_from_csc, to_csc
+from .segments import SEGMENT_STEPS, parallel_parts, supports_segments
 from .state import (Gradients, LayerGradients, LayerLearnerState, LearnerState, Projection,
                     ProjectionGradients, ProjectionTraces, assign_tuple, copy_tuple, fill_tuple)
 
@@ -107,10 +107,7 @@ class _LayerRule:
                           for proj in lp)
         self.taps_version = -1
         self.no_trace, self.no_grad = np.zeros((0, 1), dt), np.zeros(0, dt)
-        # per-spike weight gradients (kernels/sample.py): CSC views, their delays, scratch per batch size
-        self.csc = tuple(CscDelays(event_index(proj, n_pre, net.config.max_delay_steps))
-                         for proj, n_pre in zip(lp, self.n_pre))
-        self.spike_scratch = None
+        self.spike_scratch = None   # per-spike weight gradients (kernels/spike_weights.py): scratch per batch size
         self.lag_scratch = None     # per-spike delay gradients (kernels/spike_delays.py): scratch
         self.csc_arrays = [None, None]  # per projection: delays, weights and two gradient buffers in CSC order
         self.traces_touched = True     # the trace arrays may hold values (reset zeroes them then)
@@ -332,16 +329,19 @@ class _LayerRule:
         c, spec, net = self.net.config, self.spec, self.net
         n_batch, parts = s.psi_buf.shape[2], self.parts()
         by_unit = self.n_buf * n_batch * spec.n_neurons * net.dtype.itemsize <= UNIT_ORDER_BYTES
+        cscs = tuple(net.csc_delays(self.index, k) for k in range(len(self.n_pre)))     # fresh, once
+        indices = tuple(csc.index for csc in cscs)
         if self.spike_scratch is None or self.spike_scratch[0].shape[1] != n_batch \
-                or self.spike_scratch[3][0].shape[0] != parts:
-            self.spike_scratch = self._spike_scratch(n_batch, parts, by_unit)
-        R, lam, grad_csc, scratch = self.spike_scratch
+                or self.spike_scratch[3][0].shape[0] != parts \
+                or any(a is not b for a, b in zip(self.spike_scratch[4], indices)):
+            self.spike_scratch = self._spike_scratch(n_batch, parts, by_unit, indices)
+        R, lam, grad_csc, scratch, _ = self.spike_scratch
         self._kernel("backward_filter", KS)(s.psi_buf, s.signal_buf, 0, t_end, c.decay_out,
                                            c.readout_gain * spec.input_gain, spec.decay_mem, lam, R, parts)
         for k, proj, _, hist, g_w, _ in projections:
             if k not in by_spike:
                 continue
-            csc = self.csc[k].refresh(proj)
+            csc = cscs[k]
             index = csc.index
             if by_unit:
                 blocks, offsets, coefs, cursor, acc = scratch[1 + k]
@@ -355,13 +355,13 @@ class _LayerRule:
                                                       csc.delay_csc, csc.rows, R, scratch[0], g)
             add_from_csc(index, g, g_w)
 
-    def _spike_scratch(self, n_batch: int, parts: int, by_unit: bool) -> tuple:
+    def _spike_scratch(self, n_batch: int, parts: int, by_unit: bool, indices: tuple) -> tuple:
         """Buffers of :meth:`_spike_weight_gradients`: R (n_buf, B, N), the filter's (N, B) carry, CSC
-        gradients (by steps) and the kernels' scratch: (picked, then per projection the unit blocks and
-        their spike lists and gradient rows, by units)."""
+        gradients (by steps), the kernels' scratch (picked, then per projection the unit blocks and
+        their spike lists and gradient rows, by units) and the CSC ``indices`` they were made for."""
         dt, N, lp = self.net.dtype, self.spec.n_neurons, self.net.params.layers[self.index]
         scratch = [np.zeros((parts, n_batch), np.int32)]
-        for proj, index in zip(lp, (csc.index for csc in self.csc)):
+        for proj, index in zip(lp, indices):
             blocks = unit_blocks(index.out_indptr, UNIT_BLOCK, UNIT_BLOCK_SYNAPSES) if by_unit else np.zeros(1, np.int32)
             units = int(np.diff(blocks).max(initial=0))
             n_syn = int(np.diff(index.out_indptr[blocks]).max(initial=0))
@@ -369,7 +369,7 @@ class _LayerRule:
             scratch.append((blocks, np.zeros((parts, n_spikes), np.int64), np.zeros((parts, n_spikes), dt),
                             np.zeros((parts, units), np.int64), np.zeros((parts, n_syn), dt)))
         grad_csc = tuple(np.zeros(0 if by_unit else proj.pre.size, dt) for proj in lp)
-        return (np.zeros((self.n_buf, n_batch, N), dt), np.zeros((N, n_batch), dt), grad_csc, tuple(scratch))
+        return (np.zeros((self.n_buf, n_batch, N), dt), np.zeros((N, n_batch), dt), grad_csc, tuple(scratch), indices)
 
     def _spike_delay_gradients(self, s: LayerLearnerState, projections, learned: tuple, t_end: int) -> None:
         """g_d and g_w of the projections in ``learned`` (learned synaptic or axonal delays) over the
@@ -393,7 +393,7 @@ class _LayerRule:
         for k, proj, _, hist, g_w, g_d in projections:
             if k not in learned:
                 continue
-            csc = self.csc[k].refresh(proj)        # the taps' centres are the integer delays
+            csc = self.net.csc_delays(self.index, k)     # the taps' centres are the integer delays
             index = csc.index
             t_last = t_end if k == 1 else t_end - 1    # the recurrent train's step t_end is z^(t_end - 1)
             n_spikes = KD.spike_lists(hist, t_last, ptrs[k], cursor, spike_buf[0], spike_buf[1])
@@ -407,17 +407,17 @@ class _LayerRule:
             tile = max(1, LAG_TILE_BYTES // (n_lags * sums.itemsize))
             self._kernel("spike_lag_sums", KD)(ptrs[k], spike_buf[0], spike_buf[1], index.out_indptr,
                                                index.out_post, csc.delay_csc, RT, block, tile, cursor, sums)
-            d_csc, w_csc, gd_csc, gw_csc = self._csc_arrays(k, proj, g_w.size > 0)
+            d_csc, w_csc, gd_csc, gw_csc = self._csc_arrays(index, k, proj, g_w.size > 0)
             self._kernel("lag_gradients", KD)(sums, d_csc, self.lag_steps, self.config.sigma_steps, w_csc, gd_csc,
                                               gw_csc)
             add_from_csc(index, gd_csc, g_d)
             if g_w.size:
                 add_from_csc(index, gw_csc, g_w)
 
-    def _csc_arrays(self, k: int, proj: Projection, with_w: bool) -> tuple:
-        """Projection ``k``'s real delays and weights in CSC order, and two CSC gradient buffers
-        (kernels/spike_delays.lag_gradients; the weight gradient's empty unless ``with_w``)."""
-        index, dt = self.csc[k].index, self.net.dtype
+    def _csc_arrays(self, index, k: int, proj: Projection, with_w: bool) -> tuple:
+        """Projection ``k``'s real delays and weights in the CSC order of ``index``, and two CSC gradient
+        buffers (kernels/spike_delays.lag_gradients; the weight gradient's empty unless ``with_w``)."""
+        dt = self.net.dtype
         if self.csc_arrays[k] is None:
             n = proj.weight.size
             self.csc_arrays[k] = (np.zeros(n, proj.delay.dtype), np.zeros(n, dt), np.zeros(n, dt), np.zeros(n, dt))

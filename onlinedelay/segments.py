@@ -82,7 +82,6 @@ class SegmentRunner:
     def __init__(self, net):
         self.net = net
         self.buffers = None
-        self.delays = CscDelays(None)
         self.clean = None           # the network state as its last reset left it (all zero), if unchanged since
         self.written = None         # (state, first step written, t after the last segment) since that reset
 
@@ -128,9 +127,7 @@ class SegmentRunner:
     def _index(self):
         """The input projection's CSC index and its :class:`CscDelays` (fresh)."""
         index = self.net.segment_index()
-        if self.delays.index is not index:
-            self.delays = CscDelays(index)
-        return index, self.delays.refresh(self.net.params.layers[0].feedforward)
+        return index, self.net.csc_delays(0, 0)
 
     def advance(self, x: np.ndarray, n: int, record: bool = False, ring_first: int = 0) -> SegmentRecord:
         """Advance ``n`` steps (1 <= n <= SEGMENT_STEPS) from the network's step ``t``.
