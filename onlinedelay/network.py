@@ -342,7 +342,8 @@ class Network:
         clipped = 0
         if delays:
             for _, _, proj in self.params.projections():
-                clipped += refresh_delay_steps(proj, self.config.max_delay_steps)
+                if proj.delay.size:                 # without real delays the integer delays stay 0
+                    clipped += refresh_delay_steps(proj, self.config.max_delay_steps)
         self.delay_version += 1
         return clipped
 

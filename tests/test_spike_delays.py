@@ -155,6 +155,33 @@ def test_lag_gradients_apply_the_taps_of_each_delay(axonal, with_w, dtype, half_
     np.testing.assert_allclose(g_w + w, ref_w if with_w else w_before, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("half_width", [3, 2])
+def test_float32_lag_gradients_have_float32_accuracy(half_width):
+    """Float32 sums and delays take float32 taps (surrogate.tap_factors_float32): within a few float32
+    ulps of the float64 taps on the same values."""
+    rng = np.random.default_rng(5)
+    n_syn, width = 3 * KG.TAP_BLOCK + 17, 2 * half_width + 2
+    sums = rng.normal(size=(n_syn, width)).astype(np.float32)
+    delay = np.concatenate([rng.uniform(0, 9, n_syn - 4), [0.0, 0.5, 8.5, 9.0]]).astype(np.float32)
+    weight = rng.normal(size=n_syn).astype(np.float32)
+    out = {}
+    for dt in (np.float32, np.float64):
+        g_d, g_w = np.full(n_syn, np.nan, dt), np.full(n_syn, np.nan, dt)
+        KD.lag_gradients(sums.astype(dt), delay.astype(dt), half_width, 0.8, weight.astype(dt), g_d, g_w)
+        out[dt] = g_d.astype(np.float64), g_w.astype(np.float64)
+    scale = np.abs(weight) * np.abs(sums).sum(axis=1) * 3.0       # |w| sum |S| max|tap| (sigma 0.8)
+    np.testing.assert_array_less(np.abs(out[np.float32][0] - out[np.float64][0]), 4e-7 * scale + 1e-30)
+    np.testing.assert_array_equal(out[np.float32][1], out[np.float64][1])
+    assert not np.array_equal(out[np.float32][0], out[np.float64][0])    # the float32 taps were used
+
+
+def test_float32_exp_is_within_two_ulps():
+    x = np.concatenate([np.linspace(-87.0, 88.0, 20001), [-100.0, 100.0, 0.0, -1e-8]]).astype(np.float32)
+    got = np.array([KG.exp_float32(v) for v in x], np.float64)
+    ref = np.exp(np.clip(x.astype(np.float64), -87.0, 88.0))
+    assert np.all(np.abs(got - ref) <= 2 * np.spacing(ref.astype(np.float32)).astype(np.float64))
+
+
 def _lag_gradients_csr(parallel, sums, index, proj, delay, half_width, sigma, with_w):
     """lag_gradients on CSC copies of the delays and weights; its (g_d, g_w) back in CSR order (zero
     weight gradient without ``with_w``)."""

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 from numba import prange, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from ._jit import jit, jit_parallel
 
@@ -93,6 +93,54 @@ def _tap_factors(delay, inv_var, step):
 
 
 tap_factors = jit(_tap_factors, inline=True)
+
+
+_F32 = np.float32
+_float32_bits = _bitcast_intrinsic(types.float32, types.int32)
+_bits_float32 = _bitcast_intrinsic(types.int32, types.float32)
+_LOG2E_F32, _LN2_HI_F32, _LN2_LO_F32 = _F32(_LOG2E), _F32(0.693145751953125), _F32(1.4286068203094172e-06)
+_ROUND_F32 = _F32(12582912.0)           # 1.5 * 2^23
+_EXP_TERMS_F32 = tuple(_F32(1.0 / math.factorial(i)) for i in range(7, -1, -1))
+
+
+def _exp_float32(x):
+    """:func:`exp` for a float32 x in [-87, 88] (clamped), in float32 arithmetic (eight lanes, not four):
+    the Taylor series to r^7 (truncation < 1e-8 relative, under float32's half ulp), 2^n by its bits."""
+    x = min(max(x, _F32(-87.0)), _F32(88.0))
+    t = x * _LOG2E_F32 + _ROUND_F32
+    n = t - _ROUND_F32
+    r = (x - n * _LN2_HI_F32) - n * _LN2_LO_F32
+    p = _F32(0.0)
+    for c in _EXP_TERMS_F32:
+        p = p * r + c
+    return p * _bits_float32(np.int32((_float32_bits(t) - 0x4B400000 + 127) << 23))
+
+
+exp_float32 = jit(_exp_float32, contract=True, inline=True)
+
+
+def _tap_factors_float32(delay, inv_var, step):
+    """:func:`tap_factors` of a float32 delay in float32 (inv_var, step: float32): for float32 gradients,
+    whose sums round every term to float32 anyway (a few float32 ulps apart from the float64 taps)."""
+    d = np.float32(delay)
+    u = np.floor(d + _F32(0.5)) - d
+    ratio_up = exp_float32(-(u + _F32(0.5)) * inv_var)
+    return u, exp_float32(_F32(-0.5) * u * u * inv_var), ratio_up, step / ratio_up
+
+
+tap_factors_float32 = jit(_tap_factors_float32, inline=True)
+
+
+def is_float32(a) -> bool:
+    """Whether array ``a`` holds float32 (a constant where numba compiles it, so a branch on it is resolved
+    when the kernel is compiled for the array type)."""
+    return a.dtype == np.float32
+
+
+@overload(is_float32, jit_options={"cache": True})
+def _is_float32(a):
+    value = isinstance(a, types.Array) and a.dtype == types.float32
+    return lambda a: value
 
 
 TAP_BLOCK = 256     # delays whose taps are computed in one vectorised pass (scratch: (5 + 2K + 1) x TAP_BLOCK)
