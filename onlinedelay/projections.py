@@ -17,6 +17,7 @@ from . import kernels as K
 from . import quantize as Q
 from .config import NetworkConfig, ProjectionSpec
 from .errors import OnlineDelayError
+from .kernels.csc import transpose_add, transpose_copy
 from .kernels.events import event_targets
 from .state import LayerParameters, Parameters, Projection
 
@@ -178,16 +179,16 @@ def to_csc(index: EventIndex, csr: np.ndarray, out: np.ndarray) -> None:
     """out = csr[index.out_syn]: a per-synapse array in CSC order (a transposed copy when dense)."""
     if index.transposed:
         n_pre = index.out_indptr.size - 1
-        np.copyto(out.reshape(n_pre, -1), csr.reshape(-1, n_pre).T)
+        transpose_copy(np.ascontiguousarray(csr).reshape(-1, n_pre), out.reshape(n_pre, -1))
     else:
         np.take(csr, index.out_syn, out=out)
 
 
 def add_from_csc(index: EventIndex, csc: np.ndarray, csr: np.ndarray) -> None:
-    """csr += csc in CSR order (the inverse of :func:`to_csc`)."""
+    """csr += csc in CSR order (the inverse of :func:`to_csc`; ``csr`` contiguous)."""
     if index.transposed:
         n_pre = index.out_indptr.size - 1
-        csr.reshape(-1, n_pre)[...] += csc.reshape(n_pre, -1).T
+        transpose_add(np.ascontiguousarray(csc).reshape(n_pre, -1), csr.reshape(-1, n_pre))
     else:
         csr[index.out_syn] += csc
 

@@ -372,6 +372,19 @@ def test_small_work_runs_serially():
     assert segments.parallel_parts(net, segments.PARALLEL_WORK) == 2
 
 
+@pytest.mark.parametrize("shape", [(700, 256), (13, 5), (8, 16), (9, 17), (1, 1), (0, 4)])
+def test_transposes_by_blocks(shape):
+    """kernels/csc.transpose_copy and transpose_add (8 x 8 blocks and the edges) == numpy's transpose."""
+    rng = np.random.default_rng(2)
+    src, dst = rng.normal(size=shape).astype(np.float32), rng.normal(size=shape[::-1]).astype(np.float32)
+    expected = dst + src.T
+    KCSC.transpose_add(src, dst)
+    np.testing.assert_array_equal(dst, expected)
+    out = np.full(shape[::-1], np.nan, np.float32)
+    KCSC.transpose_copy(src, out)
+    np.testing.assert_array_equal(out, src.T)
+
+
 @pytest.mark.parametrize("dense", [True, False])
 def test_csc_copies_are_the_permutation(dense):
     """to_csc / add_from_csc (a transposed copy where the projection is dense) == indexing by out_syn."""
