@@ -64,6 +64,8 @@ class CscDelays:
         if self.delay_csc is None:
             self.delay_csc = np.full(self.index.out_syn.size, -1, np.int32)     # no delay is -1: all change
             self.seen = np.full(self.index.out_syn.size, -1, proj.delay_steps.dtype)
+        if self.rows is not None and proj.delay.size == 0:
+            return self                           # without real delays the integer delays stay 0
         if not KCSC.copy_changes(proj.delay_steps, self.seen) and self.rows is not None:
             return self
         if KCSC.csc_delays(proj.delay_steps, self.index.out_syn, self.delay_csc) or self.rows is None:
