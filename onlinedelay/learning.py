@@ -69,7 +69,7 @@ SCRATCH_FIELDS = ("psi_buf", "signal_buf", "factors", "factors_b", "scratch", "e
 MIN_SEGMENT_STEPS = 16   # online updates more often than this: run_sample steps one step at a time
 LAG_BLOCK_BYTES = 1 << 17   # per-spike delay gradients: the lag sums of a block of units that stay in cache (L2)
 LAG_TILE_BYTES = 1 << 14    # ... and the rows of R read by the whole block before the next rows (L1)
-UNIT_ORDER_BYTES = 1 << 18  # per-spike weight gradients by unit blocks while R (n_buf B N) is at most this (L2), else by steps
+UNIT_ORDER_BYTES = 1 << 18  # per-spike weight gradients by unit blocks while R (n_buf B N) fits (L2); else by steps
 UNIT_BLOCK, UNIT_BLOCK_SYNAPSES = 16, 4096    # ... blocks of at most 16 units and 4096 synapses (their rows in L1)
 
 
@@ -329,7 +329,7 @@ class _LayerRule:
         c, spec, net = self.net.config, self.spec, self.net
         n_batch, parts = s.psi_buf.shape[2], self.parts()
         by_unit = self.n_buf * n_batch * spec.n_neurons * net.dtype.itemsize <= UNIT_ORDER_BYTES
-        cscs = tuple(net.csc_delays(self.index, k) for k in range(len(self.n_pre)))     # fresh, once
+        cscs = tuple(net.segments.csc_delays(self.index, k) for k in range(len(self.n_pre)))     # fresh, once
         indices = tuple(csc.index for csc in cscs)
         if self.spike_scratch is None or self.spike_scratch[0].shape[1] != n_batch \
                 or self.spike_scratch[3][0].shape[0] != parts \
@@ -362,7 +362,8 @@ class _LayerRule:
         dt, N, lp = self.net.dtype, self.spec.n_neurons, self.net.params.layers[self.index]
         scratch = [np.zeros((parts, n_batch), np.int32)]
         for proj, index in zip(lp, indices):
-            blocks = unit_blocks(index.out_indptr, UNIT_BLOCK, UNIT_BLOCK_SYNAPSES) if by_unit else np.zeros(1, np.int32)
+            blocks = (unit_blocks(index.out_indptr, UNIT_BLOCK, UNIT_BLOCK_SYNAPSES) if by_unit
+                      else np.zeros(1, np.int32))
             units = int(np.diff(blocks).max(initial=0))
             n_syn = int(np.diff(index.out_indptr[blocks]).max(initial=0))
             n_spikes = units * self.n_buf * n_batch
@@ -393,7 +394,7 @@ class _LayerRule:
         for k, proj, _, hist, g_w, g_d in projections:
             if k not in learned:
                 continue
-            csc = self.net.csc_delays(self.index, k)     # the taps' centres are the integer delays
+            csc = self.net.segments.csc_delays(self.index, k)     # the taps' centres are the integer delays
             index = csc.index
             t_last = t_end if k == 1 else t_end - 1    # the recurrent train's step t_end is z^(t_end - 1)
             n_spikes = KD.spike_lists(hist, t_last, ptrs[k], cursor, spike_buf[0], spike_buf[1])

@@ -36,7 +36,7 @@ from .config import LayerSpec, NetworkConfig
 from .errors import OnlineDelayError, check_batch, check_counts, check_sequence_counts, check_step_counts
 from .projections import (checked_delays, event_index, fan_out, init_parameters, parameter_counts, refresh_delay_steps,
                           refresh_event_copies)
-from .segments import CscDelays, SegmentRunner, supports_segments
+from .segments import SegmentRunner, supports_segments
 from .state import (PROJECTION_KINDS, LayerState, NetworkState, Parameters, Projection,
                     assign_tuple, copy_tuple)
 
@@ -97,7 +97,6 @@ class Network:
         self._future_version = 0      # the delay_version the future-current rings were built with
         self._event_params = None
         self._bound_state = None      # the state the arguments of K.forward_step were taken from
-        self._csc = {}                # (layer, kind) -> CscDelays over the event index (csc_delays)
         self.segments = SegmentRunner(self)   # advances known sequences segment by segment (segments.py)
         self._set_constants()
         self.set_threads(threads)
@@ -341,9 +340,8 @@ class Network:
         """
         clipped = 0
         if delays:
-            for _, _, proj in self.params.projections():
-                if proj.delay.size:                 # without real delays the integer delays stay 0
-                    clipped += refresh_delay_steps(proj, self.config.max_delay_steps)
+            for proj in (p for _, _, p in self.params.projections() if p.delay.size):   # else they stay 0
+                clipped += refresh_delay_steps(proj, self.config.max_delay_steps)
         self.delay_version += 1
         return clipped
 
@@ -450,17 +448,11 @@ class Network:
             ls.future[...] = 0.0
         return self._layer_events[0].events[0]
 
-    def csc_delays(self, layer: int, kind: int) -> CscDelays:
-        """The :class:`~onlinedelay.segments.CscDelays` of projection ``kind`` (0 feedforward, 1 recurrent) of
-        ``layer``: its CSC view (the push's event index) and its integer delays in that order, fresh.
-        Shared by the segment runner and the learners, so that new delays are re-derived once."""
+    def event_index(self, layer: int, kind: int):
+        """The push's CSC view (:class:`EventIndex`) of projection ``kind`` (0 ff, 1 recurrent) of ``layer``."""
         if self.params is not self._event_params:
             self._build_event_index()
-        index = self._events[layer][kind]
-        csc = self._csc.get((layer, kind))
-        if csc is None or csc.index is not index:
-            csc = self._csc[(layer, kind)] = CscDelays(index)
-        return csc.refresh(self.params.layers[layer][kind])
+        return self._events[layer][kind]
 
     def segment_done(self, t_end: int) -> None:
         """Steps before ``t_end`` were advanced by a segment (nothing pushed): later steps pull what is in flight."""

@@ -84,8 +84,19 @@ class SegmentRunner:
     def __init__(self, net):
         self.net = net
         self.buffers = None
+        self.csc = {}               # (layer, kind) -> CscDelays (csc_delays)
         self.clean = None           # the network state as its last reset left it (all zero), if unchanged since
         self.written = None         # (state, first step written, t after the last segment) since that reset
+
+    def csc_delays(self, layer: int, kind: int) -> CscDelays:
+        """The :class:`CscDelays` of projection ``kind`` (0 feedforward, 1 recurrent) of ``layer`` of the
+        network, over its push's CSC view, fresh: shared by the segments and the learners, so that new
+        integer delays are re-derived once per change."""
+        index = self.net.event_index(layer, kind)
+        csc = self.csc.get((layer, kind))
+        if csc is None or csc.index is not index:
+            csc = self.csc[(layer, kind)] = CscDelays(index)
+        return csc.refresh(self.net.params.layers[layer][kind])
 
     def forget(self) -> None:
         """The state was assigned or replaced: the next reset zeroes every ring."""
@@ -129,7 +140,7 @@ class SegmentRunner:
     def _index(self):
         """The input projection's CSC index and its :class:`CscDelays` (fresh)."""
         index = self.net.segment_index()
-        return index, self.net.csc_delays(0, 0)
+        return index, self.csc_delays(0, 0)
 
     def advance(self, x: np.ndarray, n: int, record: bool = False, ring_first: int = 0) -> SegmentRecord:
         """Advance ``n`` steps (1 <= n <= SEGMENT_STEPS) from the network's step ``t``.

@@ -274,10 +274,12 @@ def _lag_gradients(sums, delay, half_width, sigma, weight, grad_d, grad_w):
     sums : (n_syn, W) from :func:`spike_lag_sums`; delay : (n_syn,) each synapse's real delay (steps),
     its Gaussian taps (width K = half_width, sigma in steps) computed here a block of synapses at a
     time (:func:`tap_sums`: no table; specialised for the default window W = LANES); weight : (n_syn,);
-    grad_d, grad_w : (n_syn,) out (pass an empty grad_w to skip the weight gradient).  Everything is
+    grad_d, grad_w : (n_syn,) out (pass an empty grad_w to skip the weight gradient).  Float32 sums and
+    delays take float32 taps (:func:`tap_sums_float32`), float64 ones float64 taps.  Everything is
     read and written in order (the caller adds the CSC gradients into CSR order once: the gathers
     and scatters between the two orders per synapse cost more than the taps; 700 -> 256 synaptic at
-    batch 1: this kernel 4.8 -> 2.9 ms per sample, the CSC copies and adds ~0.9 ms more).
+    batch 1: the kernel 4.8 -> 2.9 ms per sample, then 0.7 ms with two exponentials and float32 taps;
+    the CSC copies and transposing adds (kernels/csc.py) ~0.4 ms more).
     """
     n_syn, width = delay.size, sums.shape[1]
     with_w = grad_w.size > 0

@@ -16,7 +16,9 @@ The taps depend only on the delays, so they are tabulated (:func:`gaussian_taps`
 delays change and the per-step kernel (:func:`xi_from_taps`) does no transcendental math; the
 per-spike gradients of a one-chunk sample compute them a block at a time where they are used
 (:func:`tap_factors`, kernels/spike_delays.py), without a table.  The exponentials are plain
-arithmetic (:func:`exp`) so that the loops over a block vectorise.
+arithmetic (:func:`exp`) so that the loops over a block vectorise; float32 gradients take float32
+taps (:func:`exp_float32`, :func:`tap_factors_float32`: eight lanes, a shorter series), whose error
+is a few float32 ulps, below what the float32 sums round away.
 """
 
 import math
@@ -152,9 +154,9 @@ def tap_block(delay, half_width, sigma, taps_t, work):
     :func:`gaussian_taps`.
 
     delay : (n,) float; taps_t : (2K+1, >= n) float64 out; work : (5, >= n) float64 scratch.
-    The three exponentials of each delay (:func:`exp`), then from the centre tap outward: the Gaussian's
-    ratio between neighbouring taps, ``g(u +- 1) / g(u) = exp(-(1/2 +- u) / sigma^2)``, changes by the
-    factor ``exp(-1 / sigma^2)`` per tap (the magnitudes only decrease outward, so nothing underflows
+    Two exponentials and a division per delay (:func:`tap_factors`), then from the centre tap outward:
+    the Gaussian's ratio between neighbouring taps, ``g(u +- 1) / g(u) = exp(-(1/2 +- u) / sigma^2)``,
+    changes by the factor ``exp(-1 / sigma^2)`` per tap (the magnitudes only decrease outward, so nothing underflows
     early).  Every loop runs over the block, so it vectorises.
     """
     inv_var = 1.0 / (sigma * sigma)
