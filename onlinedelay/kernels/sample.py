@@ -242,8 +242,8 @@ def _forward_segment(x, first, n, ring_first, cur, hist, decay, gain, threshold,
 def _forward_column(x, first, n, ring_first, cur, hist, decay, gain, threshold, hard_reset, current, v, z, decay_eff,
                     w_out, b_out, decay_out, gain_out, y, y_rec, v_rec, z_rec):
     """:func:`forward_segment` at batch 1: the same operations, with the (N, 1) state seen as (1, N) rows so
-    that the loops over the neurons are contiguous and vectorise (700 -> 256: ~25 ns per neuron-step
-    in the column loops of length 1)."""
+    that the loops over the neurons are contiguous and vectorise (700 -> 256, 100 steps: 0.65 -> ~0.3 ms
+    per sample in place; the loops over columns of length 1 took ~25 ns per neuron-step)."""
     n_slots, n_pre = hist.shape[0], x.shape[2]
     n_post = v.shape[0]
     keep = v_rec.shape[0] > 0
