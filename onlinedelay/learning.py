@@ -164,9 +164,12 @@ class _LayerRule:
             windows=np.zeros(n_pre * self.n_buf * batch if dense else 0, dt))
 
     def zero_grad(self) -> None:
-        fill_tuple(self.grads, 0)
-        for g in self.grad_w_syn + self.grad_d_syn:
-            g[...] = 0
+        """Zero the per-synapse accumulators that are not the gradient arrays themselves (conv taps, axonal
+        delays: summed into them by :meth:`sync_grads`); the learner zeroes ``self.grads``, part of its own."""
+        for g, grads in zip(self.grad_w_syn + self.grad_d_syn, tuple(g.weight for g in self.grads)
+                            + tuple(g.delay for g in self.grads)):
+            if g is not grads:
+                g[...] = 0
 
     def sync_grads(self) -> None:
         """Sum per-synapse gradients into shared parameters (conv taps, axonal delays); then the
