@@ -241,6 +241,23 @@ def test_the_report_shows_peers_side_by_side(monkeypatch):
     json.dumps(report, allow_nan=False)                                       # still plain data
 
 
+def test_threads_against_one_thread_are_also_timed_in_alternated_pairs():
+    """A multi-thread row gets a paired ratio (1-thread time / threads time per round of two runs) next to
+    the ratio of the two rows' medians; the report prints both."""
+    plan = dataclasses.replace(bench.make_plan(["tiny"], batch_sizes=[2], quick=True, memory=False), threads=(1, 2))
+    report = bench.run_bench(plan)
+    [speedup] = report["derived"]["thread_speedup"]
+    assert (speedup["config"], speedup["batch_size"], speedup["threads"]) == ("tiny", 2, 2)
+    pair = speedup["paired"]
+    assert pair["rounds"] == plan.repeats
+    for key in ("median", "min", "max"):
+        _positive_finite(pair[key], key)
+    assert pair["min"] <= pair["median"] <= pair["max"]
+    line = next(line for line in bench.format_report(report).splitlines() if "2 threads vs 1" in line)
+    assert "alternated pairs of runs: median" in line and f"over {plan.repeats} rounds" in line
+    json.dumps(report, allow_nan=False)
+
+
 def test_synapses_and_trace_arrays_count_every_projection_of_a_layered_network():
     from onlinedelay.bench.measure import synapses_and_traces
     from onlinedelay.network import Network

@@ -13,7 +13,10 @@
   online rule that streams every trace every step; the chunked kernels (kernels/chunk.py) touch
   each trace once per chunk, so their ratio to it can be below 1;
 * **streaming** -- single-sample ``net.step(x_t)`` at batch 1, every step timed on its own with
-  ``time.perf_counter_ns``: median and p99 latency in microseconds.
+  ``time.perf_counter_ns``: median and p99 latency in microseconds;
+* **threads against one thread, paired** -- a 1-thread and a multi-thread learner on the same batch,
+  one training run of each per round (the order alternating), so both see the same minutes of a
+  machine whose speed drifts (:func:`measure_paired_threads`).
 
 Timings exclude compilation (one warm-up run of everything first) and are medians over repeats.
 """
@@ -185,3 +188,27 @@ def measure_streaming(config: BenchConfig, threads: int, plan) -> dict:
     return {"latency_us_median": float(np.median(lat_us)), "latency_us_p99": float(np.percentile(lat_us, 99)),
             "latency_us_max": float(lat_us.max()), "steps_timed": int(lat_us.size),
             "steps_per_s": float(1e6 / np.median(lat_us))}
+
+
+def measure_paired_threads(config: BenchConfig, batch_size: int, threads: int, plan) -> dict:
+    """Training at ``threads`` threads against 1 thread on the same batch, timed in alternated pairs.
+
+    Each round times one ``run_sample`` of each learner back to back (which goes first alternates);
+    the ratio of a round is the 1-thread time over the ``threads`` time (above 1: the threads are
+    faster).  Rounds: at least ``plan.repeats``, more until they fill the timing budget.  Returns
+    {"rounds", "median", "min", "max"} of the per-round ratios.
+    """
+    x, labels = training_batch(config.name, config.n_inputs, config.n_outputs, plan.steps, batch_size, plan.seed)
+    learners = [ThreeFactorLearner(Network(config.network_config(), seed=plan.seed, batch_size=batch_size,
+                                           dtype="float32", threads=t), LearningConfig()) for t in (1, threads)]
+    budget_s = 0.0 if plan.quick else TIMED_S
+    with quiet_training():
+        pair_ns = sum(elapsed_ns(lambda l=learner: l.run_sample(x, labels, update=True)) for learner in learners)
+        ratios = []
+        for r in range(repeats_for(pair_ns, plan.repeats, budget_s)):
+            ns = [0, 0]
+            for k in ((0, 1) if r % 2 == 0 else (1, 0)):
+                ns[k] = elapsed_ns(lambda l=learners[k]: l.run_sample(x, labels, update=True))
+            ratios.append(ns[0] / ns[1])
+    arr = np.array(ratios)
+    return {"rounds": len(ratios), "median": float(np.median(arr)), "min": float(arr.min()), "max": float(arr.max())}

@@ -86,8 +86,11 @@ def format_report(report: dict) -> str:
             lines.append(f"  {d['sparse']} vs {d['dense']} (B={d['batch_size']}, {d['threads']} thr): "
                          f"{_fmt(d['training_speedup'])}x")
         for d in derived["thread_speedup"]:
+            pair = d.get("paired")
+            paired = (f" (alternated pairs of runs: median {_fmt(pair['median'])}x, {_fmt(pair['min'])}-"
+                      f"{_fmt(pair['max'])}x over {pair['rounds']} rounds)") if pair else ""
             lines.append(f"  {d['config']} B={d['batch_size']}: {d['threads']} threads vs 1: "
-                         f"{_fmt(d['training_speedup'])}x")
+                         f"{_fmt(d['training_speedup'])}x{paired}")
     lines += ["", f"wall time {report['wall_s']:.0f} s"]
     return "\n".join(lines)
 

@@ -7,7 +7,7 @@ from typing import Callable
 
 from ..provenance import load_average, machine_info
 from .configs import SPARSE_PAIRS
-from .measure import measure_row, measure_streaming
+from .measure import measure_paired_threads, measure_row, measure_streaming
 from .memory import measure_memory
 from .peers import measure_peers
 from .plan import Plan
@@ -41,7 +41,8 @@ def run_bench(plan: Plan, progress: Callable[[str], None] | None = None) -> dict
             peers     (with --peers) [{peer, training, inference, training_ratio, inference_ratio}
                        or {peer, missing}] -- see :mod:`onlinedelay.bench.peers`,
         memory: {config name: see :func:`measure_memory`},
-        derived: sparse_speedup and thread_speedup (training samples/s ratios from this run),
+        derived: sparse_speedup and thread_speedup (training samples/s ratios from this run; a thread
+            ratio with ``paired`` {rounds, median, min, max}: the alternated pairs of runs),
         wall_s: seconds the whole run took.
 
     ``machine`` also holds ``load_average_start`` and ``load_average_end``.
@@ -65,6 +66,11 @@ def run_bench(plan: Plan, progress: Callable[[str], None] | None = None) -> dict
             say(f"[{i}/{len(rows)}] {name}: peers on the same batch")
             result["peers"] = measure_peers(config, batch, threads, plan, row)
         results.append(result)
+    paired = []
+    for config, batch, threads in (row for row in rows if row[2] > 1 and 1 in plan.threads):
+        say(f"{config.name}/b{batch}: {threads} threads against 1, alternated pairs of training runs")
+        paired.append({"config": config.name, "batch_size": batch, "threads": threads,
+                       **measure_paired_threads(config, batch, threads, plan)})
     memory = {}
     for config in plan.configs if plan.memory_steps else ():
         say(f"memory: {config.name} at T = {', '.join(map(str, plan.memory_steps))} (fresh process each)")
@@ -72,11 +78,12 @@ def run_bench(plan: Plan, progress: Callable[[str], None] | None = None) -> dict
     machine = machine_info()
     machine["load_average_start"], machine["load_average_end"] = load_start, load_average()
     return {"schema": SCHEMA, "machine": machine, "settings": plan.to_dict(), "results": results,
-            "memory": memory, "derived": derived_ratios(results), "wall_s": time.perf_counter() - started}
+            "memory": memory, "derived": derived_ratios(results, paired), "wall_s": time.perf_counter() - started}
 
 
-def derived_ratios(results) -> dict:
-    """Side-by-side ratios of training samples/s measured in this run (sparse vs dense, threads)."""
+def derived_ratios(results, paired=()) -> dict:
+    """Side-by-side ratios of training samples/s measured in this run (sparse vs dense, threads); a thread
+    ratio also gets its paired measurement (``paired``: from :func:`measure_paired_threads`), if any."""
     by_key = {(r["config"], r["batch_size"], r["threads"]): r["training"]["samples_per_s"] for r in results}
     sparse = []
     for dense, sparse_name in SPARSE_PAIRS:
@@ -89,6 +96,8 @@ def derived_ratios(results) -> dict:
         if threads == 1:
             for (other, b2, t2), v2 in by_key.items():
                 if other == name and b2 == batch and t2 > 1:
+                    pair = [{k: p[k] for k in ("rounds", "median", "min", "max")} for p in paired
+                            if (p["config"], p["batch_size"], p["threads"]) == (name, batch, t2)]
                     thread.append({"config": name, "batch_size": batch, "threads": t2,
-                                   "training_speedup": v2 / value})
+                                   "training_speedup": v2 / value, **({"paired": pair[0]} if pair else {})})
     return {"sparse_speedup": sparse, "thread_speedup": thread}
