@@ -41,8 +41,9 @@ def _spike_current(x, first, n, max_delay, out_indptr, offsets, weight_csc, rows
     rows : (n_pre,) uint8, 1 where unit i's synapses are neurons 0 .. N-1 in order with one delay
     units : (P, >= n_pre) int32 scratch; counts : (P, >= 8) float scratch;
     padded : (P, >= (n + 2 max_delay) N) float scratch (used unless every unit with synapses is a row);
-    cur : (n, B, N) float out (overwritten).  P parts run side by side (the parallel build): rows
-    split the neuron axis, scattered synapses the batch.
+    cur : (n, B, N) float out (overwritten).  P parts of the batch run side by side (the parallel
+    build; splitting the neuron axis instead made each part scan every input: 700 -> 256 at B = 32 on
+    2 threads 4.5 against 3.0 ms, serial 5.3).
     """
     n_steps, n_batch, n_pre = x.shape
     n_post = cur.shape[2]
@@ -57,29 +58,29 @@ def _spike_current(x, first, n, max_delay, out_indptr, offsets, weight_csc, rows
                              (part + 1) * n_batch // n_parts)
         return
     flat = cur.reshape(-1)
-    flat[:] = 0.0
     for part in prange(n_parts):
-        j0 = part * n_post // n_parts
-        width = (part + 1) * n_post // n_parts - j0
+        b0, b1 = _column_range(part, n_parts, n_batch)
+        for u in range(n):
+            flat[(u * n_batch + b0) * n_post:(u * n_batch + b1) * n_post] = 0.0
         scan, cnt = units[part], counts[part]
         for q in range(lo, hi):
-            for b in range(n_batch):
+            for b in range(b0, b1):
                 m = _spiking_units(x, q, b, scan)
                 if delay >= 0:                   # every row at one delay: all of them into one row of cur
                     u = q + delay - first
                     if 0 <= u < n:
-                        _add_rows(flat, np.uint64((u * n_batch + b) * n_post + j0), j0, width, weight_csc,
-                                  out_indptr, scan, m, x, q, b, cnt)
+                        _add_rows(flat, np.uint64((u * n_batch + b) * n_post), n_post, weight_csc, out_indptr,
+                                  scan, m, x, q, b, cnt)
                     continue
                 for s in range(m):
                     i = scan[s]
-                    k0 = np.uint64(out_indptr[i] + j0)
+                    k0 = np.uint64(out_indptr[i])
                     u = q + offsets[out_indptr[i]] // n_post - first
                     if 0 <= u < n:
                         cnt[0] = x[q, b, i]              # the count in the float type, exactly
                         c = cnt[0]
-                        base = np.uint64((u * n_batch + b) * n_post + j0)
-                        for jj in range(np.uint64(width)):
+                        base = np.uint64((u * n_batch + b) * n_post)
+                        for jj in range(np.uint64(n_post)):
                             flat[base + jj] += weight_csc[k0 + jj] * c
 
 
@@ -115,8 +116,8 @@ def _spiking_units(x, q, b, units):
 
 
 @jit
-def _add_rows(flat, base, col, width, weight_csc, out_indptr, units, m, x, q, b, counts):
-    """flat[base : base + width] += x[q, b, i] w_i[col : col + width] for the units i in units[:m], in that
+def _add_rows(flat, base, width, weight_csc, out_indptr, units, m, x, q, b, counts):
+    """flat[base : base + width] += x[q, b, i] w_i[0 : width] for the units i in units[:m], in that
     order, eight (then four, then one) rows per pass over the output row: the same additions in the
     same order, an eighth of the loads and stores of the output."""
     width = np.uint64(width)
@@ -124,10 +125,10 @@ def _add_rows(flat, base, col, width, weight_csc, out_indptr, units, m, x, q, b,
     while s + 8 <= m:
         for r in range(8):
             counts[r] = x[q, b, units[s + r]]     # the counts in the float type, exactly
-        ka, kb, kc, kd = (np.uint64(out_indptr[units[s]] + col), np.uint64(out_indptr[units[s + 1]] + col),
-                          np.uint64(out_indptr[units[s + 2]] + col), np.uint64(out_indptr[units[s + 3]] + col))
-        ke, kf, kg, kh = (np.uint64(out_indptr[units[s + 4]] + col), np.uint64(out_indptr[units[s + 5]] + col),
-                          np.uint64(out_indptr[units[s + 6]] + col), np.uint64(out_indptr[units[s + 7]] + col))
+        ka, kb, kc, kd = (np.uint64(out_indptr[units[s]]), np.uint64(out_indptr[units[s + 1]]),
+                          np.uint64(out_indptr[units[s + 2]]), np.uint64(out_indptr[units[s + 3]]))
+        ke, kf, kg, kh = (np.uint64(out_indptr[units[s + 4]]), np.uint64(out_indptr[units[s + 5]]),
+                          np.uint64(out_indptr[units[s + 6]]), np.uint64(out_indptr[units[s + 7]]))
         ca, cb, cc, cd, ce, cf, cg, ch = (counts[0], counts[1], counts[2], counts[3], counts[4], counts[5],
                                           counts[6], counts[7])
         for jj in range(width):
@@ -143,8 +144,8 @@ def _add_rows(flat, base, col, width, weight_csc, out_indptr, units, m, x, q, b,
     while s + 4 <= m:
         for r in range(4):
             counts[r] = x[q, b, units[s + r]]
-        ka, kb, kc, kd = (np.uint64(out_indptr[units[s]] + col), np.uint64(out_indptr[units[s + 1]] + col),
-                          np.uint64(out_indptr[units[s + 2]] + col), np.uint64(out_indptr[units[s + 3]] + col))
+        ka, kb, kc, kd = (np.uint64(out_indptr[units[s]]), np.uint64(out_indptr[units[s + 1]]),
+                          np.uint64(out_indptr[units[s + 2]]), np.uint64(out_indptr[units[s + 3]]))
         ca, cb, cc, cd = counts[0], counts[1], counts[2], counts[3]
         for jj in range(width):
             v = flat[base + jj] + weight_csc[ka + jj] * ca
@@ -154,7 +155,7 @@ def _add_rows(flat, base, col, width, weight_csc, out_indptr, units, m, x, q, b,
         s += 4
     while s < m:
         counts[0] = x[q, b, units[s]]
-        ka, ca = np.uint64(out_indptr[units[s]] + col), counts[0]
+        ka, ca = np.uint64(out_indptr[units[s]]), counts[0]
         for jj in range(width):
             flat[base + jj] += weight_csc[ka + jj] * ca
         s += 1
