@@ -77,34 +77,31 @@ TRANSPOSE_BLOCK = 8     # the side of the blocks (a literal loop bound: the bloc
 @jit
 def transpose_add(src, dst):
     """dst[j, i] += src[i, j].  src : (n, m), dst : (m, n), C-contiguous, not overlapping."""
-    n, m = src.shape
-    n8, m8 = n - n % TRANSPOSE_BLOCK, m - m % TRANSPOSE_BLOCK
-    for i0 in range(0, n8, TRANSPOSE_BLOCK):
-        for j0 in range(0, m8, TRANSPOSE_BLOCK):
-            for a in range(TRANSPOSE_BLOCK):
-                for b in range(TRANSPOSE_BLOCK):
-                    dst[j0 + b, i0 + a] += src[i0 + a, j0 + b]
-    for i in range(n8, n):
-        for j in range(m):
-            dst[j, i] += src[i, j]
-    for i in range(n8):
-        for j in range(m8, m):
-            dst[j, i] += src[i, j]
+    _transpose(src, dst, True)
 
 
 @jit
 def transpose_copy(src, dst):
     """dst[j, i] = src[i, j].  src : (n, m), dst : (m, n), C-contiguous, not overlapping."""
+    _transpose(src, dst, False)
+
+
+@jit
+def _transpose(src, dst, add):
+    """dst[j, i] = src[i, j] (+ dst[j, i] if ``add``): 8 x 8 blocks, then the edges."""
     n, m = src.shape
     n8, m8 = n - n % TRANSPOSE_BLOCK, m - m % TRANSPOSE_BLOCK
     for i0 in range(0, n8, TRANSPOSE_BLOCK):
         for j0 in range(0, m8, TRANSPOSE_BLOCK):
             for a in range(TRANSPOSE_BLOCK):
                 for b in range(TRANSPOSE_BLOCK):
-                    dst[j0 + b, i0 + a] = src[i0 + a, j0 + b]
-    for i in range(n8, n):
-        for j in range(m):
-            dst[j, i] = src[i, j]
-    for i in range(n8):
-        for j in range(m8, m):
-            dst[j, i] = src[i, j]
+                    v = src[i0 + a, j0 + b]
+                    if add:
+                        v += dst[j0 + b, i0 + a]
+                    dst[j0 + b, i0 + a] = v
+    for i in range(n):
+        for j in range(m8 if i < n8 else 0, m):
+            v = src[i, j]
+            if add:
+                v += dst[j, i]
+            dst[j, i] = v
