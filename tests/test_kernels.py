@@ -709,6 +709,32 @@ def test_readout_step(case, seed, dtype):
     assert_close(y.T, ref, dtype, scale, "y")
 
 
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("case", list(READOUT_CASES))
+def test_readout_listed_equals_readout_step(case, seed, dtype):
+    """The segment kernels' readout (transposed weights, spiking units listed) against the reference,
+    and bit for bit against readout_step, on a column range that leaves the other columns alone."""
+    from onlinedelay.kernels.readout import readout_listed
+    B, n_h, n_out, mode = READOUT_CASES[case]
+    rng = np.random.default_rng(300 + seed)
+    z = _z(rng, B, n_h, mode)
+    w_out = f32(rng.normal(0, 1, (n_out, n_h)))
+    bias = f32(rng.normal(0, 0.5, n_out))
+    y0 = f32(rng.normal(0, 2, (B, n_out)))
+    ref = ref_readout_step(z, w_out, bias, READOUT_DECAY, READOUT_GAIN, y0)
+    scale = ref_readout_step(z, np.abs(w_out), np.abs(bias), READOUT_DECAY, READOUT_GAIN, np.abs(y0))
+    z_k, w_k, b_k = batch_last(z, dtype), cast(w_out, dtype), cast(bias, dtype)
+    stepped, listed = batch_last(y0, dtype), batch_last(y0, dtype)
+    K.readout_step(z_k, w_k, b_k, READOUT_DECAY, READOUT_GAIN, stepped)
+    b0 = 1 if B > 1 else 0
+    readout_listed(z_k, np.ascontiguousarray(w_k.T), b_k, READOUT_DECAY, READOUT_GAIN, listed, b0, B,
+                   np.full(n_h, -1, np.int64), np.zeros(n_out, listed.dtype))
+    np.testing.assert_array_equal(listed[:, :b0], batch_last(y0, dtype)[:, :b0])     # other columns untouched
+    np.testing.assert_array_equal(listed[:, b0:], stepped[:, b0:])
+    assert_close(listed.T[b0:], ref[b0:], dtype, scale[b0:], "y")
+
 # (batch, n_out, label mode, logit scale)
 ERROR_CASES = {
     "mixed": (6, 4, "mixed", 2.0),

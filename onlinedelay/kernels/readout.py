@@ -47,6 +47,30 @@ def readout_columns(z, w_out, bias, decay, gain, y, b0, b1):
 
 
 @jit
+def readout_listed(z, w_t, bias, decay, gain, y, b0, b1, listed, acc):
+    """:func:`readout_columns` with the weights transposed, ``w_t`` (n_hidden, n_out) = w_out.T: per
+    column the spiking units are listed branch-free, then each adds its contiguous row of ``w_t``
+    (vectorised over the outputs) into ``acc`` (n_out,), y's float type.  The same terms in the same
+    order, so the same floats; at a hidden rate of ~30 % the branch per unit of readout_columns was
+    mispredicted often (700 -> 256, B = 1, 100 steps: 0.33-0.50 -> 0.09 ms).  listed : (n_hidden,) int64."""
+    n_hidden, n_out = w_t.shape
+    for b in range(b0, b1):
+        m = 0
+        for j in range(n_hidden):
+            listed[m] = j
+            m += z[j, b] != 0.0
+        for k in range(n_out):
+            acc[k] = decay * y[k, b] + bias[k]
+        for s in range(m):
+            j = listed[s]
+            zj = z[j, b]
+            for k in range(n_out):
+                acc[k] += gain * w_t[j, k] * zj
+        for k in range(n_out):
+            y[k, b] = acc[k]
+
+
+@jit
 def readout_error(y, labels, loss_weight, probs, delta):
     """Softmax probabilities and the weighted error; returns the weighted cross-entropy sum.
 
