@@ -60,7 +60,7 @@ from .network import Network
 from .projections import add_from_csc, to_csc
 from .segments import SEGMENT_STEPS, parallel_parts, supports_segments
 from .state import (Gradients, LayerGradients, LayerLearnerState, LearnerState, Projection,
-                    ProjectionGradients, ProjectionTraces, assign_tuple, copy_tuple, fill_tuple)
+                    ProjectionGradients, ProjectionTraces, aligned_zeros, assign_tuple, copy_tuple, fill_tuple)
 
 
 # LayerLearnerState buffers written before they are read (rows of a step by that step, chunk factors by
@@ -123,14 +123,14 @@ class _LayerRule:
         n_buf = self.n_buf if self.chunked else 0
         lp = self.net.params.layers[self.index]
         return LayerLearnerState(
-            psi_lag=np.zeros((n_lag, n, batch), dt), signal_lag=np.zeros((n_lag, n, batch), dt),
-            decay_lag=np.zeros((n_lag, n, batch), dt),
-            psi_buf=np.zeros((n_buf, n, batch), dt), signal_buf=np.zeros((n_buf, n, batch), dt),
-            factors=np.zeros((2, n, n_buf, batch), dt), factors_b=np.zeros((3, n, batch), dt),
-            scratch=np.zeros((n if self.chunked else 0, KC.SCRATCH_ROWS, batch), dt),
-            early=np.zeros(n_buf, np.float64),
+            psi_lag=aligned_zeros((n_lag, n, batch), dt), signal_lag=aligned_zeros((n_lag, n, batch), dt),
+            decay_lag=aligned_zeros((n_lag, n, batch), dt),
+            psi_buf=aligned_zeros((n_buf, n, batch), dt), signal_buf=aligned_zeros((n_buf, n, batch), dt),
+            factors=aligned_zeros((2, n, n_buf, batch), dt), factors_b=aligned_zeros((3, n, batch), dt),
+            scratch=aligned_zeros((n if self.chunked else 0, KC.SCRATCH_ROWS, batch), dt),
+            early=aligned_zeros(n_buf, np.float64),
             feedforward=self._traces(0, lp.feedforward, batch), recurrent=self._traces(1, lp.recurrent, batch),
-            cursor=np.zeros(3, np.int64))
+            cursor=aligned_zeros(3, np.int64))
 
     def reset(self, state: LayerLearnerState) -> None:
         """Zero the layer's per-sample state; the trace arrays only if a sample touched them (a sample
@@ -153,15 +153,15 @@ class _LayerRule:
         n_units = proj.delay.size if n_d and self.modes[k] == "axonal" else 0
         dense = self.dense[k]
         return ProjectionTraces(
-            eps_w=np.zeros((n_syn * hard, batch), dt),
-            ebar_w=np.zeros((batch, n_syn) if dense else (n_syn, batch), dt),
-            eps_d=np.zeros((n_d * hard, batch), dt), ebar_d=np.zeros((n_d, batch), dt),
-            xi=np.zeros((n_units * hard, batch), dt),
-            xh=np.zeros((n_pre, 2 * self.n_hist, batch), dt),
-            xearly=np.zeros((n_pre, self.lag_steps, batch), dt),
-            unit_signal=np.zeros((n_units * (1 - hard), self.n_buf, batch), dt),
-            unit_edge=np.zeros((n_units * (1 - hard), batch), dt),
-            windows=np.zeros(n_pre * self.n_buf * batch if dense else 0, dt))
+            eps_w=aligned_zeros((n_syn * hard, batch), dt),
+            ebar_w=aligned_zeros((batch, n_syn) if dense else (n_syn, batch), dt),
+            eps_d=aligned_zeros((n_d * hard, batch), dt), ebar_d=aligned_zeros((n_d, batch), dt),
+            xi=aligned_zeros((n_units * hard, batch), dt),
+            xh=aligned_zeros((n_pre, 2 * self.n_hist, batch), dt),
+            xearly=aligned_zeros((n_pre, self.lag_steps, batch), dt),
+            unit_signal=aligned_zeros((n_units * (1 - hard), self.n_buf, batch), dt),
+            unit_edge=aligned_zeros((n_units * (1 - hard), batch), dt),
+            windows=aligned_zeros(n_pre * self.n_buf * batch if dense else 0, dt))
 
     def zero_grad(self) -> None:
         """Zero the per-synapse accumulators that are not the gradient arrays themselves (conv taps, axonal
@@ -373,7 +373,8 @@ class _LayerRule:
             scratch.append((blocks, np.zeros((parts, n_spikes), np.int64), np.zeros((parts, n_spikes), dt),
                             np.zeros((parts, units), np.int64), np.zeros((parts, n_syn), dt)))
         grad_csc = tuple(np.zeros(0 if by_unit else proj.pre.size, dt) for proj in lp)
-        return (np.zeros((self.n_buf, n_batch, N), dt), np.zeros((N, n_batch), dt), grad_csc, tuple(scratch), indices)
+        return (aligned_zeros((self.n_buf, n_batch, N), dt), aligned_zeros((N, n_batch), dt), grad_csc, tuple(scratch),
+                indices)
 
     def _spike_delay_gradients(self, s: LayerLearnerState, projections, learned: tuple, t_end: int) -> None:
         """g_d and g_w of the projections in ``learned`` (learned synaptic or axonal delays) over the
@@ -556,11 +557,11 @@ class ThreeFactorLearner:
     def _allocate(self, batch: int) -> LearnerState:
         dt, c = self.net.dtype, self.net.config
         return LearnerState(
-            probs=np.zeros((c.n_outputs, batch), dt), delta=np.zeros((c.n_outputs, batch), dt),
-            zbar=np.zeros((c.n_readout_inputs, batch), dt), zbar_t=np.zeros((batch, c.n_readout_inputs), dt),
-            bbar=np.zeros(batch, dt),
+            probs=aligned_zeros((c.n_outputs, batch), dt), delta=aligned_zeros((c.n_outputs, batch), dt),
+            zbar=aligned_zeros((c.n_readout_inputs, batch), dt), zbar_t=aligned_zeros((batch, c.n_readout_inputs), dt),
+            bbar=aligned_zeros(batch, dt),
             layers=tuple(rule.allocate(batch) for rule in self.rules),
-            t=np.zeros(1, np.int64), flushed=np.zeros(1, np.int64))
+            t=aligned_zeros(1, np.int64), flushed=aligned_zeros(1, np.int64))
 
     def reset(self) -> None:
         """Zero the per-sample learning state (call with ``net.reset()``); gradients are kept."""
@@ -737,11 +738,11 @@ class ThreeFactorLearner:
         parts = min(self.rules[0].parts(), batch)
         if self.segment_records is None or self.segment_records[0].shape[2] != batch \
                 or self.segment_records[4].shape[0] != parts:
-            self.segment_records = (np.zeros((SEGMENT_STEPS, c.n_outputs, batch), dt),
-                                    np.zeros((c.n_readout_inputs, batch), dt), np.zeros(batch, dt),
-                                    np.zeros((batch, c.n_outputs), dt),
-                                    np.zeros((parts, c.n_readout_inputs, c.n_outputs), dt),
-                                    np.zeros((parts, c.n_outputs), dt))
+            self.segment_records = (aligned_zeros((SEGMENT_STEPS, c.n_outputs, batch), dt),
+                                    aligned_zeros((c.n_readout_inputs, batch), dt), aligned_zeros(batch, dt),
+                                    aligned_zeros((batch, c.n_outputs), dt),
+                                    aligned_zeros((parts, c.n_readout_inputs, c.n_outputs), dt),
+                                    aligned_zeros((parts, c.n_outputs), dt))
         return (self.segment_records[0][:n],) + self.segment_records[1:]
 
     def sample_gradients(self, inputs, labels) -> Gradients:

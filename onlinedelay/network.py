@@ -38,7 +38,7 @@ from .projections import (checked_delays, event_index, fan_out, init_parameters,
                           refresh_event_copies)
 from .segments import SegmentRunner, supports_segments
 from .state import (PROJECTION_KINDS, LayerState, NetworkState, Parameters, Projection,
-                    assign_tuple, copy_tuple)
+                    aligned_zeros, assign_tuple, copy_tuple)
 
 _INT = np.int32
 PULLING_BUDGET = 0.5      # fraction of a pull's cost a push may cost while earlier steps are pulled anyway
@@ -115,15 +115,15 @@ class Network:
         for spec in self.layer_specs:
             n, rec_slots = spec.n_neurons, (self.n_slots if spec.recurrent is not None else 0)
             layers.append(LayerState(
-                v=np.zeros((n, batch_size), dt), decay_eff=np.zeros((n, batch_size), dt),
-                current=np.zeros((n, batch_size), dt),
-                hist_ff=np.zeros((self.n_slots, spec.n_pre, batch_size), dt),
-                hist_rec=np.zeros((rec_slots, n, batch_size), dt),
-                future=np.zeros((self.n_slots, n, batch_size), dt),
-                pulled_ff=np.zeros(self.n_slots, np.uint8), pulled_rec=np.zeros(rec_slots, np.uint8),
-                pull_until=np.zeros(2, np.int64)))
-        return NetworkState(tuple(layers), np.zeros((int(self._offsets[-1]), batch_size), dt),
-                            np.zeros((c.n_outputs, batch_size), dt), np.zeros(1, np.int64))
+                v=aligned_zeros((n, batch_size), dt), decay_eff=aligned_zeros((n, batch_size), dt),
+                current=aligned_zeros((n, batch_size), dt),
+                hist_ff=aligned_zeros((self.n_slots, spec.n_pre, batch_size), dt),
+                hist_rec=aligned_zeros((rec_slots, n, batch_size), dt),
+                future=aligned_zeros((self.n_slots, n, batch_size), dt),
+                pulled_ff=aligned_zeros(self.n_slots, np.uint8), pulled_rec=aligned_zeros(rec_slots, np.uint8),
+                pull_until=aligned_zeros(2, np.int64)))
+        return NetworkState(tuple(layers), aligned_zeros((int(self._offsets[-1]), batch_size), dt),
+                            aligned_zeros((c.n_outputs, batch_size), dt), aligned_zeros(1, np.int64))
 
     def layer_spikes(self, layer: int, state: NetworkState | None = None) -> np.ndarray:
         """(N_l, B) view of layer ``layer``'s spikes of the last step."""

@@ -27,7 +27,7 @@ import numpy as np
 from .kernels import csc as KCSC
 from .kernels import sample as KS
 from .kernels._jit import build
-from .state import fill_tuple
+from .state import aligned_zeros, fill_tuple
 
 SEGMENT_STEPS = 128       # the longest segment: buffers of SEGMENT_STEPS x B x N per array
 PARALLEL_WORK = 1 << 20   # synapses x batch below which the per-spike and chunk kernels run serially
@@ -130,12 +130,12 @@ class SegmentRunner:
         parts = parallel_parts(net, net.params.layers[0].feedforward.pre.size)
         self.buffers = {
             "batch": n_batch, "record": record,
-            "cur": np.zeros((SEGMENT_STEPS, n_batch, n_post), dt),
+            "cur": aligned_zeros((SEGMENT_STEPS, n_batch, n_post), dt),
             "parts": parts,
-            "units": np.zeros((parts, net.config.n_inputs), np.int32), "counts": np.zeros((parts, 8), dt),
-            "padded": np.zeros((parts, (SEGMENT_STEPS + 2 * net.config.max_delay_steps) * n_post), dt),
-            "y": np.zeros((SEGMENT_STEPS, net.config.n_outputs, n_batch), dt),
-            "v": np.zeros((n_rec, n_post, n_batch), dt), "z": np.zeros((n_rec, n_post, n_batch), dt)}
+            "units": aligned_zeros((parts, net.config.n_inputs), np.int32), "counts": aligned_zeros((parts, 8), dt),
+            "padded": aligned_zeros((parts, (SEGMENT_STEPS + 2 * net.config.max_delay_steps) * n_post), dt),
+            "y": aligned_zeros((SEGMENT_STEPS, net.config.n_outputs, n_batch), dt),
+            "v": aligned_zeros((n_rec, n_post, n_batch), dt), "z": aligned_zeros((n_rec, n_post, n_batch), dt)}
 
     def _index(self):
         """The input projection's CSC index and its :class:`CscDelays` (fresh)."""

@@ -251,18 +251,42 @@ class Gradients(NamedTuple):
         yield "b_out", self.b_out
 
 
+CACHE_LINE_BYTES = 64
+
+
+def aligned_zeros(shape, dtype) -> np.ndarray:
+    """``np.zeros(shape, dtype)`` starting on a cache line.  Kernels that split the batch (the last axis)
+    between threads then give each thread whole lines of every row when a part is a multiple of 64 bytes
+    (B = 32 float32 in two parts), where numpy's 16-byte alignment made the threads share a line at every
+    row (false sharing: 700 -> 256 at B = 32 on 2 threads, backward filter 3.6 -> 1.6 ms, forward segment
+    6.2 -> 4.4 ms)."""
+    dtype = np.dtype(dtype)
+    n_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.zeros(n_bytes + CACHE_LINE_BYTES, np.uint8)
+    start = -raw.ctypes.data % CACHE_LINE_BYTES
+    return raw[start:start + n_bytes].view(dtype).reshape(shape)
+
+
+def aligned_copy(a: np.ndarray) -> np.ndarray:
+    """A copy of ``a`` starting on a cache line (:func:`aligned_zeros`)."""
+    out = aligned_zeros(a.shape, a.dtype)
+    out[...] = a
+    return out
+
+
 def _rebuild(tup, items):
     return tuple(items) if type(tup) is tuple else type(tup)(*items)
 
 
 def zeros_like_tuple(tup):
     """A tuple (NamedTuple or plain) of the same structure with every array replaced by zeros."""
-    return _rebuild(tup, (zeros_like_tuple(a) if isinstance(a, tuple) else np.zeros_like(a) for a in tup))
+    return _rebuild(tup, (zeros_like_tuple(a) if isinstance(a, tuple) else aligned_zeros(a.shape, a.dtype)
+                          for a in tup))
 
 
 def copy_tuple(tup):
-    """Deep copy of a (nested) tuple of arrays."""
-    return _rebuild(tup, (copy_tuple(a) if isinstance(a, tuple) else a.copy() for a in tup))
+    """Deep copy of a (nested) tuple of arrays (each on a cache line, :func:`aligned_zeros`)."""
+    return _rebuild(tup, (copy_tuple(a) if isinstance(a, tuple) else aligned_copy(a) for a in tup))
 
 
 def fill_tuple(tup, value=0) -> None:
