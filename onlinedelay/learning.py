@@ -708,12 +708,12 @@ class ThreeFactorLearner:
                 end = min(end, (t // every + 1) * every)
             rec = net.segments.advance(x, end - t, record=True, ring_first=ring_first)
             n, row = end - t, t - int(ls.cursor[1])
-            d_rec, zbar0, bbar0, carry, grad_t, grad_bt = self._segment_buffers(n)
+            d_rec, zbar0, bbar0, carry, grad_t, grad_bt, sums = self._segment_buffers(n)
             zbar0[...], bbar0[...] = s.zbar, s.bbar          # the readout traces before the segment
-            loss, n_spikes = KS.learn_segment(
+            loss, n_spikes = build(KS, "learn_segment", sums.shape[0] > 1)(
                 t, n, row, rec.y, rec.v, rec.z, labels, loss_weights, lc.loss_start_step, c.surrogate_gamma,
                 spec.threshold, c.decay_out, c.readout_gain, s.probs, s.delta, ls.psi_buf, s.zbar, s.bbar,
-                d_rec, votes)
+                d_rec, votes, sums)
             build(KS, "readout_gradients", grad_t.shape[0] > 1)(d_rec, rec.z, n, zbar0, bbar0, c.decay_out,
                                                                c.readout_gain, carry, grad_t, grad_bt,
                                                                self.grads.w_out, self.grads.b_out)
@@ -733,7 +733,8 @@ class ThreeFactorLearner:
 
     def _segment_buffers(self, n: int):
         """Reused buffers of an ``n``-step segment: delta records (n, n_out, B), the readout traces before it
-        (zbar (N, B), bbar (B,)), and the scratch of kernels/sample.readout_gradients (one per part of the batch)."""
+        (zbar (N, B), bbar (B,)), and the scratch of kernels/sample.readout_gradients and learn_segment (one per
+        part of the batch)."""
         c, batch, dt = self.net.config, self.net.batch_size, self.net.dtype
         parts = min(self.rules[0].parts(), batch)
         if self.segment_records is None or self.segment_records[0].shape[2] != batch \
@@ -742,7 +743,7 @@ class ThreeFactorLearner:
                                     aligned_zeros((c.n_readout_inputs, batch), dt), aligned_zeros(batch, dt),
                                     aligned_zeros((batch, c.n_outputs), dt),
                                     aligned_zeros((parts, c.n_readout_inputs, c.n_outputs), dt),
-                                    aligned_zeros((parts, c.n_outputs), dt))
+                                    aligned_zeros((parts, c.n_outputs), dt), np.zeros((parts, 2)))
         return (self.segment_records[0][:n],) + self.segment_records[1:]
 
     def sample_gradients(self, inputs, labels) -> Gradients:

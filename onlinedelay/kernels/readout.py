@@ -77,9 +77,15 @@ def readout_error(y, labels, loss_weight, probs, delta):
     y : (n_out, B); labels : (B,) int64, a label < 0 means no target (delta = 0)
     loss_weight : float, w^t; probs, delta : (n_out, B) out
     """
-    n_out, n_batch = y.shape
+    return readout_error_columns(y, labels, loss_weight, probs, delta, 0, y.shape[1])
+
+
+@jit
+def readout_error_columns(y, labels, loss_weight, probs, delta, b0, b1):
+    """:func:`readout_error` on the batch columns b0 .. b1 - 1 only (the others untouched); their loss."""
+    n_out = y.shape[0]
     loss = 0.0
-    for b in range(n_batch):
+    for b in range(b0, b1):
         top = y[0, b]
         for k in range(1, n_out):
             if y[k, b] > top:

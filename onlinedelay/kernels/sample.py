@@ -28,8 +28,8 @@ from numba import prange
 
 from ._jit import jit, jit_parallel
 from .lif import lif_columns
-from .readout import readout_error, readout_listed
-from .surrogate import pseudo_derivative
+from .readout import readout_error_columns, readout_listed
+from .surrogate import pseudo_derivative_columns
 
 
 def _spike_current(x, first, n, max_delay, out_indptr, offsets, weight_csc, rows, units, counts, padded, cur):
@@ -285,9 +285,8 @@ forward_segment = jit(_forward_segment)
 forward_segment_parallel = jit_parallel(_forward_segment)
 
 
-@jit
-def learn_segment(first, n, row, y_rec, v_rec, z_rec, labels, loss_weights, loss_start, gamma, threshold,
-                  decay_out, gain_out, probs, delta, psi_buf, zbar, bbar, delta_rec, votes):
+def _learn_segment(first, n, row, y_rec, v_rec, z_rec, labels, loss_weights, loss_start, gamma, threshold,
+                   decay_out, gain_out, probs, delta, psi_buf, zbar, bbar, delta_rec, votes, sums):
     """The learner's per-step, per-neuron work over a recorded segment of a one-layer network.
 
     Per step t = first + u (as ``ThreeFactorLearner.step``): readout error into ``probs``/``delta``
@@ -297,29 +296,46 @@ def learn_segment(first, n, row, y_rec, v_rec, z_rec, labels, loss_weights, loss
     spike (:func:`readout_gradients`).
     y_rec : (>= n, n_out, B); v_rec, z_rec : (>= n, N, B) (:func:`forward_segment`);
     labels : (B,) int64; loss_weights : (T,); loss_start : first voting step; votes : (n_out, B)
-    float64, softmax summed over the voting steps; delta_rec : (>= n, n_out, B) out.  Returns (loss, spikes).
+    float64, softmax summed over the voting steps; delta_rec : (>= n, n_out, B) out;
+    sums : (P, 2) float64 scratch, the loss and spike count of each of the P parts of the batch run side
+    by side (the parallel build; the batch columns are independent).  Returns (loss, spikes).
     """
-    loss = 0.0
-    spikes = 0                 # z is 0 or 1: the count of spikes is their sum (an integer sum vectorises)
+    n_parts = sums.shape[0]
     n_out, n_batch = probs.shape
     n_post = zbar.shape[0]
-    for u in range(n):
-        t = first + u
-        loss += readout_error(y_rec[u], labels, loss_weights[t], probs, delta)
-        delta_rec[u] = delta
-        if t >= loss_start:
+    for part in prange(n_parts):
+        c0, c1 = _column_range(part, n_parts, n_batch)
+        loss = 0.0
+        spikes = 0             # z is 0 or 1: the count of spikes is their sum (an integer sum vectorises)
+        for u in range(n):
+            t = first + u
+            loss += readout_error_columns(y_rec[u], labels, loss_weights[t], probs, delta, c0, c1)
             for k in range(n_out):
-                for b in range(n_batch):
-                    votes[k, b] += probs[k, b]
-        pseudo_derivative(v_rec[u], gamma, threshold, psi_buf[row + u])
-        z = z_rec[u]
-        for b in range(n_batch):
-            bbar[b] = decay_out * bbar[b] + 1.0
-        for j in range(n_post):
-            for b in range(n_batch):
-                zbar[j, b] = decay_out * zbar[j, b] + gain_out * z[j, b]
-                spikes += z[j, b] != 0.0
-    return loss, float(spikes)
+                for b in range(c0, c1):
+                    delta_rec[u, k, b] = delta[k, b]
+            if t >= loss_start:
+                for k in range(n_out):
+                    for b in range(c0, c1):
+                        votes[k, b] += probs[k, b]
+            pseudo_derivative_columns(v_rec[u], gamma, threshold, psi_buf[row + u], c0, c1)
+            z = z_rec[u]
+            for b in range(c0, c1):
+                bbar[b] = decay_out * bbar[b] + 1.0
+            for j in range(n_post):
+                for b in range(c0, c1):
+                    zbar[j, b] = decay_out * zbar[j, b] + gain_out * z[j, b]
+                    spikes += z[j, b] != 0.0
+        sums[part, 0] = loss
+        sums[part, 1] = spikes
+    loss, spikes = 0.0, 0.0
+    for part in range(n_parts):
+        loss += sums[part, 0]
+        spikes += sums[part, 1]
+    return loss, spikes
+
+
+learn_segment = jit(_learn_segment)
+learn_segment_parallel = jit_parallel(_learn_segment)
 
 
 def _readout_gradients(delta_rec, z_rec, n, zbar0, bbar0, decay_out, gain_out, carry, grad_t, grad_bt, grad_w,

@@ -33,10 +33,15 @@ from ._jit import jit, jit_parallel
 @jit
 def pseudo_derivative(v, gamma, threshold, psi):
     """psi = (gamma / theta) * max(0, 1 - |v - theta| / theta), elementwise.  v, psi : (n, B)."""
-    n, n_batch = v.shape
+    pseudo_derivative_columns(v, gamma, threshold, psi, 0, v.shape[1])
+
+
+@jit
+def pseudo_derivative_columns(v, gamma, threshold, psi, b0, b1):
+    """:func:`pseudo_derivative` on the batch columns b0 .. b1 - 1 only (the others untouched)."""
     scale = gamma / threshold
-    for j in range(n):
-        for b in range(n_batch):
+    for j in range(v.shape[0]):
+        for b in range(b0, b1):
             h = 1.0 - abs(v[j, b] - threshold) / threshold
             psi[j, b] = scale * h if h > 0.0 else 0.0
 
