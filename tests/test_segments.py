@@ -458,3 +458,27 @@ def test_event_targets_follow_the_delays(target_dtype):
     assert event_targets(delay, index.out_syn, index.out_post, n_post, seen, target) == 1
     np.testing.assert_array_equal(target, delay[index.out_syn] * n_post + index.out_post)
     np.testing.assert_array_equal(seen, delay)
+
+
+@pytest.mark.parametrize("shape, dtype", [((256, 32), np.float32), ((3, 5, 7), np.float64), ((0, 4), np.float32),
+                                          (7, np.int64)])
+def test_aligned_zeros_start_on_a_cache_line(shape, dtype):
+    from onlinedelay.state import CACHE_LINE_BYTES, aligned_copy, aligned_zeros
+    arrays = [aligned_zeros(shape, dtype) for _ in range(8)]    # numpy alone aligns to 16 bytes
+    for a in arrays:
+        assert a.shape == (shape if isinstance(shape, tuple) else (shape,)) and a.dtype == dtype
+        assert a.flags.c_contiguous and a.flags.writeable and not a.any()
+        assert a.size == 0 or a.ctypes.data % CACHE_LINE_BYTES == 0
+    src = np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape)
+    copy = aligned_copy(src)
+    np.testing.assert_array_equal(copy, src)
+    assert copy.size == 0 or copy.ctypes.data % CACHE_LINE_BYTES == 0
+
+
+def test_network_state_is_aligned_after_a_restore():
+    """Threads split the batch of these arrays: each must start on a cache line (no false sharing)."""
+    from onlinedelay.state import CACHE_LINE_BYTES
+    net = Network(_net_config("none", 1.0), batch_size=32)
+    net.restore(net.snapshot())
+    for name, a in zip(net.state.layers[0]._fields, net.state.layers[0]):
+        assert a.size == 0 or a.ctypes.data % CACHE_LINE_BYTES == 0, name
