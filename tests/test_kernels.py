@@ -397,14 +397,15 @@ def test_push_events_declines_over_budget(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_take_current(dtype):
+@pytest.mark.parametrize("batch", [3, 1])
+def test_take_current(dtype, batch):
     rng = np.random.default_rng(0)
-    future = cast(f32(rng.normal(0.0, 1.0, (5, 4, 3))), dtype)
+    future = cast(f32(rng.normal(0.0, 1.0, (5, 4, batch))), dtype)
     before = future.copy()
-    current = cast(np.full((4, 3), np.nan), dtype)
+    current = cast(np.full((4, batch), np.nan), dtype)
     K.take_current(future, 2, current)
     assert_bitwise_equal(current, before[2], "take_current")
-    assert_bitwise_equal(future[2], np.zeros((4, 3), dtype), "slot not zeroed")
+    assert_bitwise_equal(future[2], np.zeros((4, batch), dtype), "slot not zeroed")
     assert_bitwise_equal(np.delete(future, 2, axis=0), np.delete(before, 2, axis=0), "other slots changed")
 
 
@@ -577,6 +578,11 @@ def test_write_counts(x_dtype, dtype):
     assert_bitwise_equal(hist, want, "write_counts")
     assert K.write_counts(x[:, ::2], hist[:, ::2], 1) == 0                      # strided views
     np.testing.assert_array_equal(hist[1, ::2], x[:, ::2].T)
+    column = hist0[:, :, :1].copy()                                           # batch 1: a loop of its own
+    assert K.write_counts(x[1:2], column, 3) == 0
+    want = hist0[:, :, :1].copy()
+    want[3] = x[1:2].T
+    assert_bitwise_equal(column, want, "write_counts at batch 1")
     bad_values = [-1] if np.issubdtype(x_dtype, np.signedinteger) else []
     if np.issubdtype(x_dtype, np.floating):
         bad_values = [-1.0, 0.5, np.nan, np.inf, -np.inf, 1e-30]
@@ -597,6 +603,7 @@ LIF_GAIN = sf(0.75)
 LIF_CASES = {
     "random": (4, 9, "random"),
     "single": (1, 1, "random"),
+    "column": (1, 9, "random"),          # batch 1: the loop of its own over the neurons
     "all_spiking": (3, 6, "all_spike"),
     "none_spiking": (3, 6, "no_spike"),
 }

@@ -5,6 +5,8 @@ hard reset:  v^t = a (1 - z^(t-1)) v^(t-1) + zeta I^t
 z^t = H(v^t - theta)  (spike when v^t >= theta); ``v`` keeps the pre-reset potential.
 """
 
+from functools import partial
+
 from ._jit import jit
 
 
@@ -28,16 +30,28 @@ def lif_step(current, decay, gain, threshold, hard_reset, v, z, decay_eff):
 
 @jit
 def lif_columns(current, decay, gain, threshold, hard_reset, v, z, decay_eff, b0, b1):
-    """:func:`lif_step` on the batch columns b0 .. b1 - 1 only (the others untouched)."""
+    """:func:`lif_step` on the batch columns b0 .. b1 - 1 only (the others untouched).  One column (batch 1)
+    has a loop of its own over the neurons: an inner loop of length 1 cost ~4 ns per neuron (256
+    neurons: 1.0 -> 0.1 us per step, a tenth of a streaming step)."""
+    if b1 - b0 == 1:
+        for j in range(v.shape[0]):
+            _lif_neuron(current, decay, gain, threshold, hard_reset, v, z, decay_eff, j, b0)
+        return
     for j in range(v.shape[0]):
         for b in range(b0, b1):
-            z_prev = z[j, b]
-            if hard_reset:
-                a = decay * (1.0 - z_prev)
-                v_new = a * v[j, b] + gain * current[j, b]
-            else:
-                a = decay
-                v_new = a * v[j, b] + gain * current[j, b] - threshold * z_prev
-            decay_eff[j, b] = a
-            v[j, b] = v_new
-            z[j, b] = 1.0 if v_new >= threshold else 0.0
+            _lif_neuron(current, decay, gain, threshold, hard_reset, v, z, decay_eff, j, b)
+
+
+@partial(jit, inline=True)
+def _lif_neuron(current, decay, gain, threshold, hard_reset, v, z, decay_eff, j, b):
+    """One neuron of one column, in place (:func:`lif_step`)."""
+    z_prev = z[j, b]
+    if hard_reset:
+        a = decay * (1.0 - z_prev)
+        v_new = a * v[j, b] + gain * current[j, b]
+    else:
+        a = decay
+        v_new = a * v[j, b] + gain * current[j, b] - threshold * z_prev
+    decay_eff[j, b] = a
+    v[j, b] = v_new
+    z[j, b] = 1.0 if v_new >= threshold else 0.0

@@ -71,6 +71,10 @@ def write_counts(x, hist, slot):
             v = x[b, i]
             if not v >= 0 or v - np.floor(v) != 0:      # NaN fails v >= 0; inf - inf is NaN
                 return 1
+    if n_batch == 1:                    # one loop (an inner loop of length 1 cost ~4 ns per unit)
+        for i in range(n_pre):
+            hist[slot, i, 0] = x[0, i]
+        return 0
     for i in range(n_pre):
         for b in range(n_batch):
             hist[slot, i, b] = x[b, i]
