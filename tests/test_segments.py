@@ -80,10 +80,11 @@ def test_spike_current_is_the_delayed_sum(dense, unit_delays, max_delay, first, 
     np.testing.assert_allclose(cur, ref, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("N, B", [(4, 3), (19, 21), (16, 16), (9, 1)])    # 8 x 8 blocks and their edges
 @pytest.mark.parametrize("build,parts", BUILDS)
-def test_backward_filter_is_the_anticausal_sum(build, parts):
+def test_backward_filter_is_the_anticausal_sum(build, parts, N, B):
     rng = np.random.default_rng(3)
-    n_buf, N, B, lo, n = 12, 4, 3, 2, 9
+    n_buf, lo, n = 12, 2, 9
     psi, signal = rng.normal(size=(n_buf, N, B)), rng.normal(size=(n_buf, N, B))
     kappa, scale, alpha = 0.8, 0.7, 0.9
     R = np.full((n_buf, B, N), np.nan)

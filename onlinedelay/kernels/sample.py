@@ -22,11 +22,14 @@ Arrays: x (T, B, n_pre) input counts (any numeric dtype; cast exactly to the flo
 cur (n, B, N); records (n, N, B) as the network's per-step state; R (n, B, N).
 """
 
+from functools import partial
+
 import numpy as np
 
 from numba import prange
 
 from ._jit import jit, jit_parallel
+from .csc import TRANSPOSE_BLOCK
 from .lif import lif_columns
 from .readout import readout_error_columns, readout_listed
 from .surrogate import pseudo_derivative_columns
@@ -404,11 +407,18 @@ def _backward_filter(psi, signal, lo, n, kappa, scale, alpha, lam, R, n_parts):
 
     psi, signal : (n_buf, N, B), steps at rows lo .. lo + n - 1; kappa : readout decay;
     scale : zeta_o zeta; alpha : membrane decay; lam : (N, B) scratch; R : (>= n, B, N) out;
-    n_parts : batch parts run side by side (the parallel build).
+    n_parts : batch parts run side by side (the parallel build).  Per step, P (N, B) is formed in
+    float64 (the same products as summing it straight into R) and R's (b, j) rows are written by
+    8 x 8 blocks (TRANSPOSE_BLOCK): a column of P per row of R read one strided element at a time
+    (700 -> 256, B = 32, alone: 1.7 -> 1.2 ms).
     """
     _, n_post, n_batch = psi.shape
+    tb = TRANSPOSE_BLOCK
+    j_blocks = n_post - n_post % tb
     for part in prange(n_parts):
         b0, b1 = _column_range(part, n_parts, n_batch)
+        c0, c1 = part * n_batch // n_parts, (part + 1) * n_batch // n_parts     # signed: block arithmetic
+        prod = np.empty((n_post, n_batch))
         for j in range(n_post):
             for b in range(b0, b1):
                 lam[j, b] = 0.0
@@ -416,13 +426,30 @@ def _backward_filter(psi, signal, lo, n, kappa, scale, alpha, lam, R, n_parts):
             for j in range(n_post):
                 for b in range(b0, b1):
                     lam[j, b] = signal[lo + u, j, b] + kappa * lam[j, b]
-            for b in range(b0, b1):                 # R's rows are (b, j): a second, transposing pass
-                if u == n - 1:
-                    for j in range(n_post):
-                        R[u, b, j] = scale * psi[lo + u, j, b] * lam[j, b]
-                else:
-                    for j in range(n_post):
-                        R[u, b, j] = scale * psi[lo + u, j, b] * lam[j, b] + alpha * R[u + 1, b, j]
+                    prod[j, b] = scale * psi[lo + u, j, b] * lam[j, b]
+            last = u == n - 1                        # R[n] is not part of the sum
+            c = c0
+            while c + tb <= c1:                     # R's rows are (b, j): the transposing pass, by blocks
+                for j0 in range(0, j_blocks, tb):
+                    for bi in range(tb):
+                        for ji in range(tb):
+                            _filter_entry(prod, R, u, c + bi, j0 + ji, last, alpha)
+                for bi in range(tb):
+                    for j in range(j_blocks, n_post):
+                        _filter_entry(prod, R, u, c + bi, j, last, alpha)
+                c += tb
+            for b in range(c, c1):
+                for j in range(n_post):
+                    _filter_entry(prod, R, u, b, j, last, alpha)
+
+
+@partial(jit, inline=True)
+def _filter_entry(prod, R, u, b, j, last, alpha):
+    """R[u, b, j] = P[j, b] (+ alpha R[u + 1, b, j] unless ``last``): one entry of :func:`backward_filter`."""
+    if last:
+        R[u, b, j] = prod[j, b]
+    else:
+        R[u, b, j] = prod[j, b] + alpha * R[u + 1, b, j]
 
 
 backward_filter = jit(_backward_filter)
