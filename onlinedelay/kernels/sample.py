@@ -320,13 +320,18 @@ def _learn_segment(first, n, row, y_rec, v_rec, z_rec, labels, loss_weights, los
                 for k in range(n_out):
                     for b in range(c0, c1):
                         votes[k, b] += probs[k, b]
-            pseudo_derivative_columns(v_rec[u], gamma, threshold, psi_buf[row + u], c0, c1)
-            z = z_rec[u]
             for b in range(c0, c1):
                 bbar[b] = decay_out * bbar[b] + 1.0
-            for j in range(n_post):
-                for b in range(c0, c1):
-                    zbar[j, b] = decay_out * zbar[j, b] + gain_out * z[j, b]
+            v, psi, z, zb = v_rec[u], psi_buf[row + u], z_rec[u], zbar
+            r0, r1 = c0, c1
+            if n_batch == 1:                        # (N, 1) columns as (1, N) rows: contiguous neuron loops
+                v, psi, z, zb = (v.reshape(1, n_post), psi.reshape(1, n_post), z.reshape(1, n_post),
+                                 zbar.reshape(1, n_post))
+                r0, r1 = np.uint64(0), np.uint64(n_post)
+            pseudo_derivative_columns(v, gamma, threshold, psi, r0, r1)
+            for j in range(z.shape[0]):
+                for b in range(r0, r1):
+                    zb[j, b] = decay_out * zb[j, b] + gain_out * z[j, b]
                     spikes += z[j, b] != 0.0
         sums[part, 0] = loss
         sums[part, 1] = spikes

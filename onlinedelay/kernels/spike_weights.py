@@ -130,6 +130,12 @@ def _unit_weight_gradient(hist, n, out_indptr, out_syn, out_post, delay_csc, row
                 pos[ii] = ii * cap
             for q in range(n):                # list the block's spikes, a step at a time (branch-free)
                 for ii in range(i1 - i0):
+                    if n_batch == 1:              # no inner loop of length 1 (~2.4 -> 1.6 ns per entry)
+                        e = pos[ii]
+                        cnt[e] = hist[q, i0 + ii, 0]
+                        offs[e] = q * n_post
+                        pos[ii] = e + (cnt[e] != 0.0)
+                        continue
                     for b in range(n_batch):
                         e = pos[ii]
                         cnt[e] = hist[q, i0 + ii, b]     # the count in the float type, exactly
