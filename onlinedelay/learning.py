@@ -350,7 +350,7 @@ class _LayerRule:
                 blocks, offsets, coefs, cursor, acc = scratch[1 + k]
                 self._kernel("unit_weight_gradient", KW)(hist, t_end, index.out_indptr, index.out_syn,
                                                          index.out_post, csc.delay_csc, csc.rows, R, blocks,
-                                                         offsets, coefs, cursor, acc, g_w)
+                                                         offsets, coefs, cursor, acc, g_w, index.transposed)
                 continue
             g = grad_csc[k]
             g[:] = 0.0

@@ -116,13 +116,16 @@ def test_readout_gradients_are_the_filtered_sums(build, parts):
     np.testing.assert_allclose(grad_b, ref_b, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("B, n_pre, n_post, block", [(3, 8, 5, 3), (1, 8, 5, 3), (2, 20, 19, 9)])
 @pytest.mark.parametrize("order", ["steps", "units"])
 @pytest.mark.parametrize("build,parts", BUILDS)
 @pytest.mark.parametrize("dense,unit_delays,max_delay", CASES)
-def test_spike_weight_gradient_is_the_sum_over_spikes(dense, unit_delays, max_delay, build, parts, order):
-    """Both loop orders (by steps into CSC order, by unit blocks into CSR order) == the float64 sum over spikes."""
+def test_spike_weight_gradient_is_the_sum_over_spikes(dense, unit_delays, max_delay, build, parts, order, B, n_pre,
+                                                      n_post, block):
+    """Both loop orders (by steps into CSC order, by unit blocks into CSR order: by 8 x 8 transposing blocks
+    and their edges when dense) == the float64 sum over spikes."""
     rng = np.random.default_rng(11)
-    n, B, n_pre, n_post, n_slots = 14, 3, 8, 5, 20
+    n, n_slots = 14, 20
     indptr, pre, delay, weight = _projection(rng, n_pre, n_post, dense, unit_delays, max_delay)
     index, delay_csc, rows = _csc(indptr, pre, delay, weight, n_pre, max_delay)
     x = spikes(rng, (n, B, n_pre), 0.7)
@@ -138,13 +141,14 @@ def test_spike_weight_gradient_is_the_sum_over_spikes(dense, unit_delays, max_de
                                                      np.zeros((parts, B), np.int32), grad_csc)
         grad[index.out_syn] += grad_csc
     else:
-        blocks = KW.unit_blocks(index.out_indptr, 3, 2 * n_post)     # several blocks, some of one unit
+        blocks = KW.unit_blocks(index.out_indptr, block, (block - 1) * n_post)    # several, some of one unit
         assert blocks.size > 3
         units, n_syn = np.diff(blocks).max(), np.diff(index.out_indptr[blocks]).max()
         getattr(KW, "unit_weight_gradient" + build)(
             hist, n, index.out_indptr, index.out_syn, index.out_post, delay_csc, rows, R, blocks,
             np.zeros((parts, units * n * B), np.int64), np.zeros((parts, units * n * B)),
-            np.zeros((parts, units), np.int64), np.full((parts, n_syn), np.nan), grad)
+            np.zeros((parts, units), np.int64), np.full((parts, n_syn), np.nan), grad, index.transposed)
+        assert index.transposed == dense
     post = np.repeat(np.arange(n_post), np.diff(indptr))
     ref = start.copy()
     for s in range(pre.size):

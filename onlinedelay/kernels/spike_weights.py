@@ -36,6 +36,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import jit, jit_parallel
+from .csc import transpose_add
 
 
 def _spike_weight_gradient(hist, n, out_indptr, out_post, delay_csc, rows, R, picked, grad_csc):
@@ -105,14 +106,17 @@ def _add_batch_rows(flat, ubase, n_post, hist, q, i, picked, m, grad_csc, k0):
 
 
 def _unit_weight_gradient(hist, n, out_indptr, out_syn, out_post, delay_csc, rows, R, blocks, offsets, coefs,
-                          cursor, acc, grad):
+                          cursor, acc, grad, dense):
     """grad[out_syn[k]] += sum over the spikes (q, b) of synapse k's unit of  c R[q + d_k, b, post_k],  q + d_k < n.
 
     The sums of :func:`spike_weight_gradient` by blocks of units, added straight into ``grad`` (n_syn,),
     CSR order.  blocks : (n_blocks + 1,) int32 unit boundaries (:func:`unit_blocks`); scratch per part
     (P parts of the blocks run side by side in the parallel build): offsets (P, >= U n B) int64 and
     coefs (P, >= U n B) float, a unit's spikes (offset (q B + b) N in R, count) at ``U`` = the most
-    units of a block; cursor (P, >= U) int64; acc (P, >= the most synapses of a block) float.
+    units of a block; cursor (P, >= U) int64; acc (P, >= the most synapses of a block) float;
+    dense : True when the projection is dense, ``grad`` then (N, n_pre) row-major (CSR order is the
+    transpose of CSC order): a block's rows are added by 8 x 8 transposing blocks (0.38 -> 0.31 ms
+    for 700 -> 256 at batch 1), not through ``out_syn`` one entry at a time.
     """
     n_pre, n_batch = hist.shape[1], hist.shape[2]
     n_post = R.shape[2]
@@ -164,6 +168,10 @@ def _unit_weight_gradient(hist, n, out_indptr, out_syn, out_post, delay_csc, row
                             break
                         a += cnt[s] * flat[np.uint64(offs[s] + shift)]
                     row[k - kb] = a
+            if dense:
+                nu = i1 - i0
+                transpose_add(row[:nu * n_post].reshape(nu, n_post), grad.reshape(n_post, n_pre)[:, i0:i1])
+                continue
             for k in range(kb, ke):
                 grad[out_syn[k]] += row[k - kb]
 
