@@ -76,7 +76,8 @@ TRANSPOSE_BLOCK = 8     # the side of the blocks (a literal loop bound: the bloc
 
 @jit
 def transpose_add(src, dst):
-    """dst[j, i] += src[i, j].  src : (n, m), dst : (m, n), C-contiguous, not overlapping."""
+    """dst[j, i] += src[i, j].  src : (n, m), dst : (m, n), not overlapping (C-contiguous, or dst the
+    columns of a larger row-major array: kernels/spike_weights.unit_weight_gradient)."""
     _transpose(src, dst, True)
 
 
