@@ -681,6 +681,7 @@ READOUT_GAIN = sf(0.4)
 READOUT_CASES = {
     "random": (3, 8, 4, "random"),
     "single": (1, 1, 1, "random"),
+    "column": (1, 9, 4, "random"),        # batch 1: the loop of its own over the units
     "silent": (2, 5, 3, "none"),
     "all_spiking": (2, 5, 3, "all"),
 }
