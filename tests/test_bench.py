@@ -258,6 +258,27 @@ def test_threads_against_one_thread_are_also_timed_in_alternated_pairs():
     json.dumps(report, allow_nan=False)
 
 
+def test_batch_one_against_a_batch_is_also_timed_in_alternated_pairs():
+    """With batch 1 and a larger batch in the plan, each (config, threads) gets batch 1's time per
+    synapse-step over the batch's, from the rows and from alternated rounds; the report prints both."""
+    plan = bench.make_plan(["tiny"], batch_sizes=[1, 8], quick=True, memory=False)
+    report = bench.run_bench(plan)
+    [slowdown] = report["derived"]["batch1_slowdown"]
+    assert (slowdown["config"], slowdown["batch_size"], slowdown["threads"]) == ("tiny", 8, 1)
+    by_batch = {r["batch_size"]: r["training"]["ns_per_synapse_step"] for r in report["results"]}
+    assert slowdown["rows_ratio"] == pytest.approx(by_batch[1] / by_batch[8])
+    pair = slowdown["paired"]
+    assert pair["rounds"] == plan.repeats
+    for key in ("median", "min", "max"):
+        _positive_finite(pair[key], key)
+    assert pair["min"] <= pair["median"] <= pair["max"]
+    line = next(line for line in bench.format_report(report).splitlines() if "batch 1 vs batch 8" in line)
+    assert "from the rows; alternated pairs of runs: median" in line and f"over {plan.repeats} rounds" in line
+    json.dumps(report, allow_nan=False)
+    single = bench.run_bench(bench.make_plan(["tiny"], batch_sizes=[8], quick=True, memory=False))
+    assert single["derived"]["batch1_slowdown"] == []                # no batch 1 in the plan: nothing paired
+
+
 def test_synapses_and_trace_arrays_count_every_projection_of_a_layered_network():
     from onlinedelay.bench.measure import synapses_and_traces
     from onlinedelay.network import Network

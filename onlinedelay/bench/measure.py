@@ -16,7 +16,9 @@
   ``time.perf_counter_ns``: median and p99 latency in microseconds;
 * **threads against one thread, paired** -- a 1-thread and a multi-thread learner on the same batch,
   one training run of each per round (the order alternating), so both see the same minutes of a
-  machine whose speed drifts (:func:`measure_paired_threads`).
+  machine whose speed drifts (:func:`measure_paired_threads`);
+* **batch 1 against a batch, paired** -- per synapse-step, a batch and a quarter of its samples one at a
+  time per round, the order alternating (:func:`measure_paired_batches`).
 
 Timings exclude compilation (one warm-up run of everything first) and are medians over repeats.
 """
@@ -188,6 +190,37 @@ def measure_streaming(config: BenchConfig, threads: int, plan) -> dict:
     return {"latency_us_median": float(np.median(lat_us)), "latency_us_p99": float(np.percentile(lat_us, 99)),
             "latency_us_max": float(lat_us.max()), "steps_timed": int(lat_us.size),
             "steps_per_s": float(1e6 / np.median(lat_us))}
+
+
+def measure_paired_batches(config: BenchConfig, batch_size: int, threads: int, plan) -> dict:
+    """Training at batch 1 against batch ``batch_size`` per synapse-step, timed in alternated pairs.
+
+    Each round times one ``run_sample`` of a batch of ``batch_size`` and, back to back, ``batch_size // 4``
+    (at least 1) single-sample ``run_sample`` calls of a batch-1 learner (which goes first alternates);
+    the ratio of a round is the batch-1 time per sample over the batch's time per sample, so per
+    synapse-step (above 1: batch 1 is slower).  Both see the same minutes of a machine whose speed
+    drifts, which the rows' medians, timed minutes apart, do not; the batch-1 learner goes through
+    different samples after each batch run (colder caches than its row, which repeats one sample).  Rounds as for
+    :func:`measure_paired_threads`.  Returns {"rounds", "median", "min", "max"} of the per-round ratios.
+    """
+    x, labels = training_batch(config.name, config.n_inputs, config.n_outputs, plan.steps, batch_size, plan.seed)
+    singles = max(1, batch_size // 4)
+    samples = [(np.ascontiguousarray(x[:, b:b + 1]), labels[b:b + 1]) for b in range(singles)]   # as the rows'
+    learners = [ThreeFactorLearner(Network(config.network_config(), seed=plan.seed, batch_size=b, dtype="float32",
+                                           threads=threads), LearningConfig()) for b in (batch_size, 1)]
+    runs = (lambda: learners[0].run_sample(x, labels, update=True),
+            lambda: [learners[1].run_sample(xs, ys, update=True) for xs, ys in samples])
+    budget_s = 0.0 if plan.quick else TIMED_S
+    with quiet_training():
+        pair_ns = sum(elapsed_ns(run) for run in runs)
+        ratios = []
+        for r in range(repeats_for(pair_ns, plan.repeats, budget_s)):
+            ns = [0, 0]
+            for k in ((0, 1) if r % 2 == 0 else (1, 0)):
+                ns[k] = elapsed_ns(runs[k])
+            ratios.append((ns[1] / singles) / (ns[0] / batch_size))
+    arr = np.array(ratios)
+    return {"rounds": len(ratios), "median": float(np.median(arr)), "min": float(arr.min()), "max": float(arr.max())}
 
 
 def measure_paired_threads(config: BenchConfig, batch_size: int, threads: int, plan) -> dict:

@@ -80,7 +80,8 @@ def format_report(report: dict) -> str:
     if any("peers" in r for r in report["results"]):
         lines += ["", _PEERS_HEAD] + _peer_lines(report["results"])
     derived = report["derived"]
-    if derived["sparse_speedup"] or derived["thread_speedup"]:
+    slowdowns = derived.get("batch1_slowdown", [])
+    if derived["sparse_speedup"] or derived["thread_speedup"] or slowdowns:
         lines += ["", "training speed ratios measured in this run:"]
         for d in derived["sparse_speedup"]:
             lines.append(f"  {d['sparse']} vs {d['dense']} (B={d['batch_size']}, {d['threads']} thr): "
@@ -91,6 +92,12 @@ def format_report(report: dict) -> str:
                       f"{_fmt(pair['max'])}x over {pair['rounds']} rounds)") if pair else ""
             lines.append(f"  {d['config']} B={d['batch_size']}: {d['threads']} threads vs 1: "
                          f"{_fmt(d['training_speedup'])}x{paired}")
+        for d in slowdowns:
+            pair = d["paired"]
+            rows = f"{_fmt(d['rows_ratio'])}x from the rows; " if "rows_ratio" in d else ""
+            lines.append(f"  {d['config']} {d['threads']} thr: batch 1 vs batch {d['batch_size']} per synapse-step: "
+                         f"{rows}alternated pairs of runs: median {_fmt(pair['median'])}x, {_fmt(pair['min'])}-"
+                         f"{_fmt(pair['max'])}x over {pair['rounds']} rounds")
     lines += ["", f"wall time {report['wall_s']:.0f} s"]
     return "\n".join(lines)
 

@@ -7,7 +7,7 @@ from typing import Callable
 
 from ..provenance import load_average, machine_info
 from .configs import SPARSE_PAIRS
-from .measure import measure_paired_threads, measure_row, measure_streaming
+from .measure import measure_paired_batches, measure_paired_threads, measure_row, measure_streaming
 from .memory import measure_memory
 from .peers import measure_peers
 from .plan import Plan
@@ -42,7 +42,9 @@ def run_bench(plan: Plan, progress: Callable[[str], None] | None = None) -> dict
                        or {peer, missing}] -- see :mod:`onlinedelay.bench.peers`,
         memory: {config name: see :func:`measure_memory`},
         derived: sparse_speedup and thread_speedup (training samples/s ratios from this run; a thread
-            ratio with ``paired`` {rounds, median, min, max}: the alternated pairs of runs),
+            ratio with ``paired`` {rounds, median, min, max}: the alternated pairs of runs) and
+            batch1_slowdown (batch 1's training time per synapse-step over the largest batch's, per
+            config and thread count: ``rows_ratio`` from the rows' medians, ``paired`` in alternation),
         wall_s: seconds the whole run took.
 
     ``machine`` also holds ``load_average_start`` and ``load_average_end``.
@@ -71,6 +73,12 @@ def run_bench(plan: Plan, progress: Callable[[str], None] | None = None) -> dict
         say(f"{config.name}/b{batch}: {threads} threads against 1, alternated pairs of training runs")
         paired.append({"config": config.name, "batch_size": batch, "threads": threads,
                        **measure_paired_threads(config, batch, threads, plan)})
+    paired_batches = []
+    big = max(plan.batch_sizes)
+    for config, threads in ((c, t) for c in plan.configs for t in plan.threads if 1 in plan.batch_sizes and big > 1):
+        say(f"{config.name}/t{threads}: batch 1 against batch {big}, alternated pairs of training runs")
+        paired_batches.append({"config": config.name, "batch_size": big, "threads": threads,
+                               **measure_paired_batches(config, big, threads, plan)})
     memory = {}
     for config in plan.configs if plan.memory_steps else ():
         say(f"memory: {config.name} at T = {', '.join(map(str, plan.memory_steps))} (fresh process each)")
@@ -78,12 +86,14 @@ def run_bench(plan: Plan, progress: Callable[[str], None] | None = None) -> dict
     machine = machine_info()
     machine["load_average_start"], machine["load_average_end"] = load_start, load_average()
     return {"schema": SCHEMA, "machine": machine, "settings": plan.to_dict(), "results": results,
-            "memory": memory, "derived": derived_ratios(results, paired), "wall_s": time.perf_counter() - started}
+            "memory": memory, "derived": derived_ratios(results, paired, paired_batches),
+            "wall_s": time.perf_counter() - started}
 
 
-def derived_ratios(results, paired=()) -> dict:
-    """Side-by-side ratios of training samples/s measured in this run (sparse vs dense, threads); a thread
-    ratio also gets its paired measurement (``paired``: from :func:`measure_paired_threads`), if any."""
+def derived_ratios(results, paired=(), paired_batches=()) -> dict:
+    """Side-by-side ratios of training samples/s measured in this run (sparse vs dense, threads, batch 1 against
+    the largest batch per synapse-step); a thread ratio also gets its paired measurement (``paired``: from
+    :func:`measure_paired_threads`), a batch ratio its own (``paired_batches``: :func:`measure_paired_batches`)."""
     by_key = {(r["config"], r["batch_size"], r["threads"]): r["training"]["samples_per_s"] for r in results}
     sparse = []
     for dense, sparse_name in SPARSE_PAIRS:
@@ -100,4 +110,11 @@ def derived_ratios(results, paired=()) -> dict:
                             if (p["config"], p["batch_size"], p["threads"]) == (name, batch, t2)]
                     thread.append({"config": name, "batch_size": batch, "threads": t2,
                                    "training_speedup": v2 / value, **({"paired": pair[0]} if pair else {})})
-    return {"sparse_speedup": sparse, "thread_speedup": thread}
+    batch = []
+    ns = {(r["config"], r["batch_size"], r["threads"]): r["training"]["ns_per_synapse_step"] for r in results}
+    for p in paired_batches:
+        key_big, key_one = (p["config"], p["batch_size"], p["threads"]), (p["config"], 1, p["threads"])
+        rows = {"rows_ratio": ns[key_one] / ns[key_big]} if key_big in ns and key_one in ns else {}
+        batch.append({"config": p["config"], "batch_size": p["batch_size"], "threads": p["threads"], **rows,
+                      "paired": {k: p[k] for k in ("rounds", "median", "min", "max")}})
+    return {"sparse_speedup": sparse, "thread_speedup": thread, "batch1_slowdown": batch}
