@@ -241,6 +241,19 @@ def test_the_report_shows_peers_side_by_side(monkeypatch):
     json.dumps(report, allow_nan=False)                                       # still plain data
 
 
+def _check_paired(pair, plan, report, label) -> str:
+    """A paired measurement of ``plan.repeats`` rounds, ordered finite positive ratios, printed on the
+    report's line holding ``label``; returns that line (the report stays plain data)."""
+    assert pair["rounds"] == plan.repeats
+    for key in ("median", "min", "max"):
+        _positive_finite(pair[key], key)
+    assert pair["min"] <= pair["median"] <= pair["max"]
+    line = next(line for line in bench.format_report(report).splitlines() if label in line)
+    assert "alternated pairs of runs: median" in line and f"over {plan.repeats} rounds" in line
+    json.dumps(report, allow_nan=False)
+    return line
+
+
 def test_threads_against_one_thread_are_also_timed_in_alternated_pairs():
     """A multi-thread row gets a paired ratio (1-thread time / threads time per round of two runs) next to
     the ratio of the two rows' medians; the report prints both."""
@@ -248,14 +261,7 @@ def test_threads_against_one_thread_are_also_timed_in_alternated_pairs():
     report = bench.run_bench(plan)
     [speedup] = report["derived"]["thread_speedup"]
     assert (speedup["config"], speedup["batch_size"], speedup["threads"]) == ("tiny", 2, 2)
-    pair = speedup["paired"]
-    assert pair["rounds"] == plan.repeats
-    for key in ("median", "min", "max"):
-        _positive_finite(pair[key], key)
-    assert pair["min"] <= pair["median"] <= pair["max"]
-    line = next(line for line in bench.format_report(report).splitlines() if "2 threads vs 1" in line)
-    assert "alternated pairs of runs: median" in line and f"over {plan.repeats} rounds" in line
-    json.dumps(report, allow_nan=False)
+    _check_paired(speedup["paired"], plan, report, "2 threads vs 1")
 
 
 def test_batch_one_against_a_batch_is_also_timed_in_alternated_pairs():
@@ -267,14 +273,8 @@ def test_batch_one_against_a_batch_is_also_timed_in_alternated_pairs():
     assert (slowdown["config"], slowdown["batch_size"], slowdown["threads"]) == ("tiny", 8, 1)
     by_batch = {r["batch_size"]: r["training"]["ns_per_synapse_step"] for r in report["results"]}
     assert slowdown["rows_ratio"] == pytest.approx(by_batch[1] / by_batch[8])
-    pair = slowdown["paired"]
-    assert pair["rounds"] == plan.repeats
-    for key in ("median", "min", "max"):
-        _positive_finite(pair[key], key)
-    assert pair["min"] <= pair["median"] <= pair["max"]
-    line = next(line for line in bench.format_report(report).splitlines() if "batch 1 vs batch 8" in line)
-    assert "from the rows; alternated pairs of runs: median" in line and f"over {plan.repeats} rounds" in line
-    json.dumps(report, allow_nan=False)
+    line = _check_paired(slowdown["paired"], plan, report, "batch 1 vs batch 8")
+    assert "from the rows; alternated pairs of runs" in line
     single = bench.run_bench(bench.make_plan(["tiny"], batch_sizes=[8], quick=True, memory=False))
     assert single["derived"]["batch1_slowdown"] == []                # no batch 1 in the plan: nothing paired
 

@@ -697,25 +697,29 @@ def _z(rng, B, n, mode):
     return z
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("case", list(READOUT_CASES))
-def test_readout_step(case, seed, dtype):
+def _readout_case(case, rng):
+    """(z, w_out, bias, y0, the float64 reference readout, its scale) of a READOUT_CASES case."""
     B, n_h, n_out, mode = READOUT_CASES[case]
-    rng = np.random.default_rng(200 + seed)
     z = _z(rng, B, n_h, mode)
     w_out = f32(rng.normal(0, 1, (n_out, n_h)))
     bias = f32(rng.normal(0, 0.5, n_out))
     y0 = f32(rng.normal(0, 2, (B, n_out)))
     ref = ref_readout_step(z, w_out, bias, READOUT_DECAY, READOUT_GAIN, y0)
     scale = ref_readout_step(z, np.abs(w_out), np.abs(bias), READOUT_DECAY, READOUT_GAIN, np.abs(y0))
-    if mode == "none":
+    return z, w_out, bias, y0, ref, scale
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("case", list(READOUT_CASES))
+def test_readout_step(case, seed, dtype):
+    z, w_out, bias, y0, ref, scale = _readout_case(case, np.random.default_rng(200 + seed))
+    if READOUT_CASES[case][3] == "none":
         np.testing.assert_allclose(ref, READOUT_DECAY * y0 + bias, rtol=1e-15)
 
     y = batch_last(y0, dtype)
     K.readout_step(batch_last(z, dtype), cast(w_out, dtype), cast(bias, dtype), READOUT_DECAY, READOUT_GAIN, y)
     assert_close(y.T, ref, dtype, scale, "y")
-
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -725,14 +729,8 @@ def test_readout_listed_equals_readout_step(case, seed, dtype):
     """The segment kernels' readout (transposed weights, spiking units listed) against the reference,
     and bit for bit against readout_step, on a column range that leaves the other columns alone."""
     from onlinedelay.kernels.readout import readout_listed
-    B, n_h, n_out, mode = READOUT_CASES[case]
-    rng = np.random.default_rng(300 + seed)
-    z = _z(rng, B, n_h, mode)
-    w_out = f32(rng.normal(0, 1, (n_out, n_h)))
-    bias = f32(rng.normal(0, 0.5, n_out))
-    y0 = f32(rng.normal(0, 2, (B, n_out)))
-    ref = ref_readout_step(z, w_out, bias, READOUT_DECAY, READOUT_GAIN, y0)
-    scale = ref_readout_step(z, np.abs(w_out), np.abs(bias), READOUT_DECAY, READOUT_GAIN, np.abs(y0))
+    B, n_h, n_out, _ = READOUT_CASES[case]
+    z, w_out, bias, y0, ref, scale = _readout_case(case, np.random.default_rng(300 + seed))
     z_k, w_k, b_k = batch_last(z, dtype), cast(w_out, dtype), cast(bias, dtype)
     stepped, listed = batch_last(y0, dtype), batch_last(y0, dtype)
     K.readout_step(z_k, w_k, b_k, READOUT_DECAY, READOUT_GAIN, stepped)

@@ -24,7 +24,7 @@ Measured figures are in ``docs/benchmarks.md``.
 from ..provenance import machine_info
 from .configs import CONFIGS, DEFAULT_CONFIGS, QUICK_CONFIGS, SPARSE_PAIRS, BenchConfig
 from .measure import (MIN_LATENCY_STEPS, QUICK_TRIAD_ELEMENTS_PER_REPEAT, TRIAD_ELEMENTS_PER_REPEAT,
-                      measure_paired_threads, measure_row, measure_streaming)
+                      measure_paired_batches, measure_paired_threads, measure_row, measure_streaming)
 from .memory import MEMORY_CHILD_TIMEOUT_S, measure_memory
 from .peers import PEERS, Peer, measure_peers, missing_message
 from .plan import (BATCH_SIZES, DEFAULT_REPEATS, MEMORY_STEPS, QUICK_MEMORY_STEPS, QUICK_STEPS, STEPS, THREADS,
@@ -38,7 +38,7 @@ __all__ = ["BATCH_SIZES", "CONFIGS", "DEFAULT_CONFIGS", "DEFAULT_REPEATS", "MEMO
            "MIN_LATENCY_STEPS", "PEERS", "QUICK_CONFIGS", "QUICK_MEMORY_STEPS", "QUICK_STEPS",
            "QUICK_TRIAD_ELEMENTS_PER_REPEAT", "SCHEMA", "SPARSE_PAIRS", "SPIKES_PER_STEP", "STEPS", "THREADS",
            "TRIAD_ELEMENTS_PER_REPEAT", "BenchConfig", "OptionError", "Peer", "Plan", "Triad", "derived_ratios",
-           "format_report", "machine_info", "make_plan", "measure_memory", "measure_paired_threads", "measure_peers",
-           "measure_row",
+           "format_report", "machine_info", "make_plan", "measure_memory", "measure_paired_batches",
+           "measure_paired_threads", "measure_peers", "measure_row",
            "measure_streaming", "missing_message", "poisson_input", "rng_for", "run_bench", "training_batch",
            "write_json"]

@@ -192,24 +192,10 @@ def measure_streaming(config: BenchConfig, threads: int, plan) -> dict:
             "steps_per_s": float(1e6 / np.median(lat_us))}
 
 
-def measure_paired_batches(config: BenchConfig, batch_size: int, threads: int, plan) -> dict:
-    """Training at batch 1 against batch ``batch_size`` per synapse-step, timed in alternated pairs.
-
-    Each round times one ``run_sample`` of a batch of ``batch_size`` and, back to back, ``batch_size // 4``
-    (at least 1) single-sample ``run_sample`` calls of a batch-1 learner (which goes first alternates);
-    the ratio of a round is the batch-1 time per sample over the batch's time per sample, so per
-    synapse-step (above 1: batch 1 is slower).  Both see the same minutes of a machine whose speed
-    drifts, which the rows' medians, timed minutes apart, do not; the batch-1 learner goes through
-    different samples after each batch run (colder caches than its row, which repeats one sample).  Rounds as for
-    :func:`measure_paired_threads`.  Returns {"rounds", "median", "min", "max"} of the per-round ratios.
-    """
-    x, labels = training_batch(config.name, config.n_inputs, config.n_outputs, plan.steps, batch_size, plan.seed)
-    singles = max(1, batch_size // 4)
-    samples = [(np.ascontiguousarray(x[:, b:b + 1]), labels[b:b + 1]) for b in range(singles)]   # as the rows'
-    learners = [ThreeFactorLearner(Network(config.network_config(), seed=plan.seed, batch_size=b, dtype="float32",
-                                           threads=threads), LearningConfig()) for b in (batch_size, 1)]
-    runs = (lambda: learners[0].run_sample(x, labels, update=True),
-            lambda: [learners[1].run_sample(xs, ys, update=True) for xs, ys in samples])
+def _alternated_ratios(runs, ratio, plan) -> dict:
+    """Time the two callables ``runs`` back to back per round (which goes first alternates), at least
+    ``plan.repeats`` rounds and more until they fill the timing budget; ``ratio(ns_0, ns_1)`` of each round.
+    Returns {"rounds", "median", "min", "max"} of the per-round ratios."""
     budget_s = 0.0 if plan.quick else TIMED_S
     with quiet_training():
         pair_ns = sum(elapsed_ns(run) for run in runs)
@@ -218,9 +204,30 @@ def measure_paired_batches(config: BenchConfig, batch_size: int, threads: int, p
             ns = [0, 0]
             for k in ((0, 1) if r % 2 == 0 else (1, 0)):
                 ns[k] = elapsed_ns(runs[k])
-            ratios.append((ns[1] / singles) / (ns[0] / batch_size))
+            ratios.append(ratio(*ns))
     arr = np.array(ratios)
     return {"rounds": len(ratios), "median": float(np.median(arr)), "min": float(arr.min()), "max": float(arr.max())}
+
+
+def measure_paired_batches(config: BenchConfig, batch_size: int, threads: int, plan) -> dict:
+    """Training at batch 1 against batch ``batch_size`` per synapse-step, timed in alternated pairs.
+
+    Each round times one ``run_sample`` of a batch of ``batch_size`` and, back to back, ``batch_size // 4``
+    (at least 1) single-sample ``run_sample`` calls of a batch-1 learner (which goes first alternates);
+    the ratio of a round is the batch-1 time per sample over the batch's time per sample, so per
+    synapse-step (above 1: batch 1 is slower).  Both see the same minutes of a machine whose speed
+    drifts, which the rows' medians, timed minutes apart, do not; the batch-1 learner goes through
+    different samples after each batch run (colder caches than its row, which repeats one sample).
+    Returns {"rounds", "median", "min", "max"} of the per-round ratios (:func:`_alternated_ratios`).
+    """
+    x, labels = training_batch(config.name, config.n_inputs, config.n_outputs, plan.steps, batch_size, plan.seed)
+    singles = max(1, batch_size // 4)
+    samples = [(np.ascontiguousarray(x[:, b:b + 1]), labels[b:b + 1]) for b in range(singles)]   # as the rows'
+    learners = [ThreeFactorLearner(Network(config.network_config(), seed=plan.seed, batch_size=b, dtype="float32",
+                                           threads=threads), LearningConfig()) for b in (batch_size, 1)]
+    runs = (lambda: learners[0].run_sample(x, labels, update=True),
+            lambda: [learners[1].run_sample(xs, ys, update=True) for xs, ys in samples])
+    return _alternated_ratios(runs, lambda ns_batch, ns_one: (ns_one / singles) / (ns_batch / batch_size), plan)
 
 
 def measure_paired_threads(config: BenchConfig, batch_size: int, threads: int, plan) -> dict:
@@ -228,20 +235,10 @@ def measure_paired_threads(config: BenchConfig, batch_size: int, threads: int, p
 
     Each round times one ``run_sample`` of each learner back to back (which goes first alternates);
     the ratio of a round is the 1-thread time over the ``threads`` time (above 1: the threads are
-    faster).  Rounds: at least ``plan.repeats``, more until they fill the timing budget.  Returns
-    {"rounds", "median", "min", "max"} of the per-round ratios.
+    faster).  Returns {"rounds", "median", "min", "max"} of the per-round ratios (:func:`_alternated_ratios`).
     """
     x, labels = training_batch(config.name, config.n_inputs, config.n_outputs, plan.steps, batch_size, plan.seed)
     learners = [ThreeFactorLearner(Network(config.network_config(), seed=plan.seed, batch_size=batch_size,
                                            dtype="float32", threads=t), LearningConfig()) for t in (1, threads)]
-    budget_s = 0.0 if plan.quick else TIMED_S
-    with quiet_training():
-        pair_ns = sum(elapsed_ns(lambda l=learner: l.run_sample(x, labels, update=True)) for learner in learners)
-        ratios = []
-        for r in range(repeats_for(pair_ns, plan.repeats, budget_s)):
-            ns = [0, 0]
-            for k in ((0, 1) if r % 2 == 0 else (1, 0)):
-                ns[k] = elapsed_ns(lambda l=learners[k]: l.run_sample(x, labels, update=True))
-            ratios.append(ns[0] / ns[1])
-    arr = np.array(ratios)
-    return {"rounds": len(ratios), "median": float(np.median(arr)), "min": float(arr.min()), "max": float(arr.max())}
+    runs = tuple(lambda l=learner: l.run_sample(x, labels, update=True) for learner in learners)
+    return _alternated_ratios(runs, lambda ns_one, ns_threads: ns_one / ns_threads, plan)
