@@ -29,7 +29,7 @@ constants, the accumulated gradients equal BPTT of the Gaussian-relaxed model ex
 
 Known sequences: ``run_sample`` on a one-layer network without recurrence advances a segment at a
 time (segments.py) and does the per-step work of the rule in one kernel call per segment, the
-learning signal as a matrix product over the segment and the readout gradients per hidden spike
+learning signal and the readout gradients as matrix products over the segment
 (kernels/sample.readout_gradients).  When a sample is one chunk (T <= chunk_steps), every gradient
 is summed per presynaptic spike at the flush: the chunk factors filtered backward in time, then
 per spike one row added for a projection whose delays are
@@ -706,20 +706,19 @@ class ThreeFactorLearner:
             end = min(n_steps, int(ls.cursor[1]) + self.n_buf, t + SEGMENT_STEPS)
             if online:
                 end = min(end, (t // every + 1) * every)
-            rec = net.segments.advance(x, end - t, record=True, ring_first=ring_first)
             n, row = end - t, t - int(ls.cursor[1])
-            d_rec, zbar0, bbar0, carry, grad_t, grad_bt, sums = self._segment_buffers(n)
+            rec = net.segments.advance(x, n, pseudo=(c.surrogate_gamma, ls.psi_buf[row:row + n]),
+                                       ring_first=ring_first)
+            d_rec, zbar0, bbar0, carry, prod, sums = self._segment_buffers(n)
             zbar0[...], bbar0[...] = s.zbar, s.bbar          # the readout traces before the segment
             loss, n_spikes = build(KS, "learn_segment", sums.shape[0] > 1)(
-                t, n, row, rec.y, rec.v, rec.z, labels, loss_weights, lc.loss_start_step, c.surrogate_gamma,
-                spec.threshold, c.decay_out, c.readout_gain, s.probs, s.delta, ls.psi_buf, s.zbar, s.bbar,
-                d_rec, votes, sums)
-            build(KS, "readout_gradients", grad_t.shape[0] > 1)(d_rec, rec.z, n, zbar0, bbar0, c.decay_out,
-                                                               c.readout_gain, carry, grad_t, grad_bt,
-                                                               self.grads.w_out, self.grads.b_out)
-            # the learning signal L = B^T delta: one matrix product per segment
+                t, n, rec.y, rec.z, labels, loss_weights, lc.loss_start_step, c.decay_out, c.readout_gain, s.probs,
+                s.delta, s.zbar, s.bbar, d_rec, votes, sums)
+            # the readout gradients and the learning signal L = B^T delta: matrix products per segment
             feedback = net.params.w_out if rule.feedback is None else rule.feedback
-            with blas_threads(1):                   # see dense.py: BLAS threads fight numba's
+            with blas_threads(1):                   # see dense.py: BLAS threads fight numba's (2 BLAS threads: no faster)
+                KS.readout_gradients(d_rec, rec.z, zbar0, bbar0, c.decay_out, c.readout_gain, carry, prod,
+                                     self.grads.w_out, self.grads.b_out)
                 np.matmul(feedback.T, d_rec, out=ls.signal_buf[row:row + n])
             self.loss_sum += loss
             spikes += n_spikes
@@ -733,18 +732,19 @@ class ThreeFactorLearner:
 
     def _segment_buffers(self, n: int):
         """Reused buffers of an ``n``-step segment: delta records (n, n_out, B), the readout traces before it
-        (zbar (N, B), bbar (B,)), and the scratch of kernels/sample.readout_gradients and learn_segment (one per
-        part of the batch)."""
+        (zbar (N, B), bbar (B,)), the scratch of kernels/sample.readout_gradients (carries (n, B, n_out),
+        products (n, N, n_out)) and learn_segment's (P, 2) sums (one row per part of the batch)."""
         c, batch, dt = self.net.config, self.net.batch_size, self.net.dtype
         parts = min(self.rules[0].parts(), batch)
         if self.segment_records is None or self.segment_records[0].shape[2] != batch \
-                or self.segment_records[4].shape[0] != parts:
+                or self.segment_records[5].shape[0] != parts:
             self.segment_records = (aligned_zeros((SEGMENT_STEPS, c.n_outputs, batch), dt),
                                     aligned_zeros((c.n_readout_inputs, batch), dt), aligned_zeros(batch, dt),
-                                    aligned_zeros((batch, c.n_outputs), dt),
-                                    aligned_zeros((parts, c.n_readout_inputs, c.n_outputs), dt),
-                                    aligned_zeros((parts, c.n_outputs), dt), np.zeros((parts, 2)))
-        return (self.segment_records[0][:n],) + self.segment_records[1:]
+                                    aligned_zeros((SEGMENT_STEPS, batch, c.n_outputs), dt),
+                                    aligned_zeros((SEGMENT_STEPS if batch > 1 else 0, c.n_readout_inputs,
+                                                   c.n_outputs), dt), np.zeros((parts, 2)))
+        d_rec, zbar0, bbar0, carry, prod, sums = self.segment_records
+        return d_rec[:n], zbar0, bbar0, carry[:n], prod[:n], sums
 
     def sample_gradients(self, inputs, labels) -> Gradients:
         """Accumulate-mode gradients of one sample/batch (parameters unchanged); returns a copy."""

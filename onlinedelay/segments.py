@@ -4,10 +4,13 @@
 network of one layer without recurrence they advance it a segment of steps at a time
 (kernels/sample.py): the feedforward current of every step of the segment is summed spike by
 spike into a ``(n, B, N)`` buffer (each spike adds its unit's weight row at its delay), then one
-kernel call runs the LIF layer and the readout over the segment, recording what the learner
-reads (readout, membrane, spikes: ``(n, ., B)``).  Segments are at most :data:`SEGMENT_STEPS`
-long, so memory does not grow with T.  The sums and their order are the push model's, so the
-results equal stepping the network one step at a time (tests/test_segments.py).
+kernel call runs the LIF layer over the segment, recording its spikes (and, for a learner, the
+pseudo-derivative of each step: ``(n, N, B)``), then the readout of every step follows from the
+spikes.  Segments are at most :data:`SEGMENT_STEPS` long, so memory does not grow with T.  The
+input current's sums and their order are the push model's, and inference sums the readout as
+stepping does, so ``Network.run`` equals stepping one step at a time (tests/test_segments.py);
+a learner's readout is one matrix product of the spikes (BLAS's order of the sum over the hidden
+units: equal to stepping up to rounding, ~10x faster at batch 32).
 
 After a segment the network is where stepping would have left it (the spikes still in flight
 are pulled by later steps), so stepping can go on from there.  A caller that reads the sample's
@@ -27,6 +30,7 @@ import numpy as np
 from .kernels import csc as KCSC
 from .kernels import sample as KS
 from .kernels._jit import build
+from .dense import blas_threads
 from .state import aligned_zeros, fill_tuple
 
 SEGMENT_STEPS = 128       # the longest segment: buffers of SEGMENT_STEPS x B x N per array
@@ -43,8 +47,7 @@ class SegmentRecord(NamedTuple):
     """What a segment of ``n`` steps leaves for the learner: views of reused buffers."""
 
     y: np.ndarray             # (n, n_out, B) readout after each step
-    v: np.ndarray             # (n, N, B) membrane potential after each step (0 steps: not recorded)
-    z: np.ndarray             # (n, N, B) spikes of each step (0 steps: not recorded)
+    z: np.ndarray             # (n, N, B) spikes of each step
 
 
 def supports_segments(net) -> bool:
@@ -123,30 +126,33 @@ class SegmentRunner:
         for value in (s.z, s.y, s.t):
             value[...] = 0
 
-    def _allocate(self, n_batch: int, record: bool) -> None:
+    def _allocate(self, n_batch: int) -> None:
         net = self.net
         spec, dt = net.layer_specs[0], net.dtype
-        n_post, n_rec = spec.n_neurons, SEGMENT_STEPS if record else 0
+        n_post = spec.n_neurons
         parts = parallel_parts(net, net.params.layers[0].feedforward.pre.size)
         self.buffers = {
-            "batch": n_batch, "record": record,
+            "batch": n_batch,
             "cur": aligned_zeros((SEGMENT_STEPS, n_batch, n_post), dt),
             "parts": parts,
             "units": aligned_zeros((parts, net.config.n_inputs), np.int32), "counts": aligned_zeros((parts, 8), dt),
             "padded": aligned_zeros((parts, (SEGMENT_STEPS + 2 * net.config.max_delay_steps) * n_post), dt),
             "y": aligned_zeros((SEGMENT_STEPS, net.config.n_outputs, n_batch), dt),
-            "v": aligned_zeros((n_rec, n_post, n_batch), dt), "z": aligned_zeros((n_rec, n_post, n_batch), dt)}
+            "z": aligned_zeros((SEGMENT_STEPS, n_post, n_batch), dt)}
 
     def _index(self):
         """The input projection's CSC index and its :class:`CscDelays` (fresh)."""
         index = self.net.segment_index()
         return index, self.csc_delays(0, 0)
 
-    def advance(self, x: np.ndarray, n: int, record: bool = False, ring_first: int = 0) -> SegmentRecord:
+    def advance(self, x: np.ndarray, n: int, pseudo: tuple | None = None, ring_first: int = 0) -> SegmentRecord:
         """Advance ``n`` steps (1 <= n <= SEGMENT_STEPS) from the network's step ``t``.
 
         x : (T, B, n_in) validated counts of the whole sample since the last reset (steps before
         ``t`` must be those already taken: spikes still in flight are summed again from them);
+        pseudo : (gamma, psi) for a learner: record the pseudo-derivative of each step's membrane
+        potential (kernels/surrogate.py, with ``gamma``) into psi (n, N, B), and sum the readout as
+        one matrix product (kernels/sample.readout_segment; None: as stepping sums it);
         ring_first : the first step written into the input ring (steps before it are left out).
         """
         net = self.net
@@ -154,9 +160,9 @@ class SegmentRunner:
         if not 1 <= n <= SEGMENT_STEPS or first + n > x.shape[0]:
             raise ValueError(f"segment of {n} steps from step {first} does not fit a sequence of {x.shape[0]}")
         n_batch = x.shape[1]
-        if (self.buffers is None or self.buffers["batch"] != n_batch or (record and not self.buffers["record"])
+        if (self.buffers is None or self.buffers["batch"] != n_batch
                 or self.buffers["parts"] != parallel_parts(net, net.params.layers[0].feedforward.pre.size)):
-            self._allocate(n_batch, record)
+            self._allocate(n_batch)
         buf = self.buffers
         index, delays = self._index()
         c, spec = net.config, net.layer_specs[0]
@@ -166,18 +172,25 @@ class SegmentRunner:
         build(KS, "spike_current", parts > 1)(x, first, n, c.max_delay_steps, index.out_indptr, delays.offsets,
                                               index.weight_csc, delays.rows, buf["units"], buf["counts"],
                                               buf["padded"], cur)
-        v_rec, z_rec = (buf["v"][:n], buf["z"][:n]) if record else (buf["v"][:0], buf["z"][:0])
+        gamma, psi_rec = pseudo if pseudo is not None else (0.0, buf["z"][:0])
+        z_rec = buf["z"][:n]
         build(KS, "forward_segment", parts > 1)(
             x, first, n, ring_first, cur, ls.hist_ff, float(spec.decay_mem), float(spec.input_gain), float(spec.threshold),
-            spec.reset == "hard", ls.current, ls.v, net.state.z, ls.decay_eff, p.w_out, p.b_out,
-            float(c.decay_out), float(c.readout_gain), net.state.y, buf["y"][:n], v_rec, z_rec, min(parts, n_batch))
+            spec.reset == "hard", ls.current, ls.v, net.state.z, ls.decay_eff, float(gamma), psi_rec, z_rec,
+            min(parts, n_batch))
+        readout = (p.w_out, p.b_out, float(c.decay_out), float(c.readout_gain), z_rec, net.state.y, buf["y"][:n])
+        if pseudo is None:                       # inference: the floats of stepping
+            KS.readout_stepped(*readout)
+        else:
+            with blas_threads(1):                # see dense.py: BLAS threads fight numba's
+                KS.readout_segment(*readout)
         end = first + n                          # this segment wrote the ring for steps [w0, end)
         w0 = min(end, max(first, ring_first, end - ls.hist_ff.shape[0]))
         prior = (self.clean, w0, 0) if first == 0 else self.written
         known = prior is not None and prior[0] is net.state and (first == 0 or prior[2] == first)
         self.written = (net.state, min(prior[1], w0), end) if known else None
         net.segment_done(first + n)
-        return SegmentRecord(buf["y"][:n], v_rec, z_rec)
+        return SegmentRecord(buf["y"][:n], z_rec)
 
     def run(self, x: np.ndarray, out: np.ndarray) -> None:
         """Advance the whole (reset) sample ``x`` (T, B, n_in); readouts into ``out`` (T, B, n_out)."""

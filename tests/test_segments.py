@@ -95,25 +95,60 @@ def test_backward_filter_is_the_anticausal_sum(build, parts, N, B):
     np.testing.assert_allclose(R[:n], ref.transpose(0, 2, 1), rtol=1e-13, atol=1e-13)
 
 
-@pytest.mark.parametrize("build,parts", BUILDS)
-def test_readout_gradients_are_the_filtered_sums(build, parts):
-    """Per hidden spike, with the traces before the segment: the sums over steps of delta zbar^T and delta bbar."""
-    rng = np.random.default_rng(11)
-    n, n_out, N, B, kappa, gain = 13, 4, 7, 3, 0.8, 0.6
-    delta = rng.normal(size=(n + 2, n_out, B))
-    z = spikes(rng, (n + 2, N, B), 0.3).astype(float)
-    zbar, bbar = rng.normal(size=(N, B)), rng.normal(size=B)
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("first_segment", [True, False])
+def test_readout_gradients_are_the_filtered_sums(B, first_segment):
+    """With the traces before the segment (zero at a sample's first): the sums over steps of delta zbar^T
+    and delta bbar, as the per-step rule forms them."""
+    rng = np.random.default_rng(11 + B)
+    n, n_out, N, kappa, gain = 13, 4, 7, 0.8, 0.6
+    delta = rng.normal(size=(n, n_out, B))
+    z = spikes(rng, (n, N, B), 0.3).astype(float)
+    zbar, bbar = (np.zeros((N, B)), np.zeros(B)) if first_segment else (rng.normal(size=(N, B)), rng.normal(size=B))
     grad_w, grad_b = rng.normal(size=(n_out, N)), rng.normal(size=n_out)
     ref_w, ref_b = grad_w.copy(), grad_b.copy()
-    getattr(KS, "readout_gradients" + build)(delta, z, n, zbar.copy(), bbar.copy(), kappa, gain,
-                                             np.full((B, n_out), np.nan), np.full((parts, N, n_out), np.nan),
-                                             np.full((parts, n_out), np.nan), grad_w, grad_b)
+    KS.readout_gradients(delta, z, zbar.copy(), bbar.copy(), kappa, gain, np.full((n, B, n_out), np.nan),
+                         np.full((n if B > 1 else 0, N, n_out), np.nan), grad_w, grad_b)
     for u in range(n):
         zbar, bbar = kappa * zbar + gain * z[u], kappa * bbar + 1.0
         ref_w += delta[u] @ zbar.T
         ref_b += delta[u] @ bbar
     np.testing.assert_allclose(grad_w, ref_w, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(grad_b, ref_b, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("B", [1, 3])
+def test_readout_segment_is_the_filtered_product(B):
+    """The readout over a segment from its spikes, against the recursion step by step; y carried on."""
+    rng = np.random.default_rng(12 + B)
+    n, n_out, N, kappa, gain = 11, 4, 9, 0.7, 0.6
+    z = spikes(rng, (n, N, B), 0.3).astype(float)
+    w_out, bias, y0 = rng.normal(size=(n_out, N)), rng.normal(size=n_out), rng.normal(size=(n_out, B))
+    y, y_rec = y0.copy(), np.full((n, n_out, B), np.nan)
+    KS.readout_segment(w_out, bias, kappa, gain, z, y, y_rec)
+    ref = y0.copy()
+    for u in range(n):
+        ref = kappa * ref + gain * w_out @ z[u] + bias[:, None]
+        np.testing.assert_allclose(y_rec[u], ref, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(y, ref, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("B", [1, 3])
+def test_readout_stepped_is_stepping_bit_for_bit(B):
+    """Inference's readout over a segment: the floats of readout_step, step after step (float32)."""
+    from onlinedelay.kernels.readout import readout_step
+    rng = np.random.default_rng(13 + B)
+    n, n_out, N, kappa, gain = 11, 4, 40, 0.7, 0.6
+    z = spikes(rng, (n, N, B), 0.3).astype(np.float32)
+    w_out, bias = rng.normal(size=(n_out, N)).astype(np.float32), rng.normal(size=n_out).astype(np.float32)
+    y0 = rng.normal(size=(n_out, B)).astype(np.float32)
+    y, y_rec = y0.copy(), np.full((n, n_out, B), np.nan, np.float32)
+    KS.readout_stepped(w_out, bias, kappa, gain, z, y, y_rec)
+    ref = y0.copy()
+    for u in range(n):
+        readout_step(z[u], w_out, bias, kappa, gain, ref)
+        np.testing.assert_array_equal(y_rec[u], ref)
+    np.testing.assert_array_equal(y, ref)
 
 
 @pytest.mark.parametrize("B, n_pre, n_post, block", [(3, 8, 5, 3), (1, 8, 5, 3), (2, 20, 19, 9)])
