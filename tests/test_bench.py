@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -206,6 +207,80 @@ def test_torch_peers_run_in_a_child_process_that_times_our_batch(monkeypatch, tm
     assert record["train"] == 4                  # warm-up, sizing call, 2 repeats
 
 
+class _SlowModel(_FakeModel):
+    """A fake peer ten times slower than the fake "ours" of the paired test."""
+
+    def train(self):
+        time.sleep(0.01)
+
+    def infer(self):
+        time.sleep(0.005)
+
+
+def test_a_peer_is_also_timed_in_alternated_pairs():
+    """With our callables, each peer's ratios are timed again in alternated rounds: the peer's time over ours."""
+    config = bench.CONFIGS["tiny"]
+    plan = bench.make_plan(["tiny"], quick=True, repeats=3, memory=False)
+    calls = {"train": 0, "infer": 0}
+
+    def ours():
+        def call(kind, seconds):
+            calls[kind] += 1
+            time.sleep(seconds)
+        return {"train": lambda: call("train", 0.001), "infer": lambda: call("infer", 0.0005)}
+
+    row = {"training": {"samples_per_s": 1.0}, "inference": {"samples_per_s": 1.0}}
+    [result] = bench.measure_peers(config, 2, 1, plan, row, peers=(_AnyPeer("slow", "synaptic", (), _SlowModel),),
+                                   our_calls=ours)
+    paired = result["paired"]
+    assert calls == {"train": 1 + plan.repeats, "infer": 1 + plan.repeats}      # the sizing round, then the rounds
+    for kind in ("training", "inference"):
+        stats = paired[kind]
+        assert stats["rounds"] == plan.repeats and stats["min"] <= stats["median"] <= stats["max"]
+        assert stats["median"] > 2.0                                          # the peer is ten times slower
+
+
+_FAKE_SERVER = """
+import sys, time
+print("noise before the protocol", flush=True)
+print("onlinedelay-peer ready", flush=True)
+for line in sys.stdin:
+    if line.strip() == "quit":
+        break
+    time.sleep(0.002)
+    print("onlinedelay-peer " + str(2_000_000 if line.strip() == "train" else 1_000_000), flush=True)
+"""
+
+
+def test_an_isolated_peer_answers_one_timed_call_per_request():
+    """The server process of the paired timing: its answers (other output skipped), then its exit."""
+    from onlinedelay.bench.peers import _served_model
+    with _served_model({"peer": "fake"}, timeout_s=60, code=_FAKE_SERVER) as timed:
+        assert [timed("train"), timed("infer"), timed("train")] == [2_000_000, 1_000_000, 2_000_000]
+    with pytest.raises(RuntimeError, match="exited"):
+        with _served_model({"peer": "fake"}, timeout_s=60, code="print('no protocol here')"):
+            pass
+
+
+def test_the_peer_server_builds_the_named_peer_on_our_batch(monkeypatch, capsys):
+    """peer_server_main: warm-up, "ready", one answer per command until "quit"."""
+    import io
+    from onlinedelay.bench.peers import peer_server_main
+    _FakeModel.built.clear()
+    monkeypatch.setattr("onlinedelay.bench.peers.PEERS", (bench.Peer("fake", "synaptic", (), _FakeModel, isolated=True),))
+    monkeypatch.setattr("sys.stdin", io.StringIO("train\ninfer\ntrain\nquit\ntrain\n"))
+    config = bench.CONFIGS["tiny"]
+    peer_server_main(json.dumps({"peer": "fake", "config": config.to_dict(), "batch_size": 3, "threads": 1,
+                                 "steps": 12, "seed": 4}))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "onlinedelay-peer ready" and len(lines) == 4
+    assert all(int(line.split()[1]) > 0 for line in lines[1:])
+    [record] = _FakeModel.built
+    assert record["train"] == 1 + 2 and record["infer"] == 1 + 1      # warm-up, then the commands before "quit"
+    np.testing.assert_array_equal(record["x"], bench.training_batch("tiny", config.n_inputs, config.n_outputs,
+                                                                    12, 3, 4)[0])
+
+
 def test_fast_figures_repeat_until_they_fill_the_timing_budget():
     from onlinedelay.bench.workload import MAX_REPEATS, repeats_for
     assert repeats_for(4_000_000, 5, 0.3) == 75            # 4 ms calls: 75 fill 0.3 s
@@ -236,6 +311,7 @@ def test_the_report_shows_peers_side_by_side(monkeypatch):
     assert gone == {"peer": "gone", "missing": "onlinedelay_nope"}
     text = bench.format_report(report)
     assert "peers on the same batches" in text and "gone skipped, onlinedelay_nope not installed" in text
+    assert fake["paired"]["training"]["rounds"] == plan.repeats and "ours vs fake, alternated pairs of runs" in text
     cells = next(line for line in text.splitlines() if line.startswith("tiny") and " fake " in line).split()
     assert len(cells) == 10 and cells[3] == "fake" and cells[6].endswith("x") and cells[9].endswith("x")
     json.dumps(report, allow_nan=False)                                       # still plain data

@@ -18,7 +18,9 @@
   one training run of each per round (the order alternating), so both see the same minutes of a
   machine whose speed drifts (:func:`measure_paired_threads`);
 * **batch 1 against a batch, paired** -- per synapse-step, a batch and a quarter of its samples one at a
-  time per round, the order alternating (:func:`measure_paired_batches`).
+  time per round, the order alternating (:func:`measure_paired_batches`);
+* **ours against a peer, paired** -- one training (and one inference) call of ours and of the peer's
+  per round, the order alternating (peers.measure_paired_peer, on our :func:`training_calls`).
 
 Timings exclude compilation (one warm-up run of everything first) and are medians over repeats.
 """
@@ -228,6 +230,22 @@ def measure_paired_batches(config: BenchConfig, batch_size: int, threads: int, p
     runs = (lambda: learners[0].run_sample(x, labels, update=True),
             lambda: [learners[1].run_sample(xs, ys, update=True) for xs, ys in samples])
     return _alternated_ratios(runs, lambda ns_batch, ns_one: (ns_one / singles) / (ns_batch / batch_size), plan)
+
+
+def training_calls(config: BenchConfig, batch_size: int, threads: int, plan) -> dict:
+    """{"train": one ``run_sample`` (with its update) of a learner, "infer": one ``run`` of a fresh network},
+    both on the row's batch (:func:`~onlinedelay.bench.workload.training_batch`): what a peer is
+    timed against in alternated pairs."""
+    x, labels = training_batch(config.name, config.n_inputs, config.n_outputs, plan.steps, batch_size, plan.seed)
+    nets = [Network(config.network_config(), seed=plan.seed, batch_size=batch_size, dtype="float32", threads=threads)
+            for _ in range(2)]
+    learner = ThreeFactorLearner(nets[0], LearningConfig())
+
+    def train():
+        with quiet_training():
+            learner.run_sample(x, labels, update=True)
+
+    return {"train": train, "infer": lambda: nets[1].run(x)}
 
 
 def measure_paired_threads(config: BenchConfig, batch_size: int, threads: int, plan) -> dict:

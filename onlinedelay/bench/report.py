@@ -81,8 +81,13 @@ def format_report(report: dict) -> str:
         lines += ["", _PEERS_HEAD] + _peer_lines(report["results"])
     derived = report["derived"]
     slowdowns = derived.get("batch1_slowdown", [])
-    if derived["sparse_speedup"] or derived["thread_speedup"] or slowdowns:
+    peer_pairs = [(r, p) for r in report["results"] for p in r.get("peers", ()) if "paired" in p]
+    if derived["sparse_speedup"] or derived["thread_speedup"] or slowdowns or peer_pairs:
         lines += ["", "training speed ratios measured in this run:"]
+        for r, p in peer_pairs:
+            lines.append(f"  {r['config']} B={r['batch_size']} {r['threads']} thr: ours vs {p['peer']}, alternated "
+                         f"pairs of runs: training {_pair(p['paired']['training'])}, inference "
+                         f"{_pair(p['paired']['inference'])} over {p['paired']['training']['rounds']} rounds")
         for d in derived["sparse_speedup"]:
             lines.append(f"  {d['sparse']} vs {d['dense']} (B={d['batch_size']}, {d['threads']} thr): "
                          f"{_fmt(d['training_speedup'])}x")
@@ -100,6 +105,10 @@ def format_report(report: dict) -> str:
                          f"{_fmt(pair['max'])}x over {pair['rounds']} rounds")
     lines += ["", f"wall time {report['wall_s']:.0f} s"]
     return "\n".join(lines)
+
+
+def _pair(stats: dict) -> str:
+    return f"median {_fmt(stats['median'])}x ({_fmt(stats['min'])}-{_fmt(stats['max'])}x)"
 
 
 _PEERS_HEAD = ("peers on the same batches at the same thread count (samples/s, medians; ratio = ours / peer, "

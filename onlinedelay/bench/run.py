@@ -7,7 +7,8 @@ from typing import Callable
 
 from ..provenance import load_average, machine_info
 from .configs import SPARSE_PAIRS
-from .measure import measure_paired_batches, measure_paired_threads, measure_row, measure_streaming
+from .measure import (measure_paired_batches, measure_paired_threads, measure_row, measure_streaming,
+                      training_calls)
 from .memory import measure_memory
 from .peers import measure_peers
 from .plan import Plan
@@ -38,8 +39,9 @@ def run_bench(plan: Plan, progress: Callable[[str], None] | None = None) -> dict
                       (batch 1, measured once per config and thread count),
             bound     {trace_arrays, triad_elements, triad_ns_per_element, triad_gb_per_s,
                        ns_per_synapse_step, training_samples_per_s},
-            peers     (with --peers) [{peer, training, inference, training_ratio, inference_ratio}
-                       or {peer, missing}] -- see :mod:`onlinedelay.bench.peers`,
+            peers     (with --peers) [{peer, training, inference, training_ratio, inference_ratio,
+                       paired {training, inference: {rounds, median, min, max}}} or {peer, missing}]
+                       -- see :mod:`onlinedelay.bench.peers`,
         memory: {config name: see :func:`measure_memory`},
         derived: sparse_speedup and thread_speedup (training samples/s ratios from this run; a thread
             ratio with ``paired`` {rounds, median, min, max}: the alternated pairs of runs) and
@@ -66,7 +68,8 @@ def run_bench(plan: Plan, progress: Callable[[str], None] | None = None) -> dict
                   "steps": plan.steps, **row, "streaming": streaming[config.name, threads]}
         if plan.peers:
             say(f"[{i}/{len(rows)}] {name}: peers on the same batch")
-            result["peers"] = measure_peers(config, batch, threads, plan, row)
+            result["peers"] = measure_peers(config, batch, threads, plan, row,
+                                            our_calls=lambda: training_calls(config, batch, threads, plan))
         results.append(result)
     paired = []
     for config, batch, threads in (row for row in rows if row[2] > 1 and 1 in plan.threads):
