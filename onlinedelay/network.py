@@ -97,6 +97,7 @@ class Network:
         self._future_version = 0      # the delay_version the future-current rings were built with
         self._event_params = None
         self._bound_state = None      # the state the arguments of K.forward_step were taken from
+        self._targets_stale = False   # the push's targets lag the delays (reset leaves them to the first step)
         self.segments = SegmentRunner(self)   # advances known sequences segment by segment (segments.py)
         self._set_constants()
         self.set_threads(threads)
@@ -179,7 +180,9 @@ class Network:
             self._set_budgets()
         self.segments.reset_state()             # only the ring slots written, where it knows them
         if self.params is self._event_params:     # weights written in place since the last sample
-            self._refresh_event_copies()
+            # the push's targets wait for the first step: segments (a learner's samples) never read them
+            self._refresh_event_copies(targets=False)
+            self._targets_stale = True
             self._future_version = self.delay_version     # and the rings are empty: nothing to discard
 
     # -- stepping -------------------------------------------------------------------------
@@ -232,6 +235,8 @@ class Network:
         t = int(s.t[0])
         if self._future_version != self.delay_version or p is not self._event_params:
             self._discard_future(t)
+        if self._targets_stale:
+            self._refresh_event_copies()
         slot = t % self.n_slots
         for l, (lp, ls, lev) in enumerate(zip(p.layers, s.layers, self._layer_events)):
             if l > 0:
@@ -275,13 +280,15 @@ class Network:
     def _unbound(self) -> bool:
         """True when the state or parameters were replaced or changed since :meth:`_bind`."""
         return (self.state is not self._bound_state or self.params is not self._event_params
-                or self._future_version != self.delay_version)
+                or self._future_version != self.delay_version or self._targets_stale)
 
     def _bind(self) -> None:
         """Bring the event copies up to date, then take the arguments of ``K.forward_step`` from the
         current state and parameters (:meth:`step` calls this whenever either was replaced)."""
         if self._future_version != self.delay_version or self.params is not self._event_params:
             self._discard_future(int(self.state.t[0]))
+        if self._targets_stale:
+            self._refresh_event_copies()
         s, p = self.state, self.params
         ls, lev = s.layers[0], self._layer_events[0]
         ei, er = lev.events
@@ -367,6 +374,7 @@ class Network:
             for lp, spec in zip(p.layers, self.layer_specs))
         self._event_params = p
         self._bound_state = None
+        self._targets_stale = False
         self._set_budgets()
 
     def _set_budgets(self) -> None:
@@ -405,11 +413,12 @@ class Network:
                         flags[q % n] = 1
                     ls.pull_until[k] = max(int(ls.pull_until[k]), t - 1 + window)
 
-    def _refresh_event_copies(self) -> None:
-        """Copy the current weights and delays into the event indices (CSC order)."""
+    def _refresh_event_copies(self, targets: bool = True) -> None:
+        """Copy the current weights and (with ``targets``) delays into the event indices (CSC order)."""
         for lp, events in zip(self.params.layers, self._events):
             for proj, index in zip(lp, events):
-                refresh_event_copies(index, proj)
+                refresh_event_copies(index, proj, targets)
+        self._targets_stale = self._targets_stale and not targets
 
     def projection(self, which: str, layer: int = 0) -> Projection:
         """The ``"feedforward"`` (alias ``"input"`` for layer 0) or ``"recurrent"`` projection of ``layer``."""
@@ -449,7 +458,8 @@ class Network:
         return self._layer_events[0].events[0]
 
     def event_index(self, layer: int, kind: int):
-        """The push's CSC view (:class:`EventIndex`) of projection ``kind`` (0 ff, 1 recurrent) of ``layer``."""
+        """The push's CSC view (:class:`EventIndex`) of projection ``kind`` (0 ff, 1 recurrent) of ``layer``;
+        after a reset its ``target`` waits for the next step (the push, its only reader)."""
         if self.params is not self._event_params:
             self._build_event_index()
         return self._events[layer][kind]

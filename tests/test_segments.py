@@ -237,6 +237,29 @@ def test_run_by_segments_equals_stepping(delays, density, reset, batch):
     np.testing.assert_allclose(net.state.layers[0].v, ref.state.layers[0].v, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("delays", ["axonal", "synaptic"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_stepping_after_samples_that_moved_the_delays_pushes_to_the_new_delays(delays, batch):
+    """A reset leaves the push's targets to the first step (segments never read them): stepping after
+    learned samples equals a fresh network holding the same parameters."""
+    cfg = _net_config(delays, 0.6)
+    learner = ThreeFactorLearner(Network(cfg, seed=7, batch_size=batch, dtype="float64"),
+                                 LearningConfig(learn_delays=True, lr_delays=2.0))
+    net = learner.net
+    before = net.params.input.delay_steps.copy()
+    for seed in range(3):
+        x, labels = _inputs(40, batch, seed=seed)
+        learner.run_sample(x, labels, update=True)
+    assert not np.array_equal(net.params.input.delay_steps, before)        # the samples moved integer delays
+    fresh = Network(cfg, seed=7, batch_size=batch, dtype="float64")
+    fresh.restore(net.snapshot())
+    x, _ = _inputs(30, batch, seed=9)
+    net.reset()
+    fresh.reset()
+    for t in range(x.shape[0]):
+        np.testing.assert_array_equal(net.step(x[t]), fresh.step(x[t]))
+
+
 def test_segments_only_for_one_layer_without_recurrence():
     assert not supports_segments(Network(_net_config("none", 1.0, recurrent="dense")))
     assert not supports_segments(Network(_net_config("none", 1.0, n_layers=2)))
