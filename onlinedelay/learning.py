@@ -30,7 +30,7 @@ constants, the accumulated gradients equal BPTT of the Gaussian-relaxed model ex
 Known sequences: ``run_sample`` on a one-layer network without recurrence advances a segment at a
 time (segments.py) and does the per-step work of the rule in one kernel call per segment, the
 learning signal and the readout gradients as matrix products over the segment
-(kernels/sample.readout_gradients).  When a sample is one chunk (T <= chunk_steps), every gradient
+(kernels/readout.readout_gradients).  When a sample is one chunk (T <= chunk_steps), every gradient
 is summed per presynaptic spike at the flush: the chunk factors filtered backward in time, then
 per spike one row added for a projection whose delays are
 not learned (kernels/sample.py), or the window of lags around each synapse's delay for learned
@@ -47,6 +47,7 @@ import numpy as np
 from . import kernels as K
 from . import quantize as Q
 from .kernels import chunk as KC
+from .kernels import readout as KR
 from .kernels import sample as KS
 from .kernels import spike_delays as KD
 from .kernels import spike_weights as KW
@@ -717,7 +718,7 @@ class ThreeFactorLearner:
             # the readout gradients and the learning signal L = B^T delta: matrix products per segment
             feedback = net.params.w_out if rule.feedback is None else rule.feedback
             with blas_threads(1):                   # see dense.py: BLAS threads fight numba's (2 BLAS threads: no faster)
-                KS.readout_gradients(d_rec, rec.z, zbar0, bbar0, c.decay_out, c.readout_gain, carry, prod,
+                KR.readout_gradients(d_rec, rec.z, zbar0, bbar0, c.decay_out, c.readout_gain, carry, prod,
                                      self.grads.w_out, self.grads.b_out)
                 np.matmul(feedback.T, d_rec, out=ls.signal_buf[row:row + n])
             self.loss_sum += loss
@@ -732,7 +733,7 @@ class ThreeFactorLearner:
 
     def _segment_buffers(self, n: int):
         """Reused buffers of an ``n``-step segment: delta records (n, n_out, B), the readout traces before it
-        (zbar (N, B), bbar (B,)), the scratch of kernels/sample.readout_gradients (carries (n, B, n_out),
+        (zbar (N, B), bbar (B,)), the scratch of kernels/readout.readout_gradients (carries (n, B, n_out),
         products (n, N, n_out)) and learn_segment's (P, 2) sums (one row per part of the batch)."""
         c, batch, dt = self.net.config, self.net.batch_size, self.net.dtype
         parts = min(self.rules[0].parts(), batch)

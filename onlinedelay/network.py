@@ -16,9 +16,9 @@ Delays are real numbers in ``[0, max_delay_steps]`` used as ``floor(D + 0.5)``; 
 ``n_slots >= max_delay_steps + 1`` past steps (a learner reserves more).  The current is pushed
 event by event: an active unit adds ``w x`` through its synapses to ``future[(t + d) % n_slots]``,
 read at step t; a step whose push costs more than a pull is pulled instead (``K.pulled_current``).
-The push reads CSC copies of weights and delays (refreshed at :meth:`Network.reset` and after
-:meth:`Network.parameters_changed`; mid-sample the ring is then discarded and the spikes in flight
-pulled with the new parameters).  A one-layer step at batch 1 is one kernel call
+The push reads CSC copies of weights and delays (refreshed at :meth:`Network.reset`, its delay
+targets at the step after it, and after :meth:`Network.parameters_changed`; mid-sample the ring is
+then discarded and the spikes in flight pulled with the new parameters).  A one-layer step at batch 1 is one kernel call
 (``K.forward_step``); a known sequence of a one-layer network without recurrence runs segment by
 segment (segments.py).
 """
@@ -158,14 +158,9 @@ class Network:
         if self._event_params is not None:
             self._set_budgets()
 
-    @property
-    def batch_size(self) -> int:
-        return self.state.z.shape[1]
+    batch_size = property(lambda self: self.state.z.shape[1], doc="Samples run side by side.")
 
-    @property
-    def t(self) -> int:
-        """Steps taken since the last reset."""
-        return int(self.state.t[0])
+    t = property(lambda self: int(self.state.t[0]), doc="Steps taken since the last reset.")
 
     def reserve_history(self, n_slots: int) -> None:
         """Make the presynaptic rings hold at least ``n_slots`` steps (clears the state)."""
@@ -180,8 +175,7 @@ class Network:
             self._set_budgets()
         self.segments.reset_state()             # only the ring slots written, where it knows them
         if self.params is self._event_params:     # weights written in place since the last sample
-            # the push's targets wait for the first step: segments (a learner's samples) never read them
-            self._refresh_event_copies(targets=False)
+            self._refresh_event_copies(targets=False)     # the push's targets wait for a step: segments skip them
             self._targets_stale = True
             self._future_version = self.delay_version     # and the rings are empty: nothing to discard
 
@@ -233,10 +227,7 @@ class Network:
         """The step whose input is already in layer 0's ``hist_ff[t % n_slots]``."""
         p, s = self.params, self.state
         t = int(s.t[0])
-        if self._future_version != self.delay_version or p is not self._event_params:
-            self._discard_future(t)
-        if self._targets_stale:
-            self._refresh_event_copies()
+        self._sync_events(t)
         slot = t % self.n_slots
         for l, (lp, ls, lev) in enumerate(zip(p.layers, s.layers, self._layer_events)):
             if l > 0:
@@ -285,10 +276,7 @@ class Network:
     def _bind(self) -> None:
         """Bring the event copies up to date, then take the arguments of ``K.forward_step`` from the
         current state and parameters (:meth:`step` calls this whenever either was replaced)."""
-        if self._future_version != self.delay_version or self.params is not self._event_params:
-            self._discard_future(int(self.state.t[0]))
-        if self._targets_stale:
-            self._refresh_event_copies()
+        self._sync_events(int(self.state.t[0]))
         s, p = self.state, self.params
         ls, lev = s.layers[0], self._layer_events[0]
         ei, er = lev.events
@@ -335,16 +323,11 @@ class Network:
 
     # -- parameters -------------------------------------------------------------------------
     def parameters_changed(self, delays: bool = False) -> None:
-        """Declare that weights or delays were changed in place (mid-sample too).
-
-        Bumps ``delay_version``.  At the next step the push's copies of the weights and delays are
-        refreshed, the future-current rings (built with the old parameters) are discarded and the
-        spikes still in flight are pulled from the history rings with the new parameters, exactly
-        as the pull model delivers them.  Needed after every in-place write in the middle of a
-        sample; writes between samples are picked up by :meth:`reset`.  With ``delays`` the real
-        delays changed: the integer delays are re-derived (clipped to [0, max_delay_steps]) and the
-        number of clipped delays is returned.
-        """
+        """Declare that weights or delays were changed in place (needed mid-sample; :meth:`reset` picks up
+        writes between samples).  Bumps ``delay_version``: at the next step the push's copies are
+        refreshed, the future-current rings discarded and the spikes in flight pulled with the new
+        parameters, as the pull model delivers them.  With ``delays`` the integer delays are re-derived
+        from the real ones (clipped to [0, max_delay_steps]); returns the number clipped."""
         clipped = 0
         if delays:
             for proj in (p for _, _, p in self.params.projections() if p.delay.size):   # else they stay 0
@@ -390,6 +373,13 @@ class Network:
             layer_events.append(_LayerEvents(events, windows, budgets))
         self._layer_events = tuple(layer_events)
         self._bound_state = None
+
+    def _sync_events(self, t: int) -> None:
+        """Before step ``t``: after a change, :meth:`_discard_future`; after a reset, the push's targets."""
+        if self._future_version != self.delay_version or self.params is not self._event_params:
+            self._discard_future(t)
+        elif self._targets_stale:
+            self._refresh_event_copies()
 
     def _discard_future(self, t: int) -> None:
         """Parameters changed before step ``t``: drop the future rings, pull the spikes still in flight."""
@@ -458,8 +448,7 @@ class Network:
         return self._layer_events[0].events[0]
 
     def event_index(self, layer: int, kind: int):
-        """The push's CSC view (:class:`EventIndex`) of projection ``kind`` (0 ff, 1 recurrent) of ``layer``;
-        after a reset its ``target`` waits for the next step (the push, its only reader)."""
+        """The push's CSC view of projection ``kind`` (0 ff, 1 recurrent) of ``layer`` (targets: at a step)."""
         if self.params is not self._event_params:
             self._build_event_index()
         return self._events[layer][kind]

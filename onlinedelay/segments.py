@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .kernels import csc as KCSC
+from .kernels import readout as KR
 from .kernels import sample as KS
 from .kernels._jit import build
 from .dense import blas_threads
@@ -152,7 +153,7 @@ class SegmentRunner:
         ``t`` must be those already taken: spikes still in flight are summed again from them);
         pseudo : (gamma, psi) for a learner: record the pseudo-derivative of each step's membrane
         potential (kernels/surrogate.py, with ``gamma``) into psi (n, N, B), and sum the readout as
-        one matrix product (kernels/sample.readout_segment; None: as stepping sums it);
+        one matrix product (kernels/readout.readout_segment; None: as stepping sums it);
         ring_first : the first step written into the input ring (steps before it are left out).
         """
         net = self.net
@@ -180,10 +181,10 @@ class SegmentRunner:
             min(parts, n_batch))
         readout = (p.w_out, p.b_out, float(c.decay_out), float(c.readout_gain), z_rec, net.state.y, buf["y"][:n])
         if pseudo is None:                       # inference: the floats of stepping
-            KS.readout_stepped(*readout)
+            KR.readout_stepped(*readout)
         else:
             with blas_threads(1):                # see dense.py: BLAS threads fight numba's
-                KS.readout_segment(*readout)
+                KR.readout_segment(*readout)
         end = first + n                          # this segment wrote the ring for steps [w0, end)
         w0 = min(end, max(first, ring_first, end - ls.hist_ff.shape[0]))
         prior = (self.clean, w0, 0) if first == 0 else self.written

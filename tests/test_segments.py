@@ -12,6 +12,7 @@ import pytest
 
 from onlinedelay.config import LearningConfig, NetworkConfig
 from onlinedelay.kernels import csc as KCSC
+from onlinedelay.kernels import readout as KR
 from onlinedelay.kernels import sample as KS
 from onlinedelay.kernels import spike_weights as KW
 from onlinedelay.learning import ThreeFactorLearner
@@ -107,7 +108,7 @@ def test_readout_gradients_are_the_filtered_sums(B, first_segment):
     zbar, bbar = (np.zeros((N, B)), np.zeros(B)) if first_segment else (rng.normal(size=(N, B)), rng.normal(size=B))
     grad_w, grad_b = rng.normal(size=(n_out, N)), rng.normal(size=n_out)
     ref_w, ref_b = grad_w.copy(), grad_b.copy()
-    KS.readout_gradients(delta, z, zbar.copy(), bbar.copy(), kappa, gain, np.full((n, B, n_out), np.nan),
+    KR.readout_gradients(delta, z, zbar.copy(), bbar.copy(), kappa, gain, np.full((n, B, n_out), np.nan),
                          np.full((n if B > 1 else 0, N, n_out), np.nan), grad_w, grad_b)
     for u in range(n):
         zbar, bbar = kappa * zbar + gain * z[u], kappa * bbar + 1.0
@@ -125,7 +126,7 @@ def test_readout_segment_is_the_filtered_product(B):
     z = spikes(rng, (n, N, B), 0.3).astype(float)
     w_out, bias, y0 = rng.normal(size=(n_out, N)), rng.normal(size=n_out), rng.normal(size=(n_out, B))
     y, y_rec = y0.copy(), np.full((n, n_out, B), np.nan)
-    KS.readout_segment(w_out, bias, kappa, gain, z, y, y_rec)
+    KR.readout_segment(w_out, bias, kappa, gain, z, y, y_rec)
     ref = y0.copy()
     for u in range(n):
         ref = kappa * ref + gain * w_out @ z[u] + bias[:, None]
@@ -133,20 +134,26 @@ def test_readout_segment_is_the_filtered_product(B):
     np.testing.assert_allclose(y, ref, rtol=1e-13, atol=1e-13)
 
 
-@pytest.mark.parametrize("B", [1, 3])
-def test_readout_stepped_is_stepping_bit_for_bit(B):
-    """Inference's readout over a segment: the floats of readout_step, step after step (float32)."""
-    from onlinedelay.kernels.readout import readout_step
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B,gain,inf", [(1, 0.6, False), (3, 0.6, False), (1, 1.0, False), (3, 1.0, False),
+                                        (37, 1.0, False), (3, 1.0, True)])
+def test_readout_stepped_is_stepping_bit_for_bit(B, gain, inf, dtype):
+    """Inference's readout over a segment: the floats of readout_step, step after step -- per column
+    (batch 1, gain != 1, a weight not finite) and over all the columns at once (gain 1; 37 columns:
+    blocks of four outputs and their edge)."""
     rng = np.random.default_rng(13 + B)
-    n, n_out, N, kappa, gain = 11, 4, 40, 0.7, 0.6
-    z = spikes(rng, (n, N, B), 0.3).astype(np.float32)
-    w_out, bias = rng.normal(size=(n_out, N)).astype(np.float32), rng.normal(size=n_out).astype(np.float32)
-    y0 = rng.normal(size=(n_out, B)).astype(np.float32)
-    y, y_rec = y0.copy(), np.full((n, n_out, B), np.nan, np.float32)
-    KS.readout_stepped(w_out, bias, kappa, gain, z, y, y_rec)
+    n, n_out, N, kappa = 11, 7, 40, 0.7
+    z = (spikes(rng, (n, N, B), 0.3) > 0).astype(dtype)        # a layer's spikes: 0 or 1
+    w_out, bias = rng.normal(size=(n_out, N)).astype(dtype), rng.normal(size=n_out).astype(dtype)
+    w_out[:, 3] *= 1e-9                                   # terms below the sum's rounding
+    if inf:
+        w_out[2, 5] = np.inf
+    y0 = rng.normal(size=(n_out, B)).astype(dtype)
+    y, y_rec = y0.copy(), np.full((n, n_out, B), np.nan, dtype)
+    KR.readout_stepped(w_out, bias, kappa, gain, z, y, y_rec)
     ref = y0.copy()
     for u in range(n):
-        readout_step(z[u], w_out, bias, kappa, gain, ref)
+        KR.readout_step(z[u], w_out, bias, kappa, gain, ref)
         np.testing.assert_array_equal(y_rec[u], ref)
     np.testing.assert_array_equal(y, ref)
 

@@ -29,9 +29,9 @@ import numpy as np
 from numba import prange
 
 from ._jit import jit, jit_parallel
-from .csc import TRANSPOSE_BLOCK, transpose_copy
+from .csc import TRANSPOSE_BLOCK
 from .lif import lif_columns
-from .readout import readout_error_columns, readout_listed
+from .readout import readout_error_columns
 from .surrogate import pseudo_derivative_columns
 
 
@@ -200,7 +200,7 @@ def _column_range(part, n_parts, n_batch):
 def _forward_segment(x, first, n, ring_first, cur, hist, decay, gain, threshold, hard_reset, current, v, z, decay_eff,
                      gamma, psi_rec, z_rec, n_parts):
     """The LIF layer over steps ``first .. first + n - 1`` of a one-layer network without recurrence,
-    current given; the readout follows from the recorded spikes (:func:`readout_segment`).
+    current given; the readout follows from the recorded spikes (kernels/readout.readout_segment).
 
     x : (T, B, n_pre) counts, written into the ring ``hist`` (n_slots, n_pre, B) at slot t % n_slots
     for the steps t >= ring_first (and within the last n_slots of the segment: older would be overwritten);
@@ -277,7 +277,7 @@ def _learn_segment(first, n, y_rec, z_rec, labels, loss_weights, loss_start, dec
     (kept in ``delta_rec[u]``), votes, and the readout's filtered traces ``zbar``/``bbar``, carried to
     the segment's end (the pseudo-derivative is recorded by :func:`forward_segment`).  The products over
     the neurons are left to the segment: the learning signal and the readout gradients
-    (:func:`readout_gradients`) as matrix products.
+    (kernels/readout.readout_gradients) as matrix products.
     y_rec : (>= n, n_out, B); z_rec : (>= n, N, B) (:func:`forward_segment`);
     labels : (B,) int64; loss_weights : (T,); loss_start : first voting step; votes : (n_out, B)
     float64, softmax summed over the voting steps; delta_rec : (>= n, n_out, B) out;
@@ -323,103 +323,6 @@ def _learn_segment(first, n, y_rec, z_rec, labels, loss_weights, loss_start, dec
 
 learn_segment = jit(_learn_segment)
 learn_segment_parallel = jit_parallel(_learn_segment)
-
-
-def readout_segment(w_out, bias, decay, gain, z_rec, y, y_rec):
-    """The readout over a segment of n steps from its recorded spikes::
-
-        y^u = kappa y^(u-1) + b + g Wo z^u,      u = 0 .. n - 1, from y (the readout before the segment)
-
-    w_out : (n_out, N); bias : (n_out,); decay : kappa; gain : g; z_rec : (n, N, B) spikes;
-    y : (n_out, B) in place; y_rec : (n, n_out, B) out, y after each step.  The products ``Wo z^u`` of
-    all the steps are one batched matrix product (BLAS: the caller sets its threads), written into
-    y_rec and filtered there.  At the hidden rates of SHD-like work it beats the sum per hidden spike
-    of stepping (:func:`readout_stepped`) at any batch: 700 -> 256 -> 20, B = 32, 100 steps, 29 %
-    hidden rate, 1 thread: 0.54 against ~5 ms (each spike's terms a chain of dependent adds); its
-    floats differ from stepping's by the order of the sum over j, so the learner uses it, inference not.
-    """
-    n, n_post, n_batch = z_rec.shape
-    n_out = w_out.shape[0]
-    with np.errstate(all="ignore"):           # diverged weights: the trainer tells, stepping would not warn
-        if n_batch == 1:                      # (n, N) @ (N, n_out): one product, not n products with a column
-            np.matmul(z_rec.reshape(n, n_post), w_out.T, out=y_rec.reshape(n, n_out))
-        else:
-            np.matmul(w_out, z_rec, out=y_rec)
-    _filter_readout(y_rec, bias, decay, gain, y)
-
-
-@jit
-def readout_stepped(w_out, bias, decay, gain, z_rec, y, y_rec):
-    """:func:`readout_segment` summed as stepping sums (kernels/readout.readout_step: per column the
-    spiking units' terms in ascending j), so its floats equal stepping's: ``Network.run`` equals
-    ``Network.step`` and the stream's replay bit for bit.  Per step and column the spiking units are
-    listed branch-free and each adds its row of the transposed weights (readout.readout_listed)."""
-    n, n_post, n_batch = z_rec.shape
-    n_out = w_out.shape[0]
-    w_t = np.empty((n_post, n_out), w_out.dtype)
-    transpose_copy(w_out, w_t)
-    listed, acc = np.empty(n_post, np.int64), np.empty(n_out, y.dtype)
-    for u in range(n):
-        readout_listed(z_rec[u], w_t, bias, decay, gain, y, 0, n_batch, listed, acc)
-        for k in range(n_out):
-            for b in range(n_batch):
-                y_rec[u, k, b] = y[k, b]
-
-
-@jit
-def _filter_readout(y_rec, bias, decay, gain, y):
-    """y_rec[u] <- y = decay y + bias + gain y_rec[u] for u = 0 .. n - 1 (y_rec holds the products Wo z^u)."""
-    n, n_out, n_batch = y_rec.shape
-    for u in range(n):
-        for k in range(n_out):
-            for b in range(n_batch):
-                y[k, b] = decay * y[k, b] + bias[k] + gain * y_rec[u, k, b]
-                y_rec[u, k, b] = y[k, b]
-
-
-def readout_gradients(delta_rec, z_rec, zbar0, bbar0, decay_out, gain_out, carry, prod, grad_w, grad_b):
-    """The readout gradients of a segment of n steps::
-
-        grad_w += sum_u delta^u zbar^u^T = kappa D^0 zbar0^T + g sum_v D^v z^v^T
-        grad_b += sum_u delta^u bbar^u   = kappa D^0 bbar0 + sum_v D^v,        D^v = sum_(v <= u < n) kappa^(u - v) delta^u
-
-    with zbar^u = kappa zbar^(u-1) + g z^u, bbar^u = kappa bbar^(u-1) + 1 from zbar0, bbar0 (the traces
-    before the segment), kappa = decay_out, g = gain_out: the filter moved onto delta (n_out per step),
-    so no (n, N, B) trace record is written, and ``sum_v D^v z^v^T`` is a matrix product over the
-    steps and the batch (BLAS: the caller sets its threads; 700 -> 256 -> 20, B = 32, 100 steps, 1
-    thread: 1.1 against 3.6-4.3 ms summed per hidden spike).
-    delta_rec : (n, n_out, B); z_rec : (n, N, B) spikes; zbar0 : (N, B); bbar0 : (B,);
-    carry : (n, B, n_out) scratch (g D^v); prod : (n, N, n_out) scratch (B > 1 only);
-    grad_w : (n_out, N), grad_b : (n_out,) accumulated.
-    """
-    n, n_post, n_batch = z_rec.shape
-    n_out = delta_rec.shape[1]
-    _readout_carries(delta_rec, zbar0, bbar0, decay_out, gain_out, carry, grad_w, grad_b)
-    with np.errstate(all="ignore"):           # as readout_segment
-        if n_batch == 1:                      # (N, n) @ (n, n_out): one product
-            grad_w += (z_rec.reshape(n, n_post).T @ carry.reshape(n, n_out)).T
-            return
-        np.matmul(z_rec, carry, out=prod)
-        grad_w += prod.sum(axis=0).T
-
-
-@jit
-def _readout_carries(delta_rec, zbar0, bbar0, decay_out, gain_out, carry, grad_w, grad_b):
-    """carry[v, b] = g D^v[:, b] (:func:`readout_gradients`), backward over the n steps; grad_b += the sum
-    of D^v and kappa D^0 bbar0; grad_w += kappa D^0 zbar0^T (the traces before the segment)."""
-    n, n_out, n_batch = delta_rec.shape
-    n_post = zbar0.shape[0]
-    for b in range(n_batch):
-        for k in range(n_out):
-            d = 0.0
-            total = 0.0
-            for u in range(n - 1, -1, -1):
-                d = delta_rec[u, k, b] + decay_out * d
-                total += d
-                carry[u, b, k] = gain_out * d
-            grad_b[k] += total + decay_out * d * bbar0[b]
-            for j in range(n_post):           # zero at a sample's first segment: one multiply each
-                grad_w[k, j] += decay_out * d * zbar0[j, b]
 
 
 def _backward_filter(psi, signal, lo, n, kappa, scale, alpha, lam, R, n_parts):
