@@ -718,8 +718,8 @@ class ThreeFactorLearner:
             # the readout gradients and the learning signal L = B^T delta: matrix products per segment
             feedback = net.params.w_out if rule.feedback is None else rule.feedback
             with blas_threads(1):                   # see dense.py: BLAS threads fight numba's (2 BLAS threads: no faster)
-                KR.readout_gradients(d_rec, rec.z, zbar0, bbar0, c.decay_out, c.readout_gain, carry, prod,
-                                     self.grads.w_out, self.grads.b_out)
+                KR.readout_gradients(d_rec, rec.z, zbar0 if t > 0 else zbar0[:0], bbar0, c.decay_out,   # 0 at t = 0
+                                     c.readout_gain, carry, prod, self.grads.w_out, self.grads.b_out)
                 np.matmul(feedback.T, d_rec, out=ls.signal_buf[row:row + n])
             self.loss_sum += loss
             spikes += n_spikes

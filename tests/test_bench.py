@@ -233,7 +233,8 @@ def test_a_peer_is_also_timed_in_alternated_pairs():
     [result] = bench.measure_peers(config, 2, 1, plan, row, peers=(_AnyPeer("slow", "synaptic", (), _SlowModel),),
                                    our_calls=ours)
     paired = result["paired"]
-    assert calls == {"train": 1 + plan.repeats, "infer": 1 + plan.repeats}      # the sizing round, then the rounds
+    # one sizing call, then per round an untimed call and the timed one
+    assert calls == {"train": 1 + 2 * plan.repeats, "infer": 1 + 2 * plan.repeats}
     for kind in ("training", "inference"):
         stats = paired[kind]
         assert stats["rounds"] == plan.repeats and stats["min"] <= stats["median"] <= stats["max"]

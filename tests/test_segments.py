@@ -99,8 +99,8 @@ def test_backward_filter_is_the_anticausal_sum(build, parts, N, B):
 @pytest.mark.parametrize("B", [1, 3])
 @pytest.mark.parametrize("first_segment", [True, False])
 def test_readout_gradients_are_the_filtered_sums(B, first_segment):
-    """With the traces before the segment (zero at a sample's first): the sums over steps of delta zbar^T
-    and delta bbar, as the per-step rule forms them."""
+    """With the traces before the segment (zero at a sample's first, zbar0 then passed as (0, B)): the sums
+    over steps of delta zbar^T and delta bbar, as the per-step rule forms them."""
     rng = np.random.default_rng(11 + B)
     n, n_out, N, kappa, gain = 13, 4, 7, 0.8, 0.6
     delta = rng.normal(size=(n, n_out, B))
@@ -108,7 +108,7 @@ def test_readout_gradients_are_the_filtered_sums(B, first_segment):
     zbar, bbar = (np.zeros((N, B)), np.zeros(B)) if first_segment else (rng.normal(size=(N, B)), rng.normal(size=B))
     grad_w, grad_b = rng.normal(size=(n_out, N)), rng.normal(size=n_out)
     ref_w, ref_b = grad_w.copy(), grad_b.copy()
-    KR.readout_gradients(delta, z, zbar.copy(), bbar.copy(), kappa, gain, np.full((n, B, n_out), np.nan),
+    KR.readout_gradients(delta, z, (zbar[:0] if first_segment else zbar).copy(), bbar.copy(), kappa, gain, np.full((n, B, n_out), np.nan),
                          np.full((n if B > 1 else 0, N, n_out), np.nan), grad_w, grad_b)
     for u in range(n):
         zbar, bbar = kappa * zbar + gain * z[u], kappa * bbar + 1.0

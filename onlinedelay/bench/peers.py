@@ -228,8 +228,8 @@ def peer_child_main(spec_json: str, result_path: str) -> None:
 
 
 SETTLE_S = 0.01     # pause between the halves of a round: the other side's OpenMP threads stop spinning
-PAIRED_ROUNDS = 15  # the fewest alternated rounds against a peer outside --quick (the ratio of one round
-                    # scattered 1.3-2.5x on the shared 2-core VM; the median of 15 moved by ~0.1x)
+PAIRED_S = 3.0      # the alternated rounds against a peer fill at least this long outside --quick (one
+                    # round's ratio scattered 1.3-2.5x on the shared 2-core VM; medians of 15 by ~0.1x)
 _PROTOCOL = "onlinedelay-peer "     # the server's answers start with this (anything else it prints is skipped)
 
 
@@ -316,25 +316,27 @@ def measure_paired_peer(peer: Peer, config: BenchConfig, batch_size: int, thread
     ``ours`` holds the callables "train" and "infer" of our learner and network on the batch the
     peer is built on (:func:`~onlinedelay.bench.workload.training_batch`).  Each round times, for
     training then inference, one call of ours and one of the peer's (the order alternating between
-    rounds, :data:`SETTLE_S` between them); a round's ratio is the peer's time over ours (above 1:
-    we are faster).  At least ``plan.repeats`` rounds (:data:`PAIRED_ROUNDS` outside --quick), and
-    more until they fill the timing budget.
+    rounds, :data:`SETTLE_S` between them), each after an untimed call of its own: the other side's
+    call evicts the caches, and a training loop repeats its own (at batch 1 the cold call of ours
+    measured ~2x slower against the peer's).  A round's ratio is the peer's time over ours (above
+    1: we are faster).  At least ``plan.repeats`` rounds, more until they fill :data:`PAIRED_S`.
     Returns {"training": {rounds, median, min, max}, "inference": {...}}.
     """
     spec = {"peer": peer.name, "config": config.to_dict(), "batch_size": batch_size, "threads": threads,
             "steps": plan.steps, "seed": plan.seed}
-    budget_s = 0.0 if plan.quick else TIMED_S
+    budget_s = 0.0 if plan.quick else PAIRED_S
     serve = _served_model(spec) if peer.isolated else _local_model(peer, spec)
     with serve as peer_ns:
         kinds = ("train", "infer")
-        round_ns = sum(elapsed_ns(ours[k]) + peer_ns(k) for k in kinds)       # warm, and sizes the rounds
+        timed = {"ours": lambda kind: elapsed_ns(ours[kind]), "peer": peer_ns}
+        round_ns = 2 * sum(timed[side](k) for side in timed for k in kinds)    # warm; sizes the rounds
         ratios = {k: [] for k in kinds}
-        least = plan.repeats if plan.quick else max(plan.repeats, PAIRED_ROUNDS)
-        for r in range(repeats_for(round_ns, least, budget_s)):
+        for r in range(repeats_for(round_ns, plan.repeats, budget_s)):
             for kind in kinds:
                 ns = {}
                 for side in (("ours", "peer") if r % 2 == 0 else ("peer", "ours")):
-                    ns[side] = elapsed_ns(ours[kind]) if side == "ours" else peer_ns(kind)
+                    timed[side](kind)                    # untimed: this side's caches
+                    ns[side] = timed[side](kind)
                     time.sleep(SETTLE_S)
                 ratios[kind].append(ns["peer"] / ns["ours"])
     return {name: _stats(ratios[kind]) for name, kind in (("training", "train"), ("inference", "infer"))}
