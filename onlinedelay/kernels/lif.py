@@ -35,15 +35,15 @@ def lif_columns(current, decay, gain, threshold, hard_reset, v, z, decay_eff, b0
     neurons: 1.0 -> 0.1 us per step, a tenth of a streaming step)."""
     if b1 - b0 == 1:
         for j in range(v.shape[0]):
-            _lif_neuron(current, decay, gain, threshold, hard_reset, v, z, decay_eff, j, b0)
+            lif_neuron(current, decay, gain, threshold, hard_reset, v, z, decay_eff, j, b0)
         return
     for j in range(v.shape[0]):
         for b in range(b0, b1):
-            _lif_neuron(current, decay, gain, threshold, hard_reset, v, z, decay_eff, j, b)
+            lif_neuron(current, decay, gain, threshold, hard_reset, v, z, decay_eff, j, b)
 
 
 @partial(jit, inline=True)
-def _lif_neuron(current, decay, gain, threshold, hard_reset, v, z, decay_eff, j, b):
+def lif_neuron(current, decay, gain, threshold, hard_reset, v, z, decay_eff, j, b):
     """One neuron of one column, in place (:func:`lif_step`)."""
     z_prev = z[j, b]
     if hard_reset:

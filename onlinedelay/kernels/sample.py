@@ -30,9 +30,9 @@ from numba import prange
 
 from ._jit import jit, jit_parallel
 from .csc import TRANSPOSE_BLOCK
-from .lif import lif_columns
+from .lif import lif_neuron
 from .readout import readout_error_columns
-from .surrogate import pseudo_derivative_columns
+from .surrogate import pseudo_derivative_value
 
 
 def _spike_current(x, first, n, max_delay, out_indptr, offsets, weight_csc, rows, units, counts, padded, cur):
@@ -215,6 +215,7 @@ def _forward_segment(x, first, n, ring_first, cur, hist, decay, gain, threshold,
     n_batch, n_pre = x.shape[1], x.shape[2]
     n_post = v.shape[0]
     keep = psi_rec.shape[0] > 0
+    scale = gamma / threshold
     if n_batch == 1:
         _forward_column(x, first, n, ring_first, cur, hist, decay, gain, threshold, hard_reset, current, v, z,
                         decay_eff, gamma, psi_rec, z_rec)
@@ -231,12 +232,12 @@ def _forward_segment(x, first, n, ring_first, cur, hist, decay, gain, threshold,
             for j in range(n_post):
                 for b in range(b0, b1):
                     current[j, b] = cur[u, b, j]
-            lif_columns(current, decay, gain, threshold, hard_reset, v, z, decay_eff, b0, b1)
-            for j in range(n_post):
+            for j in range(n_post):             # the LIF step, its record and psi in one pass
                 for b in range(b0, b1):
+                    lif_neuron(current, decay, gain, threshold, hard_reset, v, z, decay_eff, j, b)
                     z_rec[u, j, b] = z[j, b]
-            if keep:
-                pseudo_derivative_columns(v, gamma, threshold, psi_rec[u], b0, b1)
+                    if keep:
+                        psi_rec[u, j, b] = pseudo_derivative_value(v[j, b], scale, threshold)
 
 
 @jit
@@ -250,8 +251,9 @@ def _forward_column(x, first, n, ring_first, cur, hist, decay, gain, threshold, 
     keep = psi_rec.shape[0] > 0
     rows = (current.reshape(1, n_post), v.reshape(1, n_post), z.reshape(1, n_post), decay_eff.reshape(1, n_post))
     cur_rows = cur.reshape(n, n_post)
-    psi_rows, z_rows = psi_rec.reshape(psi_rec.shape[0], 1, n_post), z_rec.reshape(z_rec.shape[0], n_post)
+    psi_rows, z_rows = psi_rec.reshape(psi_rec.shape[0], n_post), z_rec.reshape(z_rec.shape[0], n_post)
     ring = hist.reshape(n_slots, n_pre)
+    scale = gamma / threshold
     for u in range(n):
         t = first + u
         if u >= n - n_slots and t >= ring_first:
@@ -259,10 +261,11 @@ def _forward_column(x, first, n, ring_first, cur, hist, decay, gain, threshold, 
             for i in range(n_pre):
                 ring[slot, i] = x[t, 0, i]
         rows[0][0, :] = cur_rows[u]
-        lif_columns(rows[0], decay, gain, threshold, hard_reset, rows[1], rows[2], rows[3], 0, n_post)
-        z_rows[u] = rows[2][0]
-        if keep:
-            pseudo_derivative_columns(rows[1], gamma, threshold, psi_rows[u], 0, n_post)
+        for j in range(np.uint64(n_post)):       # the LIF step, its record and psi in one pass
+            lif_neuron(rows[0], decay, gain, threshold, hard_reset, rows[1], rows[2], rows[3], 0, j)
+            z_rows[u, j] = rows[2][0, j]
+            if keep:
+                psi_rows[u, j] = pseudo_derivative_value(rows[1][0, j], scale, threshold)
 
 
 forward_segment = jit(_forward_segment)

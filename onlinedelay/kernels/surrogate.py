@@ -22,6 +22,7 @@ is a few float32 ulps, below what the float32 sums round away.
 """
 
 import math
+from functools import partial
 
 import numpy as np
 from numba import prange, types
@@ -42,8 +43,14 @@ def pseudo_derivative_columns(v, gamma, threshold, psi, b0, b1):
     scale = gamma / threshold
     for j in range(v.shape[0]):
         for b in range(b0, b1):
-            h = 1.0 - abs(v[j, b] - threshold) / threshold
-            psi[j, b] = scale * h if h > 0.0 else 0.0
+            psi[j, b] = pseudo_derivative_value(v[j, b], scale, threshold)
+
+
+@partial(jit, inline=True)
+def pseudo_derivative_value(v, scale, threshold):
+    """psi of one membrane potential ``v``, ``scale`` = gamma / theta (:func:`pseudo_derivative`)."""
+    h = 1.0 - abs(v - threshold) / threshold
+    return scale * h if h > 0.0 else 0.0
 
 
 def _bitcast_intrinsic(source, target):
