@@ -4,13 +4,13 @@
 network of one layer without recurrence they advance it a segment of steps at a time
 (kernels/sample.py): the feedforward current of every step of the segment is summed spike by
 spike into a ``(n, B, N)`` buffer (each spike adds its unit's weight row at its delay), then one
-kernel call runs the LIF layer over the segment, recording its spikes (and, for a learner, the
-pseudo-derivative of each step: ``(n, N, B)``), then the readout of every step follows from the
-spikes.  Segments are at most :data:`SEGMENT_STEPS` long, so memory does not grow with T.  The
-input current's sums and their order are the push model's, and inference sums the readout as
-stepping does, so ``Network.run`` equals stepping one step at a time (tests/test_segments.py);
-a learner's readout is one matrix product of the spikes (BLAS's order of the sum over the hidden
-units: equal to stepping up to rounding, ~10x faster at batch 32).
+kernel call runs the LIF layer over the segment.  Inference sums the readout in that kernel as
+stepping sums it, so ``Network.run`` equals stepping one step at a time (tests/test_segments.py;
+the input current's sums and their order are the push model's).  A learner's segment records its
+spikes and the pseudo-derivative of each step (``(n, N, B)``), and its readout is one matrix
+product of the spikes (BLAS's order of the sum over the hidden units: equal to stepping up to
+rounding, ~10x faster at batch 32).  Segments are at most :data:`SEGMENT_STEPS` long, so memory
+does not grow with T.
 
 After a segment the network is where stepping would have left it (the spikes still in flight
 are pulled by later steps), so stepping can go on from there.  A caller that reads the sample's
@@ -139,7 +139,7 @@ class SegmentRunner:
             "units": aligned_zeros((parts, net.config.n_inputs), np.int32), "counts": aligned_zeros((parts, 8), dt),
             "padded": aligned_zeros((parts, (SEGMENT_STEPS + 2 * net.config.max_delay_steps) * n_post), dt),
             "y": aligned_zeros((SEGMENT_STEPS, net.config.n_outputs, n_batch), dt),
-            "z": aligned_zeros((SEGMENT_STEPS, n_post, n_batch), dt)}
+            "z": aligned_zeros((SEGMENT_STEPS, n_post, n_batch), dt)}     # a learner's spikes
 
     def _index(self):
         """The input projection's CSC index and its :class:`CscDelays` (fresh)."""
@@ -151,9 +151,10 @@ class SegmentRunner:
 
         x : (T, B, n_in) validated counts of the whole sample since the last reset (steps before
         ``t`` must be those already taken: spikes still in flight are summed again from them);
-        pseudo : (gamma, psi) for a learner: record the pseudo-derivative of each step's membrane
-        potential (kernels/surrogate.py, with ``gamma``) into psi (n, N, B), and sum the readout as
-        one matrix product (kernels/readout.readout_segment; None: as stepping sums it);
+        pseudo : (gamma, psi) for a learner: record the spikes and the pseudo-derivative of each step's
+        membrane potential (kernels/surrogate.py, with ``gamma``) into psi (n, N, B), and sum the
+        readout as one matrix product of the spikes (kernels/readout.readout_segment); None: the
+        readout summed in the segment kernel as stepping sums it;
         ring_first : the first step written into the input ring (steps before it are left out).
         """
         net = self.net
@@ -174,17 +175,15 @@ class SegmentRunner:
                                               index.weight_csc, delays.rows, buf["units"], buf["counts"],
                                               buf["padded"], cur)
         gamma, psi_rec = pseudo if pseudo is not None else (0.0, buf["z"][:0])
-        z_rec = buf["z"][:n]
+        z_rec = buf["z"][:n if pseudo is not None else 0]      # inference: the readout in the kernel
+        readout = (p.w_out, p.b_out, float(c.decay_out), float(c.readout_gain), net.state.y, buf["y"][:n])
         build(KS, "forward_segment", parts > 1)(
             x, first, n, ring_first, cur, ls.hist_ff, float(spec.decay_mem), float(spec.input_gain), float(spec.threshold),
-            spec.reset == "hard", ls.current, ls.v, net.state.z, ls.decay_eff, float(gamma), psi_rec, z_rec,
+            spec.reset == "hard", ls.current, ls.v, net.state.z, ls.decay_eff, float(gamma), psi_rec, z_rec, *readout,
             min(parts, n_batch))
-        readout = (p.w_out, p.b_out, float(c.decay_out), float(c.readout_gain), z_rec, net.state.y, buf["y"][:n])
-        if pseudo is None:                       # inference: the floats of stepping
-            KR.readout_stepped(*readout)
-        else:
+        if pseudo is not None:
             with blas_threads(1):                # see dense.py: BLAS threads fight numba's
-                KR.readout_segment(*readout)
+                KR.readout_segment(readout[0], *readout[1:4], z_rec, *readout[4:])
         end = first + n                          # this segment wrote the ring for steps [w0, end)
         w0 = min(end, max(first, ring_first, end - ls.hist_ff.shape[0]))
         prior = (self.clean, w0, 0) if first == 0 else self.written

@@ -7,6 +7,8 @@ never take the per-spike path); and the learner's reset, which skips trace array
 untouched, against a fresh learner.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -134,28 +136,23 @@ def test_readout_segment_is_the_filtered_product(B):
     np.testing.assert_allclose(y, ref, rtol=1e-13, atol=1e-13)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("B,gain,inf", [(1, 0.6, False), (3, 0.6, False), (1, 1.0, False), (3, 1.0, False),
-                                        (37, 1.0, False), (3, 1.0, True)])
-def test_readout_stepped_is_stepping_bit_for_bit(B, gain, inf, dtype):
-    """Inference's readout over a segment: the floats of readout_step, step after step -- per column
-    (batch 1, gain != 1, a weight not finite) and over all the columns at once (gain 1; 37 columns:
-    blocks of four outputs and their edge)."""
-    rng = np.random.default_rng(13 + B)
-    n, n_out, N, kappa = 11, 7, 40, 0.7
-    z = (spikes(rng, (n, N, B), 0.3) > 0).astype(dtype)        # a layer's spikes: 0 or 1
-    w_out, bias = rng.normal(size=(n_out, N)).astype(dtype), rng.normal(size=n_out).astype(dtype)
-    w_out[:, 3] *= 1e-9                                   # terms below the sum's rounding
+@pytest.mark.parametrize("scale,inf", [("one", False), ("one_minus_decay", False), ("one", True)])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_inference_segments_equal_stepping_bit_for_bit(scale, inf, batch):
+    """Network.run (segments, the readout summed in the segment kernel) against Network.step, float32:
+    readout gain 1 or 1 - kappa, and a weight not finite."""
+    cfg = dataclasses.replace(_net_config("none", 1.0), readout_input_scale=scale)
+    net = Network(cfg, seed=4, batch_size=batch, dtype="float32")
     if inf:
-        w_out[2, 5] = np.inf
-    y0 = rng.normal(size=(n_out, B)).astype(dtype)
-    y, y_rec = y0.copy(), np.full((n, n_out, B), np.nan, dtype)
-    KR.readout_stepped(w_out, bias, kappa, gain, z, y, y_rec)
-    ref = y0.copy()
-    for u in range(n):
-        KR.readout_step(z[u], w_out, bias, kappa, gain, ref)
-        np.testing.assert_array_equal(y_rec[u], ref)
-    np.testing.assert_array_equal(y, ref)
+        net.params.w_out[1, 2] = np.inf
+    ref = Network.from_parameters(cfg, net.params, batch_size=batch, dtype="float32")
+    x, _ = _inputs(50, batch)
+    with np.errstate(all="ignore"):
+        y = net.run(x)
+        ref.reset(batch)
+        y_ref = np.stack([ref.step(x[t]) for t in range(x.shape[0])])
+    np.testing.assert_array_equal(y, y_ref)
+    assert np.isfinite(y_ref).any() and np.abs(y_ref[np.isfinite(y_ref)]).max() > 0
 
 
 @pytest.mark.parametrize("B, n_pre, n_post, block", [(3, 8, 5, 3), (1, 8, 5, 3), (2, 20, 19, 9)])

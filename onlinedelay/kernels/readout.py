@@ -4,8 +4,8 @@ y_k^t = kappa y_k^(t-1) + zeta_o sum_j Wo_kj z_j^t + b_k
 delta_k^t = w^t (softmax(y^t)_k - onehot_k)                 (w^t: loss weight of the step)
 zbar^t = kappa zbar^(t-1) + zeta_o z^t;   g_Wo += delta^t zbar^t
 bbar^t = kappa bbar^(t-1) + 1;            g_b  += delta^t bbar^t
-Arrays are (units, B): the batch is the innermost axis.  A segment's readout (its spikes recorded by
-kernels/sample.py) comes at the end: as stepping sums it (inference), or as matrix products (a learner).
+Arrays are (units, B): the batch is the innermost axis.  A learner's segment (kernels/sample.py)
+records its spikes; its readout and readout gradients are then matrix products (the end of this file).
 """
 
 import math
@@ -13,7 +13,6 @@ import math
 import numpy as np
 
 from ._jit import jit
-from .csc import transpose_copy
 
 
 @jit
@@ -158,10 +157,10 @@ def readout_segment(w_out, bias, decay, gain, z_rec, y, y_rec):
     w_out : (n_out, N); bias : (n_out,); decay : kappa; gain : g; z_rec : (n, N, B) spikes;
     y : (n_out, B) in place; y_rec : (n, n_out, B) out, y after each step.  The products ``Wo z^u`` of
     all the steps are one batched matrix product (BLAS: the caller sets its threads), written into
-    y_rec and filtered there.  At the hidden rates of SHD-like work it beats the sum per hidden spike
-    of stepping (:func:`readout_stepped`) at any batch: 700 -> 256 -> 20, B = 32, 100 steps, 29 %
-    hidden rate, 1 thread: 0.54 against ~5 ms (each spike's terms a chain of dependent adds); its
-    floats differ from stepping's by the order of the sum over j, so the learner uses it, inference not.
+    y_rec and filtered there: 700 -> 256 -> 20, B = 32, 100 steps, 29 % hidden rate, 1 thread, 0.54 ms
+    against ~5 ms summed per hidden spike (each spike's terms a chain of dependent adds).  Its floats
+    differ from stepping's by the order of the sum over j, so the learner uses it; inference sums as
+    stepping does (kernels/sample.forward_segment, :func:`readout_listed`).
     """
     n, n_post, n_batch = z_rec.shape
     n_out = w_out.shape[0]
@@ -171,71 +170,6 @@ def readout_segment(w_out, bias, decay, gain, z_rec, y, y_rec):
         else:
             np.matmul(w_out, z_rec, out=y_rec)
     _filter_readout(y_rec, bias, decay, gain, y)
-
-
-@jit
-def readout_stepped(w_out, bias, decay, gain, z_rec, y, y_rec):
-    """:func:`readout_segment` summed as stepping sums it (:func:`readout_step`: per column the
-    spiking units' terms in ascending j), so its floats equal stepping's: ``Network.run`` equals
-    ``Network.step`` and the stream's replay bit for bit.  With the readout gain 1 and finite weights
-    (spikes are 0 or 1: a term is the weight itself, or a zero that leaves the sum as it is) every unit's
-    term is added over all the columns at once (:func:`_readout_dense`); else per column, each spiking
-    unit listed branch-free adding its row of the transposed weights (:func:`readout_listed`).
-    Arguments as :func:`readout_segment`; z_rec holds a layer's spikes, 0 or 1."""
-    n, n_post, n_batch = z_rec.shape
-    n_out = w_out.shape[0]
-    w_t = np.empty((n_post, n_out), w_out.dtype)
-    transpose_copy(w_out, w_t)
-    if n_batch > 1 and gain == 1.0 and np.isfinite(w_t).all():
-        _readout_dense(w_t, bias, decay, z_rec, y, y_rec)
-        return
-    listed, acc = np.empty(n_post, np.int64), np.empty(n_out, y.dtype)
-    for u in range(n):
-        readout_listed(z_rec[u], w_t, bias, decay, gain, y, 0, n_batch, listed, acc)
-        for k in range(n_out):
-            for b in range(n_batch):
-                y_rec[u, k, b] = y[k, b]
-
-
-@jit
-def _readout_dense(w_t, bias, decay, z_rec, y, y_rec):
-    """:func:`readout_stepped` at gain 1 over all the columns: y[k, b] += w[k, j] z[j, b] for j = 0 .. N - 1 in
-    order, four outputs per pass over the hidden units.  The floats of readout_step: a float32 sum
-    y + w rounds once (stepping sums in float64 and rounds to float32: the same float, as the float64
-    sum of two float32 values is exact unless one is below the other's rounding, which then leaves
-    it unchanged); a silent unit adds +-0.  700 -> 256 -> 20, B = 32, 100 steps, 29 % hidden rate:
-    1.0 against 2.4 ms listed per column.  Unsigned loop bounds: no wraparound test, the column loops
-    vectorise."""
-    n, n_post, n_batch = z_rec.shape
-    n_out = w_t.shape[1]
-    acc = np.empty((n_out, n_batch), y.dtype)
-    nb, nj = np.uint64(n_batch), np.uint64(n_post)
-    for u in range(n):
-        for k in range(n_out):
-            for b in range(nb):
-                acc[k, b] = decay * y[k, b] + bias[k]
-        z = z_rec[u]
-        k0 = 0
-        while k0 + 4 <= n_out:
-            ka, kb, kc, kd = np.uint64(k0), np.uint64(k0 + 1), np.uint64(k0 + 2), np.uint64(k0 + 3)
-            for j in range(nj):
-                wa, wb, wc, wd = w_t[j, ka], w_t[j, kb], w_t[j, kc], w_t[j, kd]
-                for b in range(nb):
-                    zj = z[j, b]
-                    acc[ka, b] += wa * zj
-                    acc[kb, b] += wb * zj
-                    acc[kc, b] += wc * zj
-                    acc[kd, b] += wd * zj
-            k0 += 4
-        for k in range(k0, n_out):
-            for j in range(nj):
-                w = w_t[j, k]
-                for b in range(nb):
-                    acc[k, b] += w * z[j, b]
-        for k in range(n_out):
-            for b in range(nb):
-                y[k, b] = acc[k, b]
-                y_rec[u, k, b] = acc[k, b]
 
 
 @jit

@@ -29,9 +29,9 @@ import numpy as np
 from numba import prange
 
 from ._jit import jit, jit_parallel
-from .csc import TRANSPOSE_BLOCK
-from .lif import lif_neuron
-from .readout import readout_error_columns
+from .csc import TRANSPOSE_BLOCK, transpose_copy
+from .lif import lif_columns, lif_neuron
+from .readout import readout_error_columns, readout_listed
 from .surrogate import pseudo_derivative_value
 
 
@@ -198,30 +198,33 @@ def _column_range(part, n_parts, n_batch):
 
 
 def _forward_segment(x, first, n, ring_first, cur, hist, decay, gain, threshold, hard_reset, current, v, z, decay_eff,
-                     gamma, psi_rec, z_rec, n_parts):
-    """The LIF layer over steps ``first .. first + n - 1`` of a one-layer network without recurrence,
-    current given; the readout follows from the recorded spikes (kernels/readout.readout_segment).
+                     gamma, psi_rec, z_rec, w_out, b_out, decay_out, gain_out, y, y_rec, n_parts):
+    """Steps ``first .. first + n - 1`` of a one-layer network without recurrence, current given.
 
     x : (T, B, n_pre) counts, written into the ring ``hist`` (n_slots, n_pre, B) at slot t % n_slots
     for the steps t >= ring_first (and within the last n_slots of the segment: older would be overwritten);
     cur : (n, B, N) feedforward current of the segment (:func:`spike_current`);
-    current, v, z, decay_eff : (N, B) the layer's state (kernels/lif.py); z_rec : (>= n, N, B) out, z
-    after each step; psi_rec : (>= n, N, B) out, the pseudo-derivative of v after each step
-    (kernels/surrogate.py, ``gamma``), written here while v is in cache rather than from a record of
-    v (pass a (0, N, B) array to skip it); n_parts : parts of the batch run side by side (the parallel
-    build; batch columns are independent).
+    current, v, z, decay_eff : (N, B) the layer's state (kernels/lif.py).  A learner passes z_rec and
+    psi_rec (>= n, N, B), out: z and the pseudo-derivative of v (kernels/surrogate.py, ``gamma``) after
+    each step, written in the LIF step's pass, and sums the readout from z_rec afterwards
+    (kernels/readout.readout_segment).  Inference passes (0, N, B) arrays: the readout (w_out, b_out,
+    decay_out, gain_out, y: kernels/readout.py) is summed here step by step as stepping sums it
+    (readout.readout_listed), into y_rec (>= n, n_out, B) out, y after each step.
+    n_parts : parts of the batch run side by side (the parallel build; batch columns are independent).
     """
     n_slots = hist.shape[0]
     n_batch, n_pre = x.shape[1], x.shape[2]
     n_post = v.shape[0]
-    keep = psi_rec.shape[0] > 0
+    learner = z_rec.shape[0] > 0
     scale = gamma / threshold
     if n_batch == 1:
         _forward_column(x, first, n, ring_first, cur, hist, decay, gain, threshold, hard_reset, current, v, z,
-                        decay_eff, gamma, psi_rec, z_rec)
+                        decay_eff, gamma, psi_rec, z_rec, w_out, b_out, decay_out, gain_out, y, y_rec)
         return
+    w_t, n_out = _transposed(w_out), w_out.shape[0]
     for part in prange(n_parts):
         b0, b1 = _column_range(part, n_parts, n_batch)
+        listed, acc = np.empty(n_post, np.int64), np.empty(n_out, y.dtype)
         for u in range(n):
             t = first + u
             if u >= n - n_slots and t >= ring_first:
@@ -232,28 +235,43 @@ def _forward_segment(x, first, n, ring_first, cur, hist, decay, gain, threshold,
             for j in range(n_post):
                 for b in range(b0, b1):
                     current[j, b] = cur[u, b, j]
-            for j in range(n_post):             # the LIF step, its record and psi in one pass
-                for b in range(b0, b1):
-                    lif_neuron(current, decay, gain, threshold, hard_reset, v, z, decay_eff, j, b)
-                    z_rec[u, j, b] = z[j, b]
-                    if keep:
+            if learner:                         # the LIF step, its records and psi in one pass
+                for j in range(n_post):
+                    for b in range(b0, b1):
+                        lif_neuron(current, decay, gain, threshold, hard_reset, v, z, decay_eff, j, b)
+                        z_rec[u, j, b] = z[j, b]
                         psi_rec[u, j, b] = pseudo_derivative_value(v[j, b], scale, threshold)
+                continue
+            lif_columns(current, decay, gain, threshold, hard_reset, v, z, decay_eff, b0, b1)
+            readout_listed(z, w_t, b_out, decay_out, gain_out, y, b0, b1, listed, acc)
+            for k in range(n_out):
+                for b in range(b0, b1):
+                    y_rec[u, k, b] = y[k, b]
+
+
+@jit
+def _transposed(a):
+    """A contiguous copy of the transpose of the 2-D array ``a`` (the readout weights, once per segment)."""
+    out = np.empty((a.shape[1], a.shape[0]), a.dtype)
+    transpose_copy(a, out)
+    return out
 
 
 @jit
 def _forward_column(x, first, n, ring_first, cur, hist, decay, gain, threshold, hard_reset, current, v, z, decay_eff,
-                    gamma, psi_rec, z_rec):
+                    gamma, psi_rec, z_rec, w_out, b_out, decay_out, gain_out, y, y_rec):
     """:func:`forward_segment` at batch 1: the same operations, with the (N, 1) state seen as (1, N) rows so
     that the loops over the neurons are contiguous and vectorise (700 -> 256, 100 steps: 0.65 -> ~0.3 ms
     per sample in place; the loops over columns of length 1 took ~25 ns per neuron-step)."""
     n_slots, n_pre = hist.shape[0], x.shape[2]
     n_post = v.shape[0]
-    keep = psi_rec.shape[0] > 0
+    learner = z_rec.shape[0] > 0
     rows = (current.reshape(1, n_post), v.reshape(1, n_post), z.reshape(1, n_post), decay_eff.reshape(1, n_post))
     cur_rows = cur.reshape(n, n_post)
     psi_rows, z_rows = psi_rec.reshape(psi_rec.shape[0], n_post), z_rec.reshape(z_rec.shape[0], n_post)
     ring = hist.reshape(n_slots, n_pre)
     scale = gamma / threshold
+    w_t, listed, acc = _transposed(w_out), np.empty(n_post, np.int64), np.empty(y.shape[0], y.dtype)
     for u in range(n):
         t = first + u
         if u >= n - n_slots and t >= ring_first:
@@ -261,11 +279,15 @@ def _forward_column(x, first, n, ring_first, cur, hist, decay, gain, threshold, 
             for i in range(n_pre):
                 ring[slot, i] = x[t, 0, i]
         rows[0][0, :] = cur_rows[u]
-        for j in range(np.uint64(n_post)):       # the LIF step, its record and psi in one pass
-            lif_neuron(rows[0], decay, gain, threshold, hard_reset, rows[1], rows[2], rows[3], 0, j)
-            z_rows[u, j] = rows[2][0, j]
-            if keep:
+        if learner:                             # the LIF step, its records and psi in one pass
+            for j in range(np.uint64(n_post)):
+                lif_neuron(rows[0], decay, gain, threshold, hard_reset, rows[1], rows[2], rows[3], 0, j)
+                z_rows[u, j] = rows[2][0, j]
                 psi_rows[u, j] = pseudo_derivative_value(rows[1][0, j], scale, threshold)
+            continue
+        lif_columns(rows[0], decay, gain, threshold, hard_reset, rows[1], rows[2], rows[3], 0, n_post)
+        readout_listed(z, w_t, b_out, decay_out, gain_out, y, 0, 1, listed, acc)
+        y_rec[u, :, 0] = y[:, 0]
 
 
 forward_segment = jit(_forward_segment)
