@@ -227,7 +227,8 @@ class Network:
         """The step whose input is already in layer 0's ``hist_ff[t % n_slots]``."""
         p, s = self.params, self.state
         t = int(s.t[0])
-        self._sync_events(t)
+        if self._future_version != self.delay_version or p is not self._event_params or self._targets_stale:
+            self._sync_events(t)
         slot = t % self.n_slots
         for l, (lp, ls, lev) in enumerate(zip(p.layers, s.layers, self._layer_events)):
             if l > 0:
@@ -379,7 +380,7 @@ class Network:
         if self._future_version != self.delay_version or self.params is not self._event_params:
             self._discard_future(t)
         elif self._targets_stale:
-            self._refresh_event_copies()
+            self._refresh_event_copies(weights=False)
 
     def _discard_future(self, t: int) -> None:
         """Parameters changed before step ``t``: drop the future rings, pull the spikes still in flight."""
@@ -403,11 +404,11 @@ class Network:
                         flags[q % n] = 1
                     ls.pull_until[k] = max(int(ls.pull_until[k]), t - 1 + window)
 
-    def _refresh_event_copies(self, targets: bool = True) -> None:
-        """Copy the current weights and (with ``targets``) delays into the event indices (CSC order)."""
+    def _refresh_event_copies(self, weights: bool = True, targets: bool = True) -> None:
+        """Copy the current weights and/or delays into the event indices (CSC order)."""
         for lp, events in zip(self.params.layers, self._events):
             for proj, index in zip(lp, events):
-                refresh_event_copies(index, proj, targets)
+                refresh_event_copies(index, proj, weights, targets)
         self._targets_stale = self._targets_stale and not targets
 
     def projection(self, which: str, layer: int = 0) -> Projection:

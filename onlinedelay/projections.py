@@ -168,13 +168,15 @@ def event_index(proj: Projection, n_pre: int, max_delay_steps: int) -> EventInde
     return index
 
 
-def refresh_event_copies(index: EventIndex, proj: Projection, targets: bool = True) -> None:
-    """Copy ``proj``'s weights into ``index`` (CSC order) and, with ``targets``, its current integer delays
-    as the push's targets (where they changed; once without real delays, whose integer delays stay 0)."""
+def refresh_event_copies(index: EventIndex, proj: Projection, weights: bool = True,
+                         targets: bool = True) -> None:
+    """Copy ``proj``'s weights into ``index`` (CSC order) and its current integer delays as the push's
+    targets (where they changed; once without real delays, whose integer delays stay 0), either or both."""
     if targets and (proj.delay.size or index.delays_seen[:1].tolist() == [-1]):
         event_targets(proj.delay_steps, index.out_syn, index.out_post, proj.indptr.size - 1, index.delays_seen,
                       index.target)
-    to_csc(index, proj.weight, index.weight_csc)
+    if weights:
+        to_csc(index, proj.weight, index.weight_csc)
 
 
 def to_csc(index: EventIndex, csr: np.ndarray, out: np.ndarray) -> None:

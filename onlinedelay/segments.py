@@ -127,19 +127,19 @@ class SegmentRunner:
         for value in (s.z, s.y, s.t):
             value[...] = 0
 
-    def _allocate(self, n_batch: int) -> None:
+    def _allocate(self, n_batch: int, learner: bool) -> None:
         net = self.net
         spec, dt = net.layer_specs[0], net.dtype
-        n_post = spec.n_neurons
+        n_post, n_rec = spec.n_neurons, SEGMENT_STEPS if learner else 0
         parts = parallel_parts(net, net.params.layers[0].feedforward.pre.size)
         self.buffers = {
-            "batch": n_batch,
+            "batch": n_batch, "learner": learner,
             "cur": aligned_zeros((SEGMENT_STEPS, n_batch, n_post), dt),
             "parts": parts,
             "units": aligned_zeros((parts, net.config.n_inputs), np.int32), "counts": aligned_zeros((parts, 8), dt),
             "padded": aligned_zeros((parts, (SEGMENT_STEPS + 2 * net.config.max_delay_steps) * n_post), dt),
             "y": aligned_zeros((SEGMENT_STEPS, net.config.n_outputs, n_batch), dt),
-            "z": aligned_zeros((SEGMENT_STEPS, n_post, n_batch), dt)}     # a learner's spikes
+            "z": aligned_zeros((n_rec, n_post, n_batch), dt)}     # a learner's spikes
 
     def _index(self):
         """The input projection's CSC index and its :class:`CscDelays` (fresh)."""
@@ -162,9 +162,10 @@ class SegmentRunner:
         if not 1 <= n <= SEGMENT_STEPS or first + n > x.shape[0]:
             raise ValueError(f"segment of {n} steps from step {first} does not fit a sequence of {x.shape[0]}")
         n_batch = x.shape[1]
-        if (self.buffers is None or self.buffers["batch"] != n_batch
+        learner = pseudo is not None
+        if (self.buffers is None or self.buffers["batch"] != n_batch or learner > self.buffers["learner"]
                 or self.buffers["parts"] != parallel_parts(net, net.params.layers[0].feedforward.pre.size)):
-            self._allocate(n_batch)
+            self._allocate(n_batch, learner)
         buf = self.buffers
         index, delays = self._index()
         c, spec = net.config, net.layer_specs[0]
@@ -174,23 +175,23 @@ class SegmentRunner:
         build(KS, "spike_current", parts > 1)(x, first, n, c.max_delay_steps, index.out_indptr, delays.offsets,
                                               index.weight_csc, delays.rows, buf["units"], buf["counts"],
                                               buf["padded"], cur)
-        gamma, psi_rec = pseudo if pseudo is not None else (0.0, buf["z"][:0])
-        z_rec = buf["z"][:n if pseudo is not None else 0]      # inference: the readout in the kernel
-        readout = (p.w_out, p.b_out, float(c.decay_out), float(c.readout_gain), net.state.y, buf["y"][:n])
+        gamma, psi_rec = pseudo if learner else (0.0, buf["z"][:0])
+        z_rec = buf["z"][:n if learner else 0]      # inference: the readout in the kernel
+        y_rec, decay_out, gain_out = buf["y"][:n], float(c.decay_out), float(c.readout_gain)
         build(KS, "forward_segment", parts > 1)(
             x, first, n, ring_first, cur, ls.hist_ff, float(spec.decay_mem), float(spec.input_gain), float(spec.threshold),
-            spec.reset == "hard", ls.current, ls.v, net.state.z, ls.decay_eff, float(gamma), psi_rec, z_rec, *readout,
-            min(parts, n_batch))
-        if pseudo is not None:
+            spec.reset == "hard", ls.current, ls.v, net.state.z, ls.decay_eff, float(gamma), psi_rec, z_rec,
+            p.w_out, p.b_out, decay_out, gain_out, net.state.y, y_rec, min(parts, n_batch))
+        if learner:
             with blas_threads(1):                # see dense.py: BLAS threads fight numba's
-                KR.readout_segment(readout[0], *readout[1:4], z_rec, *readout[4:])
+                KR.readout_segment(p.w_out, p.b_out, decay_out, gain_out, z_rec, net.state.y, y_rec)
         end = first + n                          # this segment wrote the ring for steps [w0, end)
         w0 = min(end, max(first, ring_first, end - ls.hist_ff.shape[0]))
         prior = (self.clean, w0, 0) if first == 0 else self.written
         known = prior is not None and prior[0] is net.state and (first == 0 or prior[2] == first)
         self.written = (net.state, min(prior[1], w0), end) if known else None
         net.segment_done(first + n)
-        return SegmentRecord(buf["y"][:n], z_rec)
+        return SegmentRecord(y_rec, z_rec)
 
     def run(self, x: np.ndarray, out: np.ndarray) -> None:
         """Advance the whole (reset) sample ``x`` (T, B, n_in); readouts into ``out`` (T, B, n_out)."""

@@ -157,8 +157,9 @@ def readout_segment(w_out, bias, decay, gain, z_rec, y, y_rec):
     w_out : (n_out, N); bias : (n_out,); decay : kappa; gain : g; z_rec : (n, N, B) spikes;
     y : (n_out, B) in place; y_rec : (n, n_out, B) out, y after each step.  The products ``Wo z^u`` of
     all the steps are one batched matrix product (BLAS: the caller sets its threads), written into
-    y_rec and filtered there: 700 -> 256 -> 20, B = 32, 100 steps, 29 % hidden rate, 1 thread, 0.54 ms
-    against ~5 ms summed per hidden spike (each spike's terms a chain of dependent adds).  Its floats
+    y_rec and filtered there: 700 -> 256 -> 20, B = 32, 100 steps, 29 % hidden rate, 1 thread, the
+    training forward alone in a slow phase of the VM 7.9 -> 2.5 + 0.54 ms against summing per hidden
+    spike (each spike's terms a chain of dependent adds).  Its floats
     differ from stepping's by the order of the sum over j, so the learner uses it; inference sums as
     stepping does (kernels/sample.forward_segment, :func:`readout_listed`).
     """
