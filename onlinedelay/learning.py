@@ -72,6 +72,7 @@ LAG_BLOCK_BYTES = 1 << 17   # per-spike delay gradients: the lag sums of a block
 LAG_TILE_BYTES = 1 << 14    # ... and the rows of R read by the whole block before the next rows (L1)
 UNIT_ORDER_BYTES = 1 << 18  # per-spike weight gradients by unit blocks while R (n_buf B N) fits (L2); else by steps
 UNIT_BLOCK, UNIT_BLOCK_SYNAPSES = 16, 4096    # ... blocks of at most 16 units and 4096 synapses (their rows in L1)
+STEP_BLOCK_BYTES = 1 << 20  # ... else by blocks of steps whose rows of R (B N each) fill at most 1 MB (L2)
 
 
 class _LayerRule:
@@ -336,7 +337,7 @@ class _LayerRule:
         cscs = tuple(net.segments.csc_delays(self.index, k) for k in range(len(self.n_pre)))     # fresh, once
         indices = tuple(csc.index for csc in cscs)
         if self.spike_scratch is None or self.spike_scratch[0].shape[1] != n_batch \
-                or self.spike_scratch[3][0].shape[0] != parts \
+                or self.spike_scratch[3][1][1].shape[0] != parts \
                 or any(a is not b for a, b in zip(self.spike_scratch[4], indices)):
             self.spike_scratch = self._spike_scratch(n_batch, parts, by_unit, indices)
         R, lam, grad_csc, scratch, _ = self.spike_scratch
@@ -353,10 +354,17 @@ class _LayerRule:
                                                          index.out_post, csc.delay_csc, csc.rows, R, blocks,
                                                          offsets, coefs, cursor, acc, g_w, index.transposed)
                 continue
+            masks, ptr, cursor, lists = scratch[0]
+            trains = hist.transpose(0, 2, 1)         # (T, B, n_pre): contiguous along the units for input_trains
+            n_spikes = self._kernel("unit_spike_lists", KW)(trains, t_end, masks[k], ptr[k], parts)
+            if n_spikes > lists[0].size:
+                lists[:] = np.zeros(2 * n_spikes, np.int32), np.zeros(2 * n_spikes, net.dtype)
             g = grad_csc[k]
             g[:] = 0.0
-            self._kernel("spike_weight_gradient", KW)(hist, t_end, index.out_indptr, index.out_post,
-                                                      csc.delay_csc, csc.rows, R, scratch[0], g)
+            block = max(1, STEP_BLOCK_BYTES // (n_batch * spec.n_neurons * net.dtype.itemsize))
+            self._kernel("spike_weight_gradient", KW)(trains, t_end, index.out_indptr, index.out_post, csc.delay_csc,
+                                                      csc.rows, R, masks[k], ptr[k], cursor, lists[0], lists[1],
+                                                      block, parts, g)
             add_from_csc(index, g, g_w)
 
     def _spike_scratch(self, n_batch: int, parts: int, by_unit: bool, indices: tuple) -> tuple:
@@ -364,7 +372,10 @@ class _LayerRule:
         gradients (by steps), the kernels' scratch (picked, then per projection the unit blocks and
         their spike lists and gradient rows, by units) and the CSC ``indices`` they were made for."""
         dt, N, lp = self.net.dtype, self.spec.n_neurons, self.net.params.layers[self.index]
-        scratch = [np.zeros((parts, n_batch), np.int32)]
+        rows = 0 if by_unit else self.n_buf * n_batch       # the lists by steps (kernels/spike_weights.py)
+        scratch = [(tuple(np.zeros((rows, -(-n_pre // 64)), np.uint64) for n_pre in self.n_pre),
+                    tuple(np.zeros(n_pre + 1, np.int64) for n_pre in self.n_pre),
+                    np.zeros(max(self.n_pre), np.int64), [np.zeros(0, np.int32), np.zeros(0, dt)])]
         for proj, index in zip(lp, indices):
             blocks = (unit_blocks(index.out_indptr, UNIT_BLOCK, UNIT_BLOCK_SYNAPSES) if by_unit
                       else np.zeros(1, np.int32))

@@ -155,46 +155,55 @@ def test_inference_segments_equal_stepping_bit_for_bit(scale, inf, batch):
     assert np.isfinite(y_ref).any() and np.abs(y_ref[np.isfinite(y_ref)]).max() > 0
 
 
-@pytest.mark.parametrize("B, n_pre, n_post, block", [(3, 8, 5, 3), (1, 8, 5, 3), (2, 20, 19, 9)])
+@pytest.mark.parametrize("B, n_pre, n_post, block", [(3, 8, 5, 3), (1, 8, 5, 3), (2, 20, 19, 9), (2, 150, 6, 5)])
 @pytest.mark.parametrize("order", ["steps", "units"])
 @pytest.mark.parametrize("build,parts", BUILDS)
 @pytest.mark.parametrize("dense,unit_delays,max_delay", CASES)
 def test_spike_weight_gradient_is_the_sum_over_spikes(dense, unit_delays, max_delay, build, parts, order, B, n_pre,
                                                       n_post, block):
-    """Both loop orders (by steps into CSC order, by unit blocks into CSR order: by 8 x 8 transposing blocks
-    and their edges when dense) == the float64 sum over spikes."""
+    """Both loop orders (by blocks of ``block`` steps into CSC order, by unit blocks into CSR order: by 8 x 8
+    transposing blocks and their edges when dense) == the float64 sum over spikes, from a ring or from
+    the transposed view of a sample's (T, B, n_pre) counts (the learner's input_trains)."""
     rng = np.random.default_rng(11)
     n, n_slots = 14, 20
     indptr, pre, delay, weight = _projection(rng, n_pre, n_post, dense, unit_delays, max_delay)
     index, delay_csc, rows = _csc(indptr, pre, delay, weight, n_pre, max_delay)
     x = spikes(rng, (n, B, n_pre), 0.7)
-    hist = np.zeros((n_slots, n_pre, B))
+    ring = np.zeros((n_slots, n_pre, B))
     for q in range(n):
-        hist[q % n_slots] = x[q].T
+        ring[q % n_slots] = x[q].T
     R = rng.normal(size=(n, B, n_post))
     start = rng.normal(size=pre.size)            # the gradient is accumulated onto what it holds
-    grad = start.copy()
-    if order == "steps":
-        grad_csc = np.zeros(pre.size)
-        getattr(KW, "spike_weight_gradient" + build)(hist, n, index.out_indptr, index.out_post, delay_csc, rows, R,
-                                                     np.zeros((parts, B), np.int32), grad_csc)
-        grad[index.out_syn] += grad_csc
-    else:
-        blocks = KW.unit_blocks(index.out_indptr, block, (block - 1) * n_post)    # several, some of one unit
-        assert blocks.size > 3
-        units, n_syn = np.diff(blocks).max(), np.diff(index.out_indptr[blocks]).max()
-        getattr(KW, "unit_weight_gradient" + build)(
-            hist, n, index.out_indptr, index.out_syn, index.out_post, delay_csc, rows, R, blocks,
-            np.zeros((parts, units * n * B), np.int64), np.zeros((parts, units * n * B)),
-            np.zeros((parts, units), np.int64), np.full((parts, n_syn), np.nan), grad, index.transposed)
-        assert index.transposed == dense
     post = np.repeat(np.arange(n_post), np.diff(indptr))
     ref = start.copy()
     for s in range(pre.size):
         for q in range(n):
             if q + delay[s] < n:
                 ref[s] += x[q, :, pre[s]] @ R[q + delay[s], :, post[s]]
-    np.testing.assert_allclose(grad, ref, rtol=1e-13, atol=1e-13)
+    for hist in (ring, learning.input_trains(x.astype(np.uint8), np.float64)):
+        grad = start.copy()
+        if order == "steps":
+            grad_csc = np.zeros(pre.size)
+            masks = np.full((n * B, -(-n_pre // 64)), 7, np.uint64)
+            ptr = np.full(n_pre + 1, -1, np.int64)
+            n_spikes = getattr(KW, "unit_spike_lists" + build)(hist.transpose(0, 2, 1), n, masks, ptr, parts)
+            assert n_spikes == np.count_nonzero(x) == ptr[-1]
+            np.testing.assert_array_equal(np.diff(ptr), np.count_nonzero(x, axis=(0, 1)))
+            getattr(KW, "spike_weight_gradient" + build)(
+                hist.transpose(0, 2, 1), n, index.out_indptr, index.out_post, delay_csc, rows, R, masks, ptr,
+                np.zeros(n_pre, np.int64), np.zeros(n_spikes + 3, np.int32), np.full(n_spikes + 3, np.nan), block,
+                parts, grad_csc)
+            grad[index.out_syn] += grad_csc
+        else:
+            blocks = KW.unit_blocks(index.out_indptr, block, (block - 1) * n_post)    # several, some of one unit
+            assert blocks.size > 3
+            units, n_syn = np.diff(blocks).max(), np.diff(index.out_indptr[blocks]).max()
+            getattr(KW, "unit_weight_gradient" + build)(
+                hist, n, index.out_indptr, index.out_syn, index.out_post, delay_csc, rows, R, blocks,
+                np.zeros((parts, units * n * B), np.int64), np.zeros((parts, units * n * B)),
+                np.zeros((parts, units), np.int64), np.full((parts, n_syn), np.nan), grad, index.transposed)
+            assert index.transposed == dense
+        np.testing.assert_allclose(grad, ref, rtol=1e-13, atol=1e-13)
 
 
 def test_unit_blocks_cover_the_units_in_order():
