@@ -30,7 +30,10 @@ Our choice of two loop orders, by the size of R (``ThreeFactorLearner``, UNIT_OR
   and its transposing add; in place the cold lines of the gradient it adds into cost ~0.3 ms more).
 
 Loops over units index with unsigned integers: with signed ones numba checks for negative indices,
-and that alone stopped the compares above from vectorising (0.2 against 1.5 ms for the counts).
+and that alone stopped the compares above from vectorising (0.2 against 1.5 ms for the counts).  The
+masks are written out in the kernel: a jitted helper per 64 units, taking the array, counts its
+references at every call (two atomic operations) and made them 3x slower.  Read back per input row
+(instead of kernels/sample's branch-free listing) they were no faster for the input current.
 
 Arrays: hist (n_slots, n_pre, B) presynaptic ring holding steps 0 .. n - 1 at slots 0 .. n - 1
 (n <= n_slots); R (n, B, N); CSC arrays as in projections.EventIndex.
@@ -71,7 +74,7 @@ def _unit_spike_lists(x, n, masks, ptr, n_parts):
             ptr[i + np.uint64(1)] = counts[i - i0]
         for q in range(n):
             for b in range(n_batch):
-                for c in range(c0, c1):
+                for c in range(c0, c1):                  # written out (a helper taking x: 3x slower)
                     base, width = np.uint64(64 * c), np.uint64(min(64, n_pre - 64 * c))
                     w = np.uint64(0)
                     if width == 64:                      # a constant trip count: vectorised
@@ -149,7 +152,7 @@ def _spike_weight_gradient(x, n, out_indptr, out_post, delay_csc, rows, R, masks
 
 @intrinsic
 def count_trailing_zeros(typingctx, x):
-    """The number of trailing zero bits of an unsigned integer (LLVM's cttz; x != 0)."""
+    """The number of trailing zero bits of an unsigned integer x != 0 (LLVM's cttz)."""
     if not isinstance(x, types.Integer):
         return None
 
