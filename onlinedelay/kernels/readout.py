@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from ._jit import jit
+from .surrogate import exp_inline as _exp
 
 
 @jit
@@ -94,28 +95,66 @@ def readout_error(y, labels, loss_weight, probs, delta):
 
 @jit
 def readout_error_columns(y, labels, loss_weight, probs, delta, b0, b1):
-    """:func:`readout_error` on the batch columns b0 .. b1 - 1 only (the others untouched); their loss."""
+    """:func:`readout_error` on the batch columns b0 .. b1 - 1 only (the others untouched); their loss.
+
+    The exponentials are surrogate.exp (plain arithmetic, to about one ulp; NaN stays NaN) in loops
+    over the columns, which vectorise: a libm exp per output and column cost ~0.8 of the ~1.3 ms of
+    a learner's per-step work (700 -> 256 -> 20, B = 32, 100 steps).  Each column's sums run over k
+    in order, as one column alone (``b1 - b0 == 1``) computes them.
+    """
     n_out = y.shape[0]
-    loss = 0.0
+    if b1 - b0 == 1:
+        return _error_column(y, labels, loss_weight, probs, delta, b0)
+    top = np.empty(b1 - b0, y.dtype)
+    total = np.zeros(b1 - b0)
     for b in range(b0, b1):
-        top = y[0, b]
-        for k in range(1, n_out):
-            if y[k, b] > top:
-                top = y[k, b]
-        total = 0.0
-        for k in range(n_out):
-            e = math.exp(y[k, b] - top)
-            probs[k, b] = e
-            total += e
-        for k in range(n_out):
-            probs[k, b] /= total
-        label = labels[b]
-        for k in range(n_out):
+        top[b - b0] = y[0, b]
+    for k in range(1, n_out):
+        for b in range(b0, b1):
+            v = y[k, b]
+            top[b - b0] = v if v > top[b - b0] else top[b - b0]
+    for k in range(n_out):
+        for b in range(b0, b1):
+            d = y[k, b] - top[b - b0]
+            probs[k, b] = _exp(d) if d == d else d
+            total[b - b0] += probs[k, b]
+    for k in range(n_out):
+        for b in range(b0, b1):
+            probs[k, b] /= total[b - b0]
+    for k in range(n_out):
+        for b in range(b0, b1):
+            label = labels[b]
             target = 1.0 if k == label else 0.0
             delta[k, b] = loss_weight * (probs[k, b] - target) if label >= 0 else 0.0
+    loss = 0.0
+    for b in range(b0, b1):
+        label = labels[b]
         if label >= 0:
-            loss -= loss_weight * (y[label, b] - top - math.log(total))
+            loss -= loss_weight * (y[label, b] - top[b - b0] - math.log(total[b - b0]))
     return loss
+
+
+@jit
+def _error_column(y, labels, loss_weight, probs, delta, b):
+    """:func:`readout_error_columns` of the one column b; its loss."""
+    n_out = y.shape[0]
+    top = y[0, b]
+    for k in range(1, n_out):
+        top = y[k, b] if y[k, b] > top else top
+    total = 0.0
+    for k in range(n_out):
+        d = y[k, b] - top
+        probs[k, b] = _exp(d) if d == d else d
+        total += probs[k, b]
+    for k in range(n_out):
+        probs[k, b] /= total
+    label = labels[b]
+    for k in range(n_out):
+        target = 1.0 if k == label else 0.0
+        delta[k, b] = loss_weight * (probs[k, b] - target) if label >= 0 else 0.0
+    if label < 0:
+        return 0.0
+    return -loss_weight * (y[label, b] - top - math.log(total))
 
 
 @jit

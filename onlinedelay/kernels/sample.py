@@ -210,7 +210,10 @@ def _forward_segment(x, first, n, ring_first, cur, hist, decay, gain, threshold,
     (kernels/readout.readout_segment).  Inference passes (0, N, B) arrays: the readout (w_out, b_out,
     decay_out, gain_out, y: kernels/readout.py) is summed here step by step as stepping sums it
     (readout.readout_listed), into y_rec (>= n, n_out, B) out, y after each step.
-    n_parts : parts of the batch run side by side (the parallel build; batch columns are independent).
+    n_parts : parts run side by side (the parallel build): of the batch (its columns are independent), or
+    for a learner of the neurons (and of the ring's units; the step is elementwise), whose LIF step then
+    runs as one flat loop over each part's (neuron, column) entries, contiguous in the (N, B) state (loops
+    of B columns per neuron: 700 -> 256 at B = 32, alone, 3.4 -> 2.7 ms; on 2 threads 3.3 -> 1.6 ms).
     """
     n_slots = hist.shape[0]
     n_batch, n_pre = x.shape[1], x.shape[2]
@@ -220,6 +223,30 @@ def _forward_segment(x, first, n, ring_first, cur, hist, decay, gain, threshold,
     if n_batch == 1:
         _forward_column(x, first, n, ring_first, cur, hist, decay, gain, threshold, hard_reset, current, v, z,
                         decay_eff, gamma, psi_rec, z_rec, w_out, b_out, decay_out, gain_out, y, y_rec)
+        return
+    if learner:      # one flat loop over the (neuron, column) entries of each part: see the docstring
+        size = v.size
+        state = (current.reshape(1, size), v.reshape(1, size), z.reshape(1, size), decay_eff.reshape(1, size))
+        z_flat, psi_flat = z_rec.reshape(-1), psi_rec.reshape(-1)
+        for part in prange(n_parts):
+            j0, j1 = _column_range(part, n_parts, n_post)
+            i0, i1 = _column_range(part, n_parts, n_pre)
+            e0, e1 = j0 * np.uint64(n_batch), j1 * np.uint64(n_batch)
+            for u in range(n):
+                t = first + u
+                if u >= n - n_slots and t >= ring_first:
+                    slot = t % n_slots
+                    for i in range(i0, i1):
+                        for b in range(np.uint64(n_batch)):
+                            hist[slot, i, b] = x[t, b, i]
+                for j in range(j0, j1):
+                    for b in range(np.uint64(n_batch)):
+                        current[j, b] = cur[u, b, j]
+                base = np.uint64(u * size)
+                for e in range(e0, e1):
+                    lif_neuron(state[0], decay, gain, threshold, hard_reset, state[1], state[2], state[3], 0, e)
+                    z_flat[base + e] = state[2][0, e]
+                    psi_flat[base + e] = pseudo_derivative_value(state[1][0, e], scale, threshold)
         return
     w_t, n_out = _transposed(w_out), w_out.shape[0]
     for part in prange(n_parts):
@@ -235,13 +262,6 @@ def _forward_segment(x, first, n, ring_first, cur, hist, decay, gain, threshold,
             for j in range(n_post):
                 for b in range(b0, b1):
                     current[j, b] = cur[u, b, j]
-            if learner:                         # the LIF step, its records and psi in one pass
-                for j in range(n_post):
-                    for b in range(b0, b1):
-                        lif_neuron(current, decay, gain, threshold, hard_reset, v, z, decay_eff, j, b)
-                        z_rec[u, j, b] = z[j, b]
-                        psi_rec[u, j, b] = pseudo_derivative_value(v[j, b], scale, threshold)
-                continue
             lif_columns(current, decay, gain, threshold, hard_reset, v, z, decay_eff, b0, b1)
             readout_listed(z, w_t, b_out, decay_out, gain_out, y, b0, b1, listed, acc)
             for k in range(n_out):
@@ -330,9 +350,9 @@ def _learn_segment(first, n, y_rec, z_rec, labels, loss_weights, loss_start, dec
                 bbar[b] = decay_out * bbar[b] + 1.0
             z, zb = z_rec[u], zbar
             r0, r1 = c0, c1
-            if n_batch == 1:                        # (N, 1) columns as (1, N) rows: contiguous neuron loops
-                z, zb = z.reshape(1, n_post), zbar.reshape(1, n_post)
-                r0, r1 = np.uint64(0), np.uint64(n_post)
+            if c1 - c0 == n_batch:                  # all the columns: one flat loop (contiguous, vectorised)
+                z, zb = z.reshape(1, n_post * n_batch), zbar.reshape(1, n_post * n_batch)
+                r0, r1 = np.uint64(0), np.uint64(n_post * n_batch)
             for j in range(z.shape[0]):
                 for b in range(r0, r1):
                     zb[j, b] = decay_out * zb[j, b] + gain_out * z[j, b]
@@ -371,10 +391,16 @@ def _backward_filter(psi, signal, lo, n, kappa, scale, alpha, lam, R, n_parts):
             for b in range(b0, b1):
                 lam[j, b] = 0.0
         for u in range(n - 1, -1, -1):
-            for j in range(n_post):
-                for b in range(b0, b1):
-                    lam[j, b] = signal[lo + u, j, b] + kappa * lam[j, b]
-                    prod[j, b] = scale * psi[lo + u, j, b] * lam[j, b]
+            if b1 - b0 == n_batch:                 # all the columns: one flat loop (contiguous, vectorised)
+                ps, sg, lm, pr = psi[lo + u].reshape(-1), signal[lo + u].reshape(-1), lam.reshape(-1), prod.reshape(-1)
+                for e in range(np.uint64(n_post * n_batch)):
+                    lm[e] = sg[e] + kappa * lm[e]
+                    pr[e] = scale * ps[e] * lm[e]
+            else:
+                for j in range(n_post):
+                    for b in range(b0, b1):
+                        lam[j, b] = signal[lo + u, j, b] + kappa * lam[j, b]
+                        prod[j, b] = scale * psi[lo + u, j, b] * lam[j, b]
             last = u == n - 1                        # R[n] is not part of the sum
             c = c0
             while c + tb <= c1:                     # R's rows are (b, j): the transposing pass, by blocks

@@ -93,6 +93,7 @@ def _exp(x):
 
 
 exp = jit(_exp, contract=True)
+exp_inline = jit(_exp, contract=True, inline=True)     # for loops that vectorise
 
 
 def _tap_factors(delay, inv_var, step):
