@@ -59,7 +59,7 @@ from .errors import OnlineDelayError
 from .evaluate import vote
 from .network import Network
 from .projections import add_from_csc, to_csc
-from .segments import SEGMENT_STEPS, parallel_parts, supports_segments
+from .segments import SEGMENT_STEPS, parallel_parts, ring_tail, supports_segments
 from .state import (Gradients, LayerGradients, LayerLearnerState, LearnerState, Projection,
                     ProjectionGradients, ProjectionTraces, aligned_zeros, assign_tuple, copy_tuple, fill_tuple)
 
@@ -712,7 +712,7 @@ class ThreeFactorLearner:
         spikes, t = 0.0, 0
         # one chunk (rule._by_spike): the flush reads x itself, the ring needs only the steps read after it
         whole = not online and n_steps < min(net.n_slots, self.n_buf)
-        ring_first = n_steps - (c.max_delay_steps + 2 * self.lag_steps + 1) if whole else 0
+        ring_first = n_steps - ring_tail(net, 2 * self.lag_steps) if whole else 0
         rule.input_trains = input_trains(x, net.dtype) if whole else None
         while t < n_steps:
             end = min(n_steps, int(ls.cursor[1]) + self.n_buf, t + SEGMENT_STEPS)

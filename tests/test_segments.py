@@ -417,7 +417,8 @@ def test_per_spike_flush_reads_the_input_not_the_ring():
     _stepped(b, x.astype(bool).astype(np.int64) * 2, labels)
     for u, v in zip(_arrays(a), _arrays(b)):
         np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-12)
-    tail = cfg.max_delay_steps + 2 * a.lag_steps + 1
+    tail = segments.ring_tail(a.net, 2 * a.lag_steps)
+    assert tail == cfg.max_delay_steps + 2 * a.lag_steps + 1
     ring, n_slots = a.net.state.layers[0].hist_ff, a.net.n_slots
     assert not ring[:40 - tail].any() and a.rules[0].input_trains is None
     np.testing.assert_array_equal(ring[40 - tail:40], b.net.state.layers[0].hist_ff[40 - tail:40])
