@@ -9,11 +9,13 @@ untouched, against a fresh learner.
 
 import dataclasses
 
+import numba
 import numpy as np
 import pytest
 
 from onlinedelay.config import LearningConfig, NetworkConfig
 from onlinedelay.kernels import csc as KCSC
+from onlinedelay.kernels import listing as KL
 from onlinedelay.kernels import readout as KR
 from onlinedelay.kernels import sample as KS
 from onlinedelay.kernels import spike_weights as KW
@@ -204,6 +206,28 @@ def test_spike_weight_gradient_is_the_sum_over_spikes(dense, unit_delays, max_de
                 np.zeros((parts, units), np.int64), np.full((parts, n_syn), np.nan), grad, index.transposed)
             assert index.transposed == dense
         np.testing.assert_allclose(grad, ref, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.bool_, np.int64, np.float32, np.float64])
+@pytest.mark.parametrize("n_pre", [5, 16, 37, 700])
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+def test_spiking_units_lists_the_nonzero_counts_in_order(dtype, n_pre, layout):
+    """Sixteen units per vector (C-contiguous counts) or one at a time (any other layout): the units
+    with a nonzero count (NaN included), ascending, whatever the count type and the row's tail."""
+    rng = np.random.default_rng(n_pre)
+    x = ((rng.random((3, 4, n_pre)) < 0.3) * rng.integers(1, 4, (3, 4, n_pre))).astype(dtype)
+    if np.issubdtype(dtype, np.floating):
+        x[1, 2, n_pre // 2] = np.nan
+    if layout == "strided":
+        x = np.repeat(x, 2, axis=2)[:, :, ::2]
+        assert not x.flags.c_contiguous
+    listed = numba.njit(lambda x, q, b, units: KL.spiking_units(x, q, b, units))
+    for q in range(3):
+        for b in range(4):
+            units = np.full(n_pre + 16, -1, np.int32)
+            m = listed(x, q, b, units)
+            np.testing.assert_array_equal(units[:m], np.flatnonzero(x[q, b]))
+            assert m > 0 or not x[q, b].any()
 
 
 def test_unit_blocks_cover_the_units_in_order():

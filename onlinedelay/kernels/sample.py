@@ -6,11 +6,11 @@ the input spikes: spike ``(q, b, i)`` with count ``c`` adds ``c w_ji`` to ``cur[
 The neuron axis is innermost, so a unit whose synapses reach every neuron in order with one delay
 (dense rows, no delays or axonal delays) adds one contiguous row; other units scatter.  The
 additions into one ``cur[u, b, j]`` come in the push's order (step, then unit), so the sums equal
-the push model's (kernels/events.py).  Silent inputs cost one branch-free test each.  How it is fast
-(issue 15; 700 -> 256, B = 32, 7 % input density): when every unit is a row at one delay, eight
-spikes' rows are added per pass over an output row (the same additions in the same order, an
-eighth of the output's loads and stores); scattered synapses (synaptic delays) are summed one
-batch entry at a time into contiguous padded rows at precomputed ``delay * N + post`` offsets (the
+the push model's (kernels/events.py).  A row's spiking inputs are listed sixteen at a time
+(kernels/listing.py).  How it is fast (issue 15; 700 -> 256, B = 32, 7 % input density): when
+every unit is a row at one delay, eight spikes' rows are added per pass over an output row (the
+same additions in the same order, an eighth of the output's loads and stores); scattered synapses
+(synaptic delays) are summed one batch entry at a time into contiguous padded rows at precomputed ``delay * N + post`` offsets (the
 rows of cur lie B N apart and thrash the cache sets).  Tiling the neuron axis to keep a weight
 block in L2 measured slower (each block rescans the inputs); a dense BLAS product ``X W^T``
 (float32, one thread) only overtakes the spike sum above ~30 % input density.
@@ -31,6 +31,7 @@ from numba import prange
 from ._jit import jit, jit_parallel
 from .csc import TRANSPOSE_BLOCK, transpose_copy
 from .lif import lif_columns, lif_neuron
+from .listing import spiking_units
 from .readout import readout_error_columns, readout_listed
 from .surrogate import pseudo_derivative_value
 
@@ -68,7 +69,7 @@ def _spike_current(x, first, n, max_delay, out_indptr, offsets, weight_csc, rows
         scan, cnt = units[part], counts[part]
         for q in range(lo, hi):
             for b in range(b0, b1):
-                m = _spiking_units(x, q, b, scan)
+                m = spiking_units(x, q, b, scan)
                 if delay >= 0:                   # every row at one delay: all of them into one row of cur
                     u = q + delay - first
                     if 0 <= u < n:
@@ -105,17 +106,6 @@ def _common_row_delay(out_indptr, offsets, rows, n_post):
         elif d != delay:
             delay = -1
     return -2 if delay == -3 else delay
-
-
-@jit
-def _spiking_units(x, q, b, units):
-    """units[:m] = the units i (ascending) with x[q, b, i] != 0; returns m.  Branch-free: every unit is
-    written, the position advances only past spiking ones (input spikes are too dense to predict)."""
-    m = 0
-    for i in range(x.shape[2]):
-        units[m] = i
-        m += x[q, b, i] != 0
-    return m
 
 
 @jit
@@ -175,7 +165,7 @@ def _scatter_current(x, first, n, lo, hi, max_delay, out_indptr, offsets, weight
     for b in range(b0, b1):
         padded[:n_rows * n_post] = 0.0
         for q in range(lo, hi):
-            m = _spiking_units(x, q, b, units)
+            m = spiking_units(x, q, b, units)
             rbase = np.uint64((q - first + max_delay) * n_post)
             for s in range(m):
                 i = units[s]
