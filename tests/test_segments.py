@@ -474,15 +474,29 @@ def test_small_work_runs_serially():
 
 
 @pytest.mark.parametrize("shape", [(700, 256), (13, 5), (8, 16), (9, 17), (1, 1), (0, 4)])
-def test_transposes_by_blocks(shape):
-    """kernels/csc.transpose_copy and transpose_add (8 x 8 blocks and the edges) == numpy's transpose."""
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+@pytest.mark.parametrize("layout", ["contiguous", "columns", "strided"])
+def test_transposes_by_blocks(shape, dtype, layout):
+    """kernels/csc.transpose_copy and transpose_add (8 x 8 blocks by shuffles and the edges) == numpy's
+    transpose: C-contiguous arrays, the columns of a larger array (rows contiguous), or every other
+    element of one (element by element)."""
     rng = np.random.default_rng(2)
-    src, dst = rng.normal(size=shape).astype(np.float32), rng.normal(size=shape[::-1]).astype(np.float32)
+
+    def place(a):                           # a's values in the layout under test
+        if layout == "contiguous":
+            return a
+        wide = np.zeros((a.shape[0], 2 * a.shape[1] + 3), a.dtype)
+        view = wide[:, 3:3 + a.shape[1]] if layout == "columns" else wide[:, 1:1 + 2 * a.shape[1]:2]
+        view[...] = a
+        return view
+
+    src, dst = (place((rng.normal(size=s) * 100).astype(dtype)) for s in (shape, shape[::-1]))
     expected = dst + src.T
     KCSC.transpose_add(src, dst)
     np.testing.assert_array_equal(dst, expected)
-    src.flat[::3] = -0.0                                    # a copy keeps the sign of zero
-    out = np.full(shape[::-1], np.nan, np.float32)
+    if dtype != np.int32:
+        src[::3] = -0.0                                     # a copy keeps the sign of zero
+    out = place(np.full(shape[::-1], -7, dtype))
     KCSC.transpose_copy(src, out)
     np.testing.assert_array_equal(out, src.T)
     np.testing.assert_array_equal(np.signbit(out), np.signbit(src.T))

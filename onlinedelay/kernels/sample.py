@@ -229,9 +229,7 @@ def _forward_segment(x, first, n, ring_first, cur, hist, decay, gain, threshold,
                     for i in range(i0, i1):
                         for b in range(np.uint64(n_batch)):
                             hist[slot, i, b] = x[t, b, i]
-                for j in range(j0, j1):
-                    for b in range(np.uint64(n_batch)):
-                        current[j, b] = cur[u, b, j]
+                transpose_copy(cur[u][:, j0:j1], current[j0:j1])     # by shuffles (2.2 -> 2.0 ms alone)
                 base = np.uint64(u * size)
                 for e in range(e0, e1):
                     lif_neuron(state[0], decay, gain, threshold, hard_reset, state[1], state[2], state[3], 0, e)
