@@ -1381,6 +1381,22 @@ def test_adam_step(n, seed, start_step, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_step_stores_subnormal_moments_as_zero_and_keeps_nan(dtype):
+    """A moment that would fall below the smallest normal number is stored as 0 (no subnormal
+    arithmetic, ever slower); one just above it is kept, and a NaN gradient still makes NaN."""
+    tiny = np.finfo(dtype).tiny
+    m = np.array([1.01, 20.0, -1.01, 0.3, 0.3], dtype) * np.array([tiny, tiny, tiny, 1, 1], dtype)
+    v = np.array([1.0005, 20.0, 1.0005, 0.2, 0.2], dtype) * np.array([tiny, tiny, tiny, 1, 1], dtype)
+    grad = np.array([0.0, 0.0, 0.0, 0.5, np.nan], dtype)
+    param = np.ones(5, dtype)
+    K.adam_step(param, grad, m, v, 1e-3, 0.9, 0.999, 1e-8, 3)
+    assert m[0] == m[2] == 0.0 and v[0] == v[2] == 0.0             # 0.909 tiny and 0.9995 tiny
+    assert m[1] == dtype(0.9) * dtype(20.0 * tiny) and v[1] > tiny      # kept
+    assert np.isfinite(param[:4]).all() and np.isnan(param[4]) and np.isnan(m[4]) and np.isnan(v[4])
+    assert param[3] < 1.0 and param[0] == param[2] == 1.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [1, 17])
 def test_sgd_step(n, dtype):
     rng = np.random.default_rng(1200 + n)

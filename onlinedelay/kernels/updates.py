@@ -21,19 +21,27 @@ def adam_step(param, grad, m, v, lr, beta1, beta2, eps, step):
     The arithmetic is in the parameters' float type (the bias corrections folded into the rate and
     the scale of v once per call): float32 vectors are twice as wide, and float32 division and square
     root several times cheaper than float64's (700 -> 256 input weights: 0.33 -> 0.06 ms per step).
+    Our choice: moments below the float type's smallest normal number are stored as 0.  The moment
+    of a weight whose gradient stays 0 decays by beta1 per step and turns subnormal after ~800 steps
+    (float32); every operation on a subnormal then takes a microcode assist (700 -> 256 at batch 1,
+    after 800 samples: 0.6 ms per step, against 0.06).  The update such a moment would give is below
+    lr tiny / eps, ~1e-33 at the defaults.
     """
-    s = np.empty(6, param.dtype)                  # the constants, rounded once to the float type
+    s = np.empty(8, param.dtype)                  # the constants, rounded once to the float type
     s[0], s[1] = beta1, 1.0 - beta1
     s[2], s[3] = beta2, 1.0 - beta2
     s[4], s[5] = lr / (1.0 - beta1 ** step), 1.0 / (1.0 - beta2 ** step)
-    b1, a1, b2, a2, rate, scale = s[0], s[1], s[2], s[3], s[4], s[5]
-    s[0] = eps
-    e = s[0]
+    s[6], s[7] = eps, 1.1754943508222875e-38 if param.itemsize == 4 else 2.2250738585072014e-308
+    b1, a1, b2, a2, rate, scale, e, tiny = s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]
+    zero = s[7] - s[7]
     for i in range(param.size):
         g = grad[i]
-        m[i] = b1 * m[i] + a1 * g
-        v[i] = b2 * v[i] + a2 * g * g
-        param[i] -= rate * m[i] / (np.sqrt(v[i] * scale) + e)
+        mi = b1 * m[i] + a1 * g
+        vi = b2 * v[i] + a2 * g * g
+        mi = zero if abs(mi) < tiny else mi          # (NaN stays NaN)
+        vi = zero if vi < tiny else vi
+        m[i], v[i] = mi, vi
+        param[i] -= rate * mi / (np.sqrt(vi * scale) + e)
 
 
 @jit
