@@ -724,13 +724,13 @@ class ThreeFactorLearner:
             if online:
                 end = min(end, (t // every + 1) * every)
             n, row = end - t, t - int(ls.cursor[1])
-            rec = net.segments.advance(x, n, pseudo=(c.surrogate_gamma, ls.psi_buf[row:row + n]),
-                                       ring_first=ring_first)
             d_rec, zbar0, bbar0, carry, prod, sums = self._segment_buffers(n)
             zbar0[...], bbar0[...] = s.zbar, s.bbar          # the readout traces before the segment
-            loss, n_spikes = build(KS, "learn_segment", sums.shape[0] > 1)(
-                t, n, rec.y, rec.z, labels, loss_weights, lc.loss_start_step, c.decay_out, c.readout_gain, s.probs,
-                s.delta, s.zbar, s.bbar, d_rec, votes, sums)
+            rec = net.segments.advance(x, n, pseudo=(c.surrogate_gamma, ls.psi_buf[row:row + n], s.zbar),
+                                       ring_first=ring_first)
+            loss = build(KS, "learn_segment", sums.shape[0] > 1)(
+                t, n, rec.y, labels, loss_weights, lc.loss_start_step, c.decay_out, s.probs, s.delta, s.bbar, d_rec,
+                votes, sums)
             # the readout gradients and the learning signal L = B^T delta: matrix products per segment
             feedback = net.params.w_out if rule.feedback is None else rule.feedback
             with blas_threads(1):                   # see dense.py: BLAS threads fight numba's (2 BLAS threads: no faster)
@@ -738,7 +738,7 @@ class ThreeFactorLearner:
                                      c.readout_gain, carry, prod, self.grads.w_out, self.grads.b_out)
                 np.matmul(feedback.T, d_rec, out=ls.signal_buf[row:row + n])
             self.loss_sum += loss
-            spikes += n_spikes
+            spikes += rec.spikes
             s.t[0] = end
             if end - int(ls.cursor[1]) >= self.n_buf:    # the chunk buffer is full
                 rule.advance(ls, end, final=False)
@@ -750,7 +750,7 @@ class ThreeFactorLearner:
     def _segment_buffers(self, n: int):
         """Reused buffers of an ``n``-step segment: delta records (n, n_out, B), the readout traces before it
         (zbar (N, B), bbar (B,)), the scratch of kernels/readout.readout_gradients (carries (n, B, n_out),
-        products (n, N, n_out)) and learn_segment's (P, 2) sums (one row per part of the batch)."""
+        products (n, N, n_out)) and learn_segment's (P,) sums (one per part of the batch)."""
         c, batch, dt = self.net.config, self.net.batch_size, self.net.dtype
         parts = min(self.rules[0].parts(), batch)
         if self.segment_records is None or self.segment_records[0].shape[2] != batch \
@@ -759,7 +759,7 @@ class ThreeFactorLearner:
                                     aligned_zeros((c.n_readout_inputs, batch), dt), aligned_zeros(batch, dt),
                                     aligned_zeros((SEGMENT_STEPS, batch, c.n_outputs), dt),
                                     aligned_zeros((SEGMENT_STEPS if batch > 1 else 0, c.n_readout_inputs,
-                                                   c.n_outputs), dt), np.zeros((parts, 2)))
+                                                   c.n_outputs), dt), np.zeros(parts))
         d_rec, zbar0, bbar0, carry, prod, sums = self.segment_records
         return d_rec[:n], zbar0, bbar0, carry[:n], prod[:n], sums
 

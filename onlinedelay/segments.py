@@ -49,6 +49,7 @@ class SegmentRecord(NamedTuple):
 
     y: np.ndarray             # (n, n_out, B) readout after each step
     z: np.ndarray             # (n, N, B) spikes of each step
+    spikes: float             # their number
 
 
 def supports_segments(net) -> bool:
@@ -160,10 +161,11 @@ class SegmentRunner:
 
         x : (T, B, n_in) validated counts of the whole sample since the last reset (steps before
         ``t`` must be those already taken: spikes still in flight are summed again from them);
-        pseudo : (gamma, psi) for a learner: record the spikes and the pseudo-derivative of each step's
-        membrane potential (kernels/surrogate.py, with ``gamma``) into psi (n, N, B), and sum the
-        readout as one matrix product of the spikes (kernels/readout.readout_segment); None: the
-        readout summed in the segment kernel as stepping sums it;
+        pseudo : (gamma, psi, zbar) for a learner: record the spikes and the pseudo-derivative of each
+        step's membrane potential (kernels/surrogate.py, with ``gamma``) into psi (n, N, B), advance the
+        learner's readout trace zbar (N, B) in place, and sum the readout as one matrix product of the
+        spikes (kernels/readout.readout_segment); None: the readout summed in the segment kernel as
+        stepping sums it;
         ring_first : the first step written into the input ring (steps before it are left out).
         """
         net = self.net
@@ -184,12 +186,12 @@ class SegmentRunner:
         build(KS, "spike_current", parts > 1)(x, first, n, c.max_delay_steps, index.out_indptr, delays.offsets,
                                               index.weight_csc, delays.rows, buf["units"], buf["counts"],
                                               buf["padded"], cur)
-        gamma, psi_rec = pseudo if learner else (0.0, buf["z"][:0])
+        gamma, psi_rec, zbar = pseudo if learner else (0.0, buf["z"][:0], net.state.z)
         z_rec = buf["z"][:n if learner else 0]      # inference: the readout in the kernel
         y_rec, decay_out, gain_out = buf["y"][:n], float(c.decay_out), float(c.readout_gain)
-        build(KS, "forward_segment", parts > 1)(
+        spikes = build(KS, "forward_segment", parts > 1)(
             x, first, n, ring_first, cur, ls.hist_ff, float(spec.decay_mem), float(spec.input_gain), float(spec.threshold),
-            spec.reset == "hard", ls.current, ls.v, net.state.z, ls.decay_eff, float(gamma), psi_rec, z_rec,
+            spec.reset == "hard", ls.current, ls.v, net.state.z, ls.decay_eff, float(gamma), psi_rec, z_rec, zbar,
             p.w_out, p.b_out, decay_out, gain_out, net.state.y, y_rec, min(parts, n_batch))
         if learner:
             with blas_threads(1):                # see dense.py: BLAS threads fight numba's
@@ -200,7 +202,7 @@ class SegmentRunner:
         known = prior is not None and prior[0] is net.state and (first == 0 or prior[2] == first)
         self.written = (net.state, min(prior[1], w0), end) if known else None
         net.segment_done(first + n)
-        return SegmentRecord(y_rec, z_rec)
+        return SegmentRecord(y_rec, z_rec, spikes)
 
     def run(self, x: np.ndarray, out: np.ndarray) -> None:
         """Advance the whole (reset) sample ``x`` (T, B, n_in); readouts into ``out`` (T, B, n_out)."""

@@ -188,7 +188,7 @@ def _column_range(part, n_parts, n_batch):
 
 
 def _forward_segment(x, first, n, ring_first, cur, hist, decay, gain, threshold, hard_reset, current, v, z, decay_eff,
-                     gamma, psi_rec, z_rec, w_out, b_out, decay_out, gain_out, y, y_rec, n_parts):
+                     gamma, psi_rec, z_rec, zbar, w_out, b_out, decay_out, gain_out, y, y_rec, n_parts):
     """Steps ``first .. first + n - 1`` of a one-layer network without recurrence, current given.
 
     x : (T, B, n_pre) counts, written into the ring ``hist`` (n_slots, n_pre, B) at slot t % n_slots
@@ -196,8 +196,10 @@ def _forward_segment(x, first, n, ring_first, cur, hist, decay, gain, threshold,
     cur : (n, B, N) feedforward current of the segment (:func:`spike_current`);
     current, v, z, decay_eff : (N, B) the layer's state (kernels/lif.py).  A learner passes z_rec and
     psi_rec (>= n, N, B), out: z and the pseudo-derivative of v (kernels/surrogate.py, ``gamma``) after
-    each step, written in the LIF step's pass, and sums the readout from z_rec afterwards
-    (kernels/readout.readout_segment).  Inference passes (0, N, B) arrays: the readout (w_out, b_out,
+    each step, written in the LIF step's pass, with its readout trace zbar (N, B), in place,
+    zbar = decay_out zbar + gain_out z each step (as ``ThreeFactorLearner.step``), and sums the readout
+    from z_rec afterwards (kernels/readout.readout_segment); returns the number of spikes.  Inference
+    passes (0, N, B) arrays (zbar: any) and gets 0: the readout (w_out, b_out,
     decay_out, gain_out, y: kernels/readout.py) is summed here step by step as stepping sums it
     (readout.readout_listed), into y_rec (>= n, n_out, B) out, y after each step.
     n_parts : parts run side by side (the parallel build): of the batch (its columns are independent), or
@@ -211,14 +213,15 @@ def _forward_segment(x, first, n, ring_first, cur, hist, decay, gain, threshold,
     learner = z_rec.shape[0] > 0
     scale = gamma / threshold
     if n_batch == 1:
-        _forward_column(x, first, n, ring_first, cur, hist, decay, gain, threshold, hard_reset, current, v, z,
-                        decay_eff, gamma, psi_rec, z_rec, w_out, b_out, decay_out, gain_out, y, y_rec)
-        return
+        return _forward_column(x, first, n, ring_first, cur, hist, decay, gain, threshold, hard_reset, current, v,
+                               z, decay_eff, gamma, psi_rec, z_rec, zbar, w_out, b_out, decay_out, gain_out, y, y_rec)
     if learner:      # one flat loop over the (neuron, column) entries of each part: see the docstring
         size = v.size
         state = (current.reshape(1, size), v.reshape(1, size), z.reshape(1, size), decay_eff.reshape(1, size))
-        z_flat, psi_flat = z_rec.reshape(-1), psi_rec.reshape(-1)
+        z_flat, psi_flat, zbar_flat = z_rec.reshape(-1), psi_rec.reshape(-1), zbar.reshape(-1)
+        counts = np.zeros(n_parts, np.int64)
         for part in prange(n_parts):
+            spikes = 0         # z is 0 or 1: the count of spikes is their sum (an integer sum vectorises)
             j0, j1 = _column_range(part, n_parts, n_post)
             i0, i1 = _column_range(part, n_parts, n_pre)
             e0, e1 = j0 * np.uint64(n_batch), j1 * np.uint64(n_batch)
@@ -233,9 +236,13 @@ def _forward_segment(x, first, n, ring_first, cur, hist, decay, gain, threshold,
                 base = np.uint64(u * size)
                 for e in range(e0, e1):
                     lif_neuron(state[0], decay, gain, threshold, hard_reset, state[1], state[2], state[3], 0, e)
-                    z_flat[base + e] = state[2][0, e]
+                    spike = state[2][0, e]
+                    z_flat[base + e] = spike
                     psi_flat[base + e] = pseudo_derivative_value(state[1][0, e], scale, threshold)
-        return
+                    zbar_flat[e] = decay_out * zbar_flat[e] + gain_out * spike
+                    spikes += spike != 0.0
+            counts[part] = spikes
+        return float(counts.sum())
     w_t, n_out = _transposed(w_out), w_out.shape[0]
     for part in prange(n_parts):
         b0, b1 = _column_range(part, n_parts, n_batch)
@@ -255,6 +262,7 @@ def _forward_segment(x, first, n, ring_first, cur, hist, decay, gain, threshold,
             for k in range(n_out):
                 for b in range(b0, b1):
                     y_rec[u, k, b] = y[k, b]
+    return 0.0
 
 
 @jit
@@ -267,7 +275,7 @@ def _transposed(a):
 
 @jit
 def _forward_column(x, first, n, ring_first, cur, hist, decay, gain, threshold, hard_reset, current, v, z, decay_eff,
-                    gamma, psi_rec, z_rec, w_out, b_out, decay_out, gain_out, y, y_rec):
+                    gamma, psi_rec, z_rec, zbar, w_out, b_out, decay_out, gain_out, y, y_rec):
     """:func:`forward_segment` at batch 1: the same operations, with the (N, 1) state seen as (1, N) rows so
     that the loops over the neurons are contiguous and vectorise (700 -> 256, 100 steps: 0.65 -> ~0.3 ms
     per sample in place; the loops over columns of length 1 took ~25 ns per neuron-step)."""
@@ -278,8 +286,10 @@ def _forward_column(x, first, n, ring_first, cur, hist, decay, gain, threshold, 
     cur_rows = cur.reshape(n, n_post)
     psi_rows, z_rows = psi_rec.reshape(psi_rec.shape[0], n_post), z_rec.reshape(z_rec.shape[0], n_post)
     ring = hist.reshape(n_slots, n_pre)
+    zbar_row = zbar.reshape(-1)
     scale = gamma / threshold
     w_t, listed, acc = _transposed(w_out), np.empty(n_post, np.int64), np.empty(y.shape[0], y.dtype)
+    spikes = 0
     for u in range(n):
         t = first + u
         if u >= n - n_slots and t >= ring_first:
@@ -290,40 +300,42 @@ def _forward_column(x, first, n, ring_first, cur, hist, decay, gain, threshold, 
         if learner:                             # the LIF step, its records and psi in one pass
             for j in range(np.uint64(n_post)):
                 lif_neuron(rows[0], decay, gain, threshold, hard_reset, rows[1], rows[2], rows[3], 0, j)
-                z_rows[u, j] = rows[2][0, j]
+                spike = rows[2][0, j]
+                z_rows[u, j] = spike
                 psi_rows[u, j] = pseudo_derivative_value(rows[1][0, j], scale, threshold)
+                zbar_row[j] = decay_out * zbar_row[j] + gain_out * spike
+                spikes += spike != 0.0
             continue
         lif_columns(rows[0], decay, gain, threshold, hard_reset, rows[1], rows[2], rows[3], 0, n_post)
         readout_listed(z, w_t, b_out, decay_out, gain_out, y, 0, 1, listed, acc)
         y_rec[u, :, 0] = y[:, 0]
+    return float(spikes)
 
 
 forward_segment = jit(_forward_segment)
 forward_segment_parallel = jit_parallel(_forward_segment)
 
 
-def _learn_segment(first, n, y_rec, z_rec, labels, loss_weights, loss_start, decay_out, gain_out, probs, delta,
-                   zbar, bbar, delta_rec, votes, sums):
+def _learn_segment(first, n, y_rec, labels, loss_weights, loss_start, decay_out, probs, delta, bbar, delta_rec,
+                   votes, sums):
     """The learner's per-step, per-neuron work over a recorded segment of a one-layer network.
 
     Per step t = first + u (as ``ThreeFactorLearner.step``): readout error into ``probs``/``delta``
-    (kept in ``delta_rec[u]``), votes, and the readout's filtered traces ``zbar``/``bbar``, carried to
-    the segment's end (the pseudo-derivative is recorded by :func:`forward_segment`).  The products over
+    (kept in ``delta_rec[u]``), votes, and the readout's bias trace ``bbar``, carried to the segment's
+    end (the pseudo-derivative and the spikes' trace zbar are advanced by :func:`forward_segment`).  The products over
     the neurons are left to the segment: the learning signal and the readout gradients
     (kernels/readout.readout_gradients) as matrix products.
-    y_rec : (>= n, n_out, B); z_rec : (>= n, N, B) (:func:`forward_segment`);
+    y_rec : (>= n, n_out, B) (:func:`forward_segment`);
     labels : (B,) int64; loss_weights : (T,); loss_start : first voting step; votes : (n_out, B)
     float64, softmax summed over the voting steps; delta_rec : (>= n, n_out, B) out;
-    sums : (P, 2) float64 scratch, the loss and spike count of each of the P parts of the batch run side
-    by side (the parallel build; the batch columns are independent).  Returns (loss, spikes).
+    sums : (P,) float64 scratch, the loss of each of the P parts of the batch run side by side (the
+    parallel build; the batch columns are independent).  Returns the loss.
     """
     n_parts = sums.shape[0]
     n_out, n_batch = probs.shape
-    n_post = zbar.shape[0]
     for part in prange(n_parts):
         c0, c1 = _column_range(part, n_parts, n_batch)
         loss = 0.0
-        spikes = 0             # z is 0 or 1: the count of spikes is their sum (an integer sum vectorises)
         for u in range(n):
             t = first + u
             loss += readout_error_columns(y_rec[u], labels, loss_weights[t], probs, delta, c0, c1)
@@ -336,22 +348,11 @@ def _learn_segment(first, n, y_rec, z_rec, labels, loss_weights, loss_start, dec
                         votes[k, b] += probs[k, b]
             for b in range(c0, c1):
                 bbar[b] = decay_out * bbar[b] + 1.0
-            z, zb = z_rec[u], zbar
-            r0, r1 = c0, c1
-            if c1 - c0 == n_batch:                  # all the columns: one flat loop (contiguous, vectorised)
-                z, zb = z.reshape(1, n_post * n_batch), zbar.reshape(1, n_post * n_batch)
-                r0, r1 = np.uint64(0), np.uint64(n_post * n_batch)
-            for j in range(z.shape[0]):
-                for b in range(r0, r1):
-                    zb[j, b] = decay_out * zb[j, b] + gain_out * z[j, b]
-                    spikes += z[j, b] != 0.0
-        sums[part, 0] = loss
-        sums[part, 1] = spikes
-    loss, spikes = 0.0, 0.0
+        sums[part] = loss
+    loss = 0.0
     for part in range(n_parts):
-        loss += sums[part, 0]
-        spikes += sums[part, 1]
-    return loss, spikes
+        loss += sums[part]
+    return loss
 
 
 learn_segment = jit(_learn_segment)
