@@ -31,7 +31,8 @@ def blas_threads(threads: int):
     """Context manager limiting the BLAS libraries to ``threads`` threads (restored on exit).
 
     Through threadpoolctl's library controllers directly: its ``limit`` queries every library's
-    full info on entry and exit, ~0.1 ms per call, a tenth of a batch-1 training sample."""
+    full info on entry and exit (25 against 13 us per use here); a nested use, finding the limit
+    already set, only reads the thread counts."""
     global _BLAS_LIBRARIES
     if _BLAS_LIBRARIES is None:
         from threadpoolctl import ThreadpoolController

@@ -376,19 +376,19 @@ class _LayerRule:
         unit blocks and their spike lists and gradient rows, by units), the CSC ``indices`` they were
         made for and ``by_unit`` (per projection: True by unit blocks)."""
         dt, N, lp = self.net.dtype, self.spec.n_neurons, self.net.params.layers[self.index]
-        rows = tuple(0 if units else self.n_buf * n_batch for units in by_unit)    # kernels/spike_weights.py
+        rows = tuple(0 if in_blocks else self.n_buf * n_batch for in_blocks in by_unit)   # kernels/spike_weights.py
         scratch = [(tuple(np.zeros((r, -(-n_pre // 64)), np.uint64) for r, n_pre in zip(rows, self.n_pre)),
                     tuple(np.zeros(n_pre + 1, np.int64) for n_pre in self.n_pre),
                     np.zeros(max(self.n_pre), np.int64), [np.zeros(0, np.int32), np.zeros(0, dt)])]
-        for proj, index, units in zip(lp, indices, by_unit):
-            blocks = (unit_blocks(index.out_indptr, UNIT_BLOCK, UNIT_BLOCK_SYNAPSES) if units
+        for proj, index, in_blocks in zip(lp, indices, by_unit):
+            blocks = (unit_blocks(index.out_indptr, UNIT_BLOCK, UNIT_BLOCK_SYNAPSES) if in_blocks
                       else np.zeros(1, np.int32))
             units = int(np.diff(blocks).max(initial=0))
             n_syn = int(np.diff(index.out_indptr[blocks]).max(initial=0))
             n_spikes = units * self.n_buf * n_batch
             scratch.append((blocks, np.zeros((parts, n_spikes), np.int64), np.zeros((parts, n_spikes), dt),
                             np.zeros((parts, units), np.int64), np.zeros((parts, n_syn), dt)))
-        grad_csc = tuple(np.zeros(0 if units else proj.pre.size, dt) for proj, units in zip(lp, by_unit))
+        grad_csc = tuple(np.zeros(0 if in_blocks else proj.pre.size, dt) for proj, in_blocks in zip(lp, by_unit))
         return (aligned_zeros((self.n_buf, n_batch, N), dt), aligned_zeros((N, n_batch), dt), grad_csc, tuple(scratch),
                 indices, by_unit)
 

@@ -20,7 +20,7 @@ def _compress_nonzero(typingctx, row, start, units, m):
     """units[m : m + c] = the i in [start, start + LANES) with row[i] != 0, ascending; returns m + c.
 
     row : 1-D C-contiguous numeric array, start + LANES <= row.size; units : 1-D C-contiguous int32 with
-    room for LANES entries from m."""
+    room for the c entries from m (only they are written)."""
     if not (isinstance(row, types.Array) and row.ndim == 1 and row.layout == "C"
             and isinstance(row.dtype, (types.Integer, types.Float, types.Boolean))
             and isinstance(units, types.Array) and units.dtype == types.int32 and units.layout == "C"):
@@ -42,11 +42,11 @@ def _compress_nonzero(typingctx, row, start, units, m):
         base = builder.insert_element(ir.Constant(ity, ir.Undefined), builder.trunc(first, i32), ir.Constant(i32, 0))
         index = builder.add(builder.shuffle_vector(base, ir.Constant(ity, ir.Undefined), ir.Constant(ity, [0] * LANES)),
                             ir.Constant(ity, list(range(LANES))))
-        store = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [ity, i32.as_pointer(), ir.VectorType(ir.IntType(1), LANES)]),
-            f"llvm.masked.compressstore.v{LANES}i32")
+        store_type = ir.FunctionType(ir.VoidType(), [ity, i32.as_pointer(), ir.VectorType(ir.IntType(1), LANES)])
+        store = cgutils.get_or_insert_function(builder.module, store_type, f"llvm.masked.compressstore.v{LANES}i32")
         builder.call(store, [index, builder.gep(out, [at]), mask])
-        popcount = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lanes, [lanes]), f"llvm.ctpop.i{LANES}")
+        popcount = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lanes, [lanes]),
+                                                  f"llvm.ctpop.i{LANES}")
         n_set = builder.zext(builder.call(popcount, [builder.bitcast(mask, lanes)]), ir.IntType(64))
         return builder.add(at, n_set)
 

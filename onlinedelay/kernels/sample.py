@@ -10,8 +10,8 @@ the push model's (kernels/events.py).  A row's spiking inputs are listed sixteen
 (kernels/listing.py).  How it is fast (issue 15; 700 -> 256, B = 32, 7 % input density): when
 every unit is a row at one delay, eight spikes' rows are added per pass over an output row (the
 same additions in the same order, an eighth of the output's loads and stores); scattered synapses
-(synaptic delays) are summed one batch entry at a time into contiguous padded rows at precomputed ``delay * N + post`` offsets (the
-rows of cur lie B N apart and thrash the cache sets).  Tiling the neuron axis to keep a weight
+(synaptic delays) are summed one batch entry at a time into contiguous padded rows at precomputed
+``delay * N + post`` offsets (the rows of cur lie B N apart and thrash the cache sets).  Tiling the neuron axis to keep a weight
 block in L2 measured slower (each block rescans the inputs); a dense BLAS product ``X W^T``
 (float32, one thread) only overtakes the spike sum above ~30 % input density.
 

@@ -12,31 +12,33 @@ traces; each spike adds one row of R (a unit whose synapses are neurons 0 .. N-1
 delay) or gathers along its synapses.  Each synapse sums its spikes in (step, batch) order in both
 kernels below, so they give the same floats.
 
-Our choice of two loop orders, by the size of R (``ThreeFactorLearner``, UNIT_ORDER_BYTES):
+Our choice of two loop orders (``ThreeFactorLearner._spike_weight_gradients``): by blocks of steps for a
+dense projection, and for a sparse one whose R exceeds UNIT_ORDER_BYTES; by blocks of units otherwise.
 
 - :func:`spike_weight_gradient`, by blocks of steps: each unit's spikes are listed once, in (step,
   batch) order (:func:`unit_spike_lists`: a bit per (step, batch, unit) from a vectorised compare,
   read back with count-trailing-zeros), then R is taken ``block_steps`` steps at a time (a block of
   ~1 MB stays in L2) and every unit adds the rows of its spikes that land in the block eight at a
-  time into its gradient row (kept in L1), in CSC order (the caller adds it into CSR order).  Best
-  when R is far larger than L2 (700 -> 256 at B = 32: 3.3 MB).  Alone, 700 -> 256 at B = 32: 3.4 ms
-  (lists 0.4) against 5.4 for the step-by-step order it replaced, whose per-(step, unit) batch lists
-  read the counts across the units' stride and whose gradient rows came from L2 for every 1-4 spikes.
+  time into its gradient row (kept in L1), in CSC order (the caller adds it into CSR order).  Alone,
+  700 -> 256 at B = 32 (R 3.3 MB): 3.4 ms (lists 0.4) against 5.4 for the step-by-step order it
+  replaced, whose per-(step, unit) batch lists read the counts across the units' stride and whose
+  gradient rows came from L2 for every 1-4 spikes.
 - :func:`unit_weight_gradient`, by blocks of units: the spikes of a block's units are listed from
   the ring a step at a time (one cache line per step for a block of 16 units at B = 1, not one per
   unit), every unit's spikes are added eight rows at a time into its gradient row, and the block's
-  rows are added into the CSR gradient at once (no CSC copy, no pass over it).  Best when R fits in
-  L2 (batch 1: 100 kB; 700 -> 256 at B = 1, alone: 0.33-0.47 ms against 0.74 for the step order
-  and its transposing add; in place the cold lines of the gradient it adds into cost ~0.3 ms more).
+  rows are added into the CSR gradient at once (no CSC copy, no pass over it).  Best for a sparse
+  projection whose R fits in L2 (140 -> 256 at density 0.2, B = 1: 0.89 against 1.01-1.07 ms per
+  sample); a dense one at B = 1 trains faster by steps (1.18-1.21 against 1.43-1.95 ms, 700 -> 256).
 
 Loops over units index with unsigned integers: with signed ones numba checks for negative indices,
 and that alone stopped the compares above from vectorising (0.2 against 1.5 ms for the counts).  The
 masks are written out in the kernel: a jitted helper per 64 units, taking the array, counts its
-references at every call (two atomic operations) and made them 3x slower.  Read back per input row
-(instead of kernels/sample's branch-free listing) they were no faster for the input current.
+references at every call (two atomic operations) and made them 3x slower.  (The input current lists
+its rows' spiking units sixteen at a time instead: kernels/listing.py.)
 
 Arrays: hist (n_slots, n_pre, B) presynaptic ring holding steps 0 .. n - 1 at slots 0 .. n - 1
-(n <= n_slots); R (n, B, N); CSC arrays as in projections.EventIndex.
+(n <= n_slots), or its transpose x (n_slots, B, n_pre) (by steps: a sample's counts are contiguous
+along the units that way); R (n, B, N); CSC arrays as in projections.EventIndex.
 """
 
 from functools import partial
@@ -96,8 +98,8 @@ def _spike_weight_gradient(x, n, out_indptr, out_post, delay_csc, rows, R, masks
 
     x : (>= n, B, n_pre) counts as in :func:`unit_spike_lists`; R : (n, B, N) (kernels/sample.backward_filter);
     masks, ptr from :func:`unit_spike_lists`; scratch
-    cursor (n_pre,) int64, offsets (>= ptr[n_pre],) int32 (a spike's row q B + b of R) and coefs (same)
-    float; grad_csc : (n_syn,) CSC order (a unit's synapses side by side), accumulated.
+    cursor (n_pre,) int64, offsets (>= ptr[n_pre],) int32 (a spike's row q B + b of R: n B < 2^31) and
+    coefs (same) float; grad_csc : (n_syn,) CSC order (a unit's synapses side by side), accumulated.
     ``rows`` : (n_pre,) uint8, 1 where unit i's synapses are neurons 0 .. N-1 in order with one delay.
     Each part (P parts of the 64-unit chunks, side by side in the parallel build) lists its units'
     spikes in (step, batch) order from the bits, then takes R in blocks of ``block_steps`` steps
