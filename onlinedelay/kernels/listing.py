@@ -53,12 +53,9 @@ def _compress_nonzero(typingctx, row, start, units, m):
     return types.int64(row, start, units, m), codegen
 
 
-def spiking_units(x, q, b, units):
-    """units[:m] = the units i (ascending) with x[q, b, i] != 0; returns m.
-
-    x : (T, B, n_pre) counts; units : (>= n_pre,) int32.  Sixteen units per vector where x is
-    C-contiguous, else a branch-free pass per unit (every unit written, the position advanced only
-    past spiking ones)."""
+def _one_at_a_time(x, q, b, units):
+    """:func:`spiking_units` by a branch-free pass per unit (every unit written, the position advanced
+    only past spiking ones): counts in any layout."""
     m = 0
     for i in range(x.shape[2]):
         units[m] = i
@@ -66,26 +63,29 @@ def spiking_units(x, q, b, units):
     return m
 
 
+def spiking_units(x, q, b, units):
+    """units[:m] = the units i (ascending) with x[q, b, i] != 0; returns m.
+
+    x : (T, B, n_pre) counts; units : (>= n_pre,) int32.  In compiled code sixteen units per vector
+    where x is C-contiguous, else one at a time."""
+    return _one_at_a_time(x, q, b, units)
+
+
 @overload(spiking_units, jit_options={"error_model": "numpy", "nogil": True})
 def _spiking_units_overload(x, q, b, units):
-    if (isinstance(x, types.Array) and x.layout == "C" and isinstance(units, types.Array) and units.layout == "C"
-            and units.dtype == types.int32 and isinstance(x.dtype, (types.Integer, types.Float, types.Boolean))):
-        def vectors(x, q, b, units):
-            row = x[q, b]
-            n, m, s = row.size, 0, 0
-            while s + LANES <= n:
-                m = _compress_nonzero(row, s, units, m)
-                s += LANES
-            for i in range(s, n):
-                units[m] = i
-                m += row[i] != 0
-            return m
-        return vectors
+    if not (isinstance(x, types.Array) and x.layout == "C" and isinstance(units, types.Array)
+            and units.layout == "C" and units.dtype == types.int32
+            and isinstance(x.dtype, (types.Integer, types.Float, types.Boolean))):
+        return _one_at_a_time
 
-    def scalar(x, q, b, units):
-        m = 0
-        for i in range(x.shape[2]):
+    def vectors(x, q, b, units):
+        row = x[q, b]
+        n, m, s = row.size, 0, 0
+        while s + LANES <= n:
+            m = _compress_nonzero(row, s, units, m)
+            s += LANES
+        for i in range(s, n):
             units[m] = i
-            m += x[q, b, i] != 0
+            m += row[i] != 0
         return m
-    return scalar
+    return vectors
